@@ -1,0 +1,630 @@
+//! Finding the credential in a request: the [`Extract`] policy.
+//!
+//! The policy is a list of sources tried in order. A request may carry the
+//! same token in several of them; two *different* tokens, or a repeated
+//! header, are refused with 400 rather than guessed at.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderName, Uri};
+use percent_encoding::percent_decode;
+
+use crate::error::AuthError;
+use crate::principal::CredentialSource;
+
+/// The longest credential accepted, in bytes. Our own tokens are about 45
+/// bytes; the bound keeps hashing cheap for hostile input.
+pub const MAX_CREDENTIAL_LEN: usize = 4096;
+
+/// The conventional header for API keys.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The conventional query parameter for API keys.
+pub const API_KEY_QUERY: &str = "api-key";
+
+/// A custom place to find credentials, for [`Extract::custom`] and
+/// [`Extract::or_custom`].
+///
+/// Return `Ok(None)` when the request carries no credential in your source;
+/// the layer checks the characters and length of what you return, like it
+/// does for its own sources.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use http::request::Parts;
+/// use tower_keyauth::{AuthError, Extract, ExtractCredential};
+///
+/// /// `Authorization: Token <key>`, as some older APIs use.
+/// struct TokenScheme;
+///
+/// impl ExtractCredential for TokenScheme {
+///     fn label(&self) -> &str {
+///         "token-scheme"
+///     }
+///
+///     fn extract<'a>(&self, request: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError> {
+///         let Some(value) = request.headers.get(http::header::AUTHORIZATION) else {
+///             return Ok(None);
+///         };
+///         let value = value
+///             .to_str()
+///             .map_err(|_| AuthError::invalid_request("The Authorization header is not ASCII."))?;
+///         Ok(value.strip_prefix("Token ").map(Cow::Borrowed))
+///     }
+/// }
+///
+/// let policy = Extract::custom(TokenScheme);
+/// # let _ = policy;
+/// ```
+pub trait ExtractCredential: Send + Sync + 'static {
+    /// A short name, reported as [`CredentialSource::Custom`].
+    fn label(&self) -> &str;
+
+    /// The credential in `request`, if any.
+    fn extract<'a>(&self, request: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError>;
+
+    /// Removes the credential from the request before the inner service sees
+    /// it, when the layer is told to hide credentials. The default does
+    /// nothing.
+    fn hide(&self, request: &mut Parts) {
+        let _ = request;
+    }
+}
+
+#[derive(Clone)]
+enum Source {
+    Bearer,
+    Header(HeaderName),
+    Query(Arc<str>),
+    Custom(Arc<dyn ExtractCredential>),
+}
+
+/// Where the layer looks for a credential, in order.
+///
+/// | policy | sources |
+/// |---|---|
+/// | [`Extract::bearer()`] (default) | `Authorization: Bearer <token>` |
+/// | [`Extract::bearer_or_api_key()`] | Bearer, then `x-api-key: <token>` |
+/// | [`Extract::bearer_api_key_or_query()`] | Bearer, `x-api-key`, then `?api-key=<token>` (discouraged) |
+///
+/// Other names, and your own sources, compose:
+///
+/// ```
+/// use tower_keyauth::Extract;
+/// let policy = Extract::bearer().or_header("x-service-key");
+/// # let _ = policy;
+/// ```
+///
+/// The `Bearer` scheme is matched case-insensitively (RFC 9110 §11.1) and
+/// may be followed by several spaces. Empty tokens, tokens with control,
+/// space or non-ASCII characters, tokens over [`MAX_CREDENTIAL_LEN`] bytes,
+/// repeated headers and two different tokens in one request are refused
+/// with 400 `invalid_request`.
+#[derive(Clone)]
+pub struct Extract {
+    sources: Arc<[Source]>,
+}
+
+impl Default for Extract {
+    /// [`Extract::bearer`].
+    fn default() -> Self {
+        Self::bearer()
+    }
+}
+
+impl Extract {
+    /// `Authorization: Bearer <token>` only (RFC 6750 §2.1).
+    pub fn bearer() -> Self {
+        Self {
+            sources: Arc::from([Source::Bearer]),
+        }
+    }
+
+    /// Bearer, then the `x-api-key` header.
+    pub fn bearer_or_api_key() -> Self {
+        Self::bearer().or_header(API_KEY_HEADER)
+    }
+
+    /// Bearer, the `x-api-key` header, then the `api-key` query parameter.
+    ///
+    /// # Warning
+    ///
+    /// Query parameters end up in access logs, browser history and
+    /// `Referer` headers (RFC 6750 §2.3). Accept them only for clients that
+    /// cannot send headers. The layer removes the parameter from the URI the
+    /// inner service sees and logs a warning each time it is used.
+    pub fn bearer_api_key_or_query() -> Self {
+        Self::bearer_or_api_key().or_query(API_KEY_QUERY)
+    }
+
+    /// Only this header, such as `x-api-key`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn header(name: &str) -> Self {
+        Self {
+            sources: Arc::from([]),
+        }
+        .or_header(name)
+    }
+
+    /// Only a custom source.
+    pub fn custom(source: impl ExtractCredential) -> Self {
+        Self {
+            sources: Arc::from([]),
+        }
+        .or_custom(source)
+    }
+
+    /// Also accepts `Authorization: Bearer <token>`.
+    pub fn or_bearer(self) -> Self {
+        self.with(Source::Bearer)
+    }
+
+    /// Also accepts the token as the whole value of header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn or_header(self, name: &str) -> Self {
+        let name = HeaderName::try_from(name)
+            .unwrap_or_else(|_| panic!("{name:?} is not a valid header name"));
+        self.with(Source::Header(name))
+    }
+
+    /// Also accepts the token in query parameter `name`,
+    /// `application/x-www-form-urlencoded` decoded.
+    ///
+    /// # Warning
+    ///
+    /// See [`Extract::bearer_api_key_or_query`]: URLs get logged.
+    pub fn or_query(self, name: &str) -> Self {
+        self.with(Source::Query(Arc::from(name)))
+    }
+
+    /// Also accepts a custom source.
+    pub fn or_custom(self, source: impl ExtractCredential) -> Self {
+        self.with(Source::Custom(Arc::new(source)))
+    }
+
+    fn with(self, source: Source) -> Self {
+        let mut sources = self.sources.to_vec();
+        sources.push(source);
+        Self {
+            sources: sources.into(),
+        }
+    }
+
+    /// The credential of `request`, if any.
+    pub(crate) fn extract<'a>(
+        &self,
+        request: &'a Parts,
+    ) -> Result<Option<Credential<'a>>, AuthError> {
+        let mut found: Option<Credential<'a>> = None;
+        for source in self.sources.iter() {
+            let Some(credential) = source.extract(request)? else {
+                continue;
+            };
+            check_credential_syntax(&credential.token)?;
+            match &found {
+                Some(first) if first.token != credential.token => {
+                    return Err(AuthError::invalid_request(
+                        "The request carries two different credentials.",
+                    ));
+                }
+                Some(_) => {}
+                None => found = Some(credential),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes query credentials from the URI, and with `hide_headers` also
+    /// the credential headers, so the inner service never sees them.
+    pub(crate) fn scrub(&self, request: &mut Parts, hide_headers: bool) {
+        for source in self.sources.iter() {
+            match source {
+                Source::Query(name) => remove_query_parameter(&mut request.uri, name),
+                Source::Bearer if hide_headers => {
+                    request.headers.remove(AUTHORIZATION);
+                }
+                Source::Header(name) if hide_headers => {
+                    request.headers.remove(name);
+                }
+                Source::Custom(custom) if hide_headers => custom.hide(request),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Extract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for source in self.sources.iter() {
+            match source {
+                Source::Bearer => list.entry(&"bearer"),
+                Source::Header(name) => list.entry(&format_args!("header {name}")),
+                Source::Query(name) => list.entry(&format_args!("query {name}")),
+                Source::Custom(custom) => list.entry(&format_args!("custom {}", custom.label())),
+            };
+        }
+        list.finish()
+    }
+}
+
+/// A credential found in a request, not yet checked against any key.
+pub(crate) struct Credential<'a> {
+    pub(crate) token: Cow<'a, str>,
+    pub(crate) source: CredentialSource,
+}
+
+impl Source {
+    fn extract<'a>(&self, request: &'a Parts) -> Result<Option<Credential<'a>>, AuthError> {
+        let (token, source) = match self {
+            Source::Bearer => (bearer_token(request)?, CredentialSource::Bearer),
+            Source::Header(name) => (
+                single_header(request, name)?,
+                CredentialSource::Header(name.clone()),
+            ),
+            Source::Query(name) => (
+                query_parameter(request.uri.query(), name)?,
+                CredentialSource::Query(name.clone()),
+            ),
+            Source::Custom(custom) => (
+                custom.extract(request)?,
+                CredentialSource::Custom(Arc::from(custom.label())),
+            ),
+        };
+        Ok(token.map(|token| Credential { token, source }))
+    }
+}
+
+fn malformed() -> AuthError {
+    AuthError::invalid_request(
+        "The credential may only contain visible ASCII characters, without spaces.",
+    )
+}
+
+/// The one rule every source shares: a token is 1 to
+/// [`MAX_CREDENTIAL_LEN`] visible ASCII characters.
+fn check_credential_syntax(token: &str) -> Result<(), AuthError> {
+    if token.is_empty() {
+        return Err(AuthError::invalid_request("The credential is empty."));
+    }
+    if token.len() > MAX_CREDENTIAL_LEN {
+        return Err(AuthError::invalid_request("The credential is too long."));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(malformed());
+    }
+    Ok(())
+}
+
+/// The token of `Authorization: Bearer <token>`; `None` without the header
+/// or with another scheme.
+fn bearer_token(request: &Parts) -> Result<Option<Cow<'_, str>>, AuthError> {
+    let mut values = request.headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::invalid_request(
+            "The Authorization header must not be repeated.",
+        ));
+    }
+    let bytes = value.as_bytes();
+    let scheme_end = bytes
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .unwrap_or(bytes.len());
+    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    // Spaces around the token are tolerated; anything else is checked by
+    // `check_credential_syntax`.
+    ascii_token(trim_spaces(&bytes[scheme_end..]))
+}
+
+fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' '] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Borrows header bytes as text, refusing anything but visible ASCII.
+fn ascii_token(bytes: &[u8]) -> Result<Option<Cow<'_, str>>, AuthError> {
+    if !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(if bytes.is_empty() {
+            AuthError::invalid_request("The credential is empty.")
+        } else {
+            malformed()
+        });
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(Some(Cow::Borrowed(text))),
+        Err(_) => Err(malformed()),
+    }
+}
+
+fn single_header<'a>(
+    request: &'a Parts,
+    name: &HeaderName,
+) -> Result<Option<Cow<'a, str>>, AuthError> {
+    let mut values = request.headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::invalid_request(format!(
+            "The {name} header must not be repeated."
+        )));
+    }
+    ascii_token(trim_spaces(value.as_bytes()))
+}
+
+/// The value of query parameter `name`, form-urlencoded decoded (`+` is a
+/// space, `%XX` a byte, decoded once).
+fn query_parameter<'a>(
+    query: Option<&'a str>,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, AuthError> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for pair in query.split('&') {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !form_decoded_equals(raw_name, name) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(AuthError::invalid_request(format!(
+                "The {name} query parameter must not be repeated."
+            )));
+        }
+        found = Some(form_decode(raw_value).ok_or_else(malformed)?);
+    }
+    Ok(found)
+}
+
+fn form_decode(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains(['+', '%']) {
+        return Some(Cow::Borrowed(raw));
+    }
+    let plus_as_space = raw.replace('+', " ");
+    let decoded = percent_decode(plus_as_space.as_bytes()).collect::<Vec<u8>>();
+    String::from_utf8(decoded).ok().map(Cow::Owned)
+}
+
+fn form_decoded_equals(raw: &str, expected: &str) -> bool {
+    if !raw.contains(['+', '%']) {
+        return raw == expected;
+    }
+    form_decode(raw).is_some_and(|decoded| decoded == expected)
+}
+
+/// Drops every `name=…` pair from the query, keeping the other pairs as they
+/// were, in order. An emptied query loses its `?`.
+fn remove_query_parameter(uri: &mut Uri, name: &str) {
+    let Some(query) = uri.query() else {
+        return;
+    };
+    let is_credential = |pair: &&str| {
+        let raw_name = pair.split_once('=').map_or(*pair, |(raw_name, _)| raw_name);
+        form_decoded_equals(raw_name, name)
+    };
+    if !query.split('&').any(|pair| is_credential(&pair)) {
+        return;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !is_credential(pair))
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    // The new text is a substring of a valid path and query, so it parses.
+    parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+    *uri = Uri::from_parts(parts).unwrap_or_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::AuthErrorKind;
+
+    fn parts(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Parts {
+        build(http::Request::builder())
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn token_of(policy: &Extract, request: &Parts) -> Result<Option<String>, AuthErrorKind> {
+        policy
+            .extract(request)
+            .map(|found| found.map(|c| c.token.into_owned()))
+            .map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_tolerates_spaces() {
+        for header in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "Bearer    abc",
+            "Bearer abc  ",
+        ] {
+            let request = parts(|b| b.header("authorization", header));
+            assert_eq!(
+                token_of(&Extract::bearer(), &request),
+                Ok(Some("abc".into())),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_no_credential() {
+        let request = parts(|b| b.header("authorization", "Basic dXNlcjpwYXNz"));
+        assert_eq!(token_of(&Extract::bearer(), &request), Ok(None));
+        assert_eq!(token_of(&Extract::bearer(), &parts(|b| b)), Ok(None));
+    }
+
+    #[test]
+    fn broken_bearer_values_are_invalid_requests() {
+        for header in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer\tabc",
+            "Bearer a\tb",
+        ] {
+            let request = parts(|b| b.header("authorization", header));
+            assert_eq!(
+                token_of(&Extract::bearer(), &request),
+                Err(AuthErrorKind::InvalidRequest),
+                "{header:?}"
+            );
+        }
+        let high = http::HeaderValue::from_bytes(b"Bearer ab\xffc").unwrap();
+        let request = parts(|b| b.header("authorization", high));
+        assert_eq!(
+            token_of(&Extract::bearer(), &request),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn repeated_headers_are_invalid_requests() {
+        let request = parts(|b| {
+            b.header("authorization", "Bearer a")
+                .header("authorization", "Bearer a")
+        });
+        assert_eq!(
+            token_of(&Extract::bearer(), &request),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+        let request = parts(|b| b.header("x-api-key", "a").header("X-Api-Key", "a"));
+        assert_eq!(
+            token_of(&Extract::bearer_or_api_key(), &request),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn the_same_token_in_two_places_is_fine_two_different_ones_are_not() {
+        let policy = Extract::bearer_api_key_or_query();
+        let same = parts(|b| {
+            b.uri("/?api-key=abc")
+                .header("authorization", "Bearer abc")
+                .header("x-api-key", "abc")
+        });
+        let found = policy.extract(&same).unwrap().unwrap();
+        assert_eq!(found.source, CredentialSource::Bearer);
+        let different = parts(|b| b.uri("/?api-key=xyz").header("x-api-key", "abc"));
+        assert_eq!(
+            token_of(&policy, &different),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn query_values_are_form_decoded_once() {
+        let policy = Extract::bearer_api_key_or_query();
+        let cases = [
+            ("/?api-key=ak_abc.def", "ak_abc.def"),
+            ("/?api-key=ak%5Fabc%2Edef", "ak_abc.def"),
+            ("/?api%2Dkey=abc", "abc"),
+            ("/?api-key=%2541", "%41"),
+        ];
+        for (uri, expected) in cases {
+            let request = parts(|b| b.uri(uri));
+            assert_eq!(
+                token_of(&policy, &request),
+                Ok(Some(expected.into())),
+                "{uri}"
+            );
+        }
+        let spaced = parts(|b| b.uri("/?api-key=a+b"));
+        assert_eq!(
+            token_of(&policy, &spaced),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+        let not_utf8 = parts(|b| b.uri("/?api-key=%ff"));
+        assert_eq!(
+            token_of(&policy, &not_utf8),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+        let repeated = parts(|b| b.uri("/?api-key=a&api-key=a"));
+        assert_eq!(
+            token_of(&policy, &repeated),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+        let empty = parts(|b| b.uri("/?api-key="));
+        assert_eq!(
+            token_of(&policy, &empty),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn query_credentials_are_removed_and_other_parameters_kept_in_order() {
+        let policy = Extract::bearer_api_key_or_query();
+        let cases = [
+            ("/items?a=1&api-key=k&b=2&c", "/items?a=1&b=2&c"),
+            ("/items?api-key=k", "/items"),
+            ("/items?api%2Dkey=k&z=%20", "/items?z=%20"),
+            ("/items?a=1", "/items?a=1"),
+            ("/items", "/items"),
+        ];
+        for (before, after) in cases {
+            let mut request = parts(|b| b.uri(before));
+            policy.scrub(&mut request, false);
+            assert_eq!(request.uri.to_string(), after);
+        }
+        let mut absolute = parts(|b| b.uri("http://example.com/x?api-key=k&y=1"));
+        policy.scrub(&mut absolute, false);
+        assert_eq!(absolute.uri.to_string(), "http://example.com/x?y=1");
+    }
+
+    #[test]
+    fn hiding_removes_credential_headers() {
+        let policy = Extract::bearer_or_api_key();
+        let mut request = parts(|b| {
+            b.header("authorization", "Bearer a")
+                .header("x-api-key", "a")
+                .header("accept", "*/*")
+        });
+        policy.scrub(&mut request, true);
+        assert!(request.headers.get("authorization").is_none());
+        assert!(request.headers.get("x-api-key").is_none());
+        assert!(request.headers.get("accept").is_some());
+    }
+
+    #[test]
+    fn overlong_credentials_are_refused() {
+        let long = format!("Bearer {}", "a".repeat(MAX_CREDENTIAL_LEN + 1));
+        let request = parts(|b| b.header("authorization", long));
+        assert_eq!(
+            token_of(&Extract::bearer(), &request),
+            Err(AuthErrorKind::InvalidRequest)
+        );
+    }
+}

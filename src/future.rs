@@ -1,0 +1,143 @@
+//! [`ResponseFuture`]: waits for the store when it must, then for the inner
+//! service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::AuthBody;
+use crate::response::ResponseContext;
+use crate::service::admit;
+use crate::verify::PendingVerdict;
+
+pin_project! {
+    /// The response future of [`KeyAuth`](crate::KeyAuth).
+    pub struct ResponseFuture<Svc, ReqBody>
+    where
+        Svc: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<Svc, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<Svc, ReqBody>
+    where
+        Svc: Service<Request<ReqBody>>,
+    {
+        /// The store is being asked.
+        Checking {
+            verdict: PendingVerdict,
+            request: Option<(Parts, ReqBody)>,
+            inner: Option<Svc>,
+            public: bool,
+            context: Arc<ResponseContext>,
+        },
+        /// The request passed; the inner service answers.
+        Calling {
+            #[pin]
+            future: Svc::Future,
+        },
+        /// The request was refused without calling the inner service.
+        Refused {
+            response: Option<Response<Bytes>>,
+        },
+    }
+}
+
+impl<Svc, ReqBody> ResponseFuture<Svc, ReqBody>
+where
+    Svc: Service<Request<ReqBody>>,
+{
+    pub(crate) fn calling(future: Svc::Future) -> Self {
+        Self {
+            state: State::Calling { future },
+        }
+    }
+
+    pub(crate) fn refused(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn checking(
+        verdict: PendingVerdict,
+        parts: Parts,
+        body: ReqBody,
+        inner: Svc,
+        public: bool,
+        context: Arc<ResponseContext>,
+    ) -> Self {
+        Self {
+            state: State::Checking {
+                verdict,
+                request: Some((parts, body)),
+                inner: Some(inner),
+                public,
+                context,
+            },
+        }
+    }
+}
+
+impl<Svc, ReqBody, ResBody> Future for ResponseFuture<Svc, ReqBody>
+where
+    Svc: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<AuthBody<ResBody>>, Svc::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProjection::Checking {
+                    verdict,
+                    request,
+                    inner,
+                    public,
+                    context,
+                } => {
+                    let verdict = ready!(verdict.as_mut().poll(cx));
+                    let (parts, body) = request.take().expect("polled after completion");
+                    match admit(verdict, *public, context, parts) {
+                        Ok(parts) => {
+                            let mut inner = inner.take().expect("polled after completion");
+                            let future = inner.call(Request::from_parts(parts, body));
+                            this.state.set(State::Calling { future });
+                        }
+                        Err(refusal) => return Poll::Ready(Ok(refusal.map(AuthBody::refusal))),
+                    }
+                }
+                StateProjection::Calling { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(AuthBody::inner)));
+                }
+                StateProjection::Refused { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(AuthBody::refusal)));
+                }
+            }
+        }
+    }
+}
+
+impl<Svc, ReqBody> std::fmt::Debug for ResponseFuture<Svc, ReqBody>
+where
+    Svc: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,176 @@
+//! Secrets and their stored form.
+//!
+//! A [`Token`] is the whole credential a client sends. Only its SHA-256,
+//! a [`KeyHash`], is ever stored, and hashes are compared in constant time.
+//! API keys carry at least 128 random bits, so a fast hash is the right
+//! tool here (a slow password hash would only add latency to every request).
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A whole credential, such as `ak_Xb3kP9qLm2Ts.9fK2...`.
+///
+/// `Debug` and `Display` never show the secret; call
+/// [`expose_secret`](Token::expose_secret) to hand it to the client, once.
+///
+/// ```
+/// use tower_keyauth::Token;
+/// let token = Token::new("ak_abc.supersecret");
+/// assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+/// assert_eq!(token.to_string(), "<redacted>");
+/// assert_eq!(token.expose_secret(), "ak_abc.supersecret");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself. Show it to its owner once; never log it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The SHA-256 of the credential, the only form that is stored.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The SHA-256 of a whole token: what a [`KeyStore`](crate::KeyStore) keeps.
+///
+/// Equality through [`KeyHash::matches`] runs in constant time. The hash is not
+/// a secret (the token has too much entropy to be guessed from it), but it is
+/// still only shown abbreviated in `Debug`.
+///
+/// ```
+/// use tower_keyauth::KeyHash;
+/// let stored = KeyHash::of("ak_abc.secret");
+/// assert!(stored.matches(&KeyHash::of("ak_abc.secret")));
+/// assert!(!stored.matches(&KeyHash::of("ak_abc.secreT")));
+/// assert_eq!(KeyHash::from_hex(&stored.to_hex()), Some(stored));
+/// ```
+#[derive(Clone, Copy, Eq)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    /// Hashes a token.
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Wraps 32 bytes read back from storage.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses 64 hexadecimal digits (either case).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let digits = hex.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+        }
+        Some(Self(bytes))
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 64 lowercase hexadecimal digits.
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(64);
+        for byte in self.0 {
+            text.push(DIGITS[usize::from(byte >> 4)] as char);
+            text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+        }
+        text
+    }
+
+    /// Constant-time equality: the time taken does not depend on where the
+    /// two hashes first differ.
+    pub fn matches(&self, other: &KeyHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl PartialEq for KeyHash {
+    /// Constant time, like [`KeyHash::matches`].
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other)
+    }
+}
+
+impl std::hash::Hash for KeyHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_sha256_of_the_whole_token() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            KeyHash::of("abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_garbage() {
+        let hash = KeyHash::of("token");
+        assert_eq!(KeyHash::from_hex(&hash.to_hex().to_uppercase()), Some(hash));
+        assert_eq!(KeyHash::from_hex("abc"), None);
+        assert_eq!(KeyHash::from_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret_or_the_whole_hash() {
+        let token = Token::new("ak_id.topsecretvalue");
+        let hash = token.hash();
+        assert!(!format!("{token:?} {token}").contains("topsecret"));
+        assert!(!format!("{hash:?}").contains(&hash.to_hex()));
+    }
+}

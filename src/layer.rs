@@ -1,0 +1,222 @@
+//! [`KeyAuthLayer`]: the builder, and the configuration it shares with every
+//! service it wraps.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderName, Method, Uri};
+use tower_layer::Layer;
+
+use crate::extract::Extract;
+use crate::format::KeyFormat;
+use crate::public::PublicPaths;
+use crate::response::{DEFAULT_REALM, DefaultResponder, Responder, ResponseContext};
+use crate::service::KeyAuth;
+use crate::store::KeyStore;
+
+/// The organization header personal tokens name their organization in.
+pub const DEFAULT_ORG_HEADER: &str = "x-org-id";
+
+/// Authenticates every request with an API key from a [`KeyStore`].
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_keyauth::{Extract, KeyAuthLayer, MemoryStore, Principal};
+///
+/// async fn whoami(principal: Principal) -> String {
+///     format!("{} of {}", principal.key_id(), principal.org())
+/// }
+///
+/// let store = MemoryStore::new();
+/// let app: Router = Router::new()
+///     .route("/v1/whoami", get(whoami))
+///     .route("/health/", get(|| async { "ok" }))
+///     .layer(
+///         KeyAuthLayer::new(store)
+///             .extract(Extract::bearer_or_api_key())
+///             .public("/health/"),
+///     );
+/// # let _ = app;
+/// ```
+///
+/// Requests on public paths pass without a credential; one that is sent
+/// and valid still yields a [`Principal`](crate::Principal), an invalid one
+/// is ignored there. Everything else needs a valid key, and gets the
+/// responses of the outcome table otherwise (see
+/// [`AuthError`](crate::AuthError)).
+#[must_use]
+pub struct KeyAuthLayer<S> {
+    config: Arc<Config<S>>,
+}
+
+/// What every [`KeyAuth`] service of one layer shares.
+pub(crate) struct Config<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) format: KeyFormat,
+    pub(crate) extract: Extract,
+    pub(crate) public: PublicPaths,
+    pub(crate) org_header: HeaderName,
+    pub(crate) hide_credentials: bool,
+    pub(crate) context: Arc<ResponseContext>,
+}
+
+impl<S> Clone for Config<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            format: self.format.clone(),
+            extract: self.extract.clone(),
+            public: self.public.clone(),
+            org_header: self.org_header.clone(),
+            hide_credentials: self.hide_credentials,
+            context: Arc::clone(&self.context),
+        }
+    }
+}
+
+impl<S: KeyStore> KeyAuthLayer<S> {
+    /// A layer over `store` with the defaults: Bearer tokens only, the
+    /// default [`KeyFormat`], no public paths, realm `api`, org header
+    /// `x-org-id`, JSON errors.
+    pub fn new(store: S) -> Self {
+        Self::from_shared_store(Arc::new(store))
+    }
+
+    /// A layer over a store already behind an `Arc`.
+    pub fn from_shared_store(store: Arc<S>) -> Self {
+        Self {
+            config: Arc::new(Config {
+                store,
+                format: KeyFormat::default(),
+                extract: Extract::default(),
+                public: PublicPaths::default(),
+                org_header: HeaderName::from_static(DEFAULT_ORG_HEADER),
+                hide_credentials: false,
+                context: Arc::new(ResponseContext::new(
+                    Arc::new(DefaultResponder),
+                    Arc::from(DEFAULT_REALM),
+                )),
+            }),
+        }
+    }
+}
+
+impl<S> KeyAuthLayer<S> {
+    fn config_mut(&mut self) -> &mut Config<S> {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Where to look for the credential (default: [`Extract::bearer`]).
+    pub fn extract(mut self, policy: Extract) -> Self {
+        self.config_mut().extract = policy;
+        self
+    }
+
+    /// The key format to recognise; give the store that mints the keys the
+    /// same one.
+    pub fn format(mut self, format: KeyFormat) -> Self {
+        self.config_mut().format = format;
+        self
+    }
+
+    /// Lets requests to `path` through without a credential: an exact path
+    /// (`/health/`) or everything below a prefix (`/docs/*`, which matches
+    /// `/docs/` and `/docs/…` but not `/docs`). Paths are compared as
+    /// received, as axum's router does.
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/` or has a `*` other than a final `/*`.
+    pub fn public(mut self, path: &str) -> Self {
+        self.config_mut().public.add(path);
+        self
+    }
+
+    /// Lets requests through without a credential when `predicate` says so,
+    /// for rules that paths cannot express (CORS preflights, a method).
+    pub fn public_when<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&Method, &Uri) -> bool + Send + Sync + 'static,
+    {
+        self.config_mut().public.add_predicate(Arc::new(predicate));
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate` challenges (default `api`).
+    pub fn realm(mut self, realm: &str) -> Self {
+        let context = self.config.context.with_realm(Arc::from(realm));
+        self.config_mut().context = Arc::new(context);
+        self
+    }
+
+    /// The header personal tokens name their organization in (default
+    /// `x-org-id`). For org and workspace keys a different organization in
+    /// it is refused with 403.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn org_header(mut self, name: &str) -> Self {
+        let name = HeaderName::try_from(name)
+            .unwrap_or_else(|_| panic!("{name:?} is not a valid header name"));
+        self.config_mut().org_header = name;
+        self
+    }
+
+    /// Shapes refusals (default: [`DefaultResponder`], JSON for HTTP and
+    /// trailers-only for gRPC).
+    pub fn responder(mut self, responder: impl Responder) -> Self {
+        let context = self.config.context.with_responder(Arc::new(responder));
+        self.config_mut().context = Arc::new(context);
+        self
+    }
+
+    /// Removes the credential headers (`Authorization` and any key header of
+    /// the policy) before the inner service sees the request, so it cannot
+    /// log or forward them. Query credentials are always removed.
+    pub fn hide_credentials(mut self, hide: bool) -> Self {
+        self.config_mut().hide_credentials = hide;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.config.store
+    }
+}
+
+impl<S> Clone for KeyAuthLayer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S, Svc> Layer<Svc> for KeyAuthLayer<S> {
+    type Service = KeyAuth<Svc, S>;
+
+    fn layer(&self, inner: Svc) -> Self::Service {
+        KeyAuth::from_config(inner, Arc::clone(&self.config))
+    }
+}
+
+impl<S> fmt::Debug for KeyAuthLayer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+impl<S> fmt::Debug for Config<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyAuthLayer")
+            .field("store", &std::any::type_name::<S>())
+            .field("format", &self.format)
+            .field("extract", &self.extract)
+            .field("public", &self.public)
+            .field("org_header", &self.org_header)
+            .field("hide_credentials", &self.hide_credentials)
+            .field("context", &self.context)
+            .finish()
+    }
+}

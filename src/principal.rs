@@ -1,0 +1,249 @@
+//! Who is calling: the [`Principal`] the layer hands to every handler.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::error::AuthError;
+use crate::format::Environment;
+use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
+use crate::record::KeyKind;
+use crate::response::ResponseContext;
+use crate::scope::Scopes;
+
+/// The organization (and, for workspace keys, the workspace) a request acts
+/// for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant {
+    /// The organization.
+    pub org: OrgId,
+    /// The workspace, for workspace keys.
+    pub workspace: Option<WorkspaceId>,
+}
+
+impl Tenant {
+    /// A whole organization.
+    pub fn org(org: impl Into<OrgId>) -> Self {
+        Self {
+            org: org.into(),
+            workspace: None,
+        }
+    }
+
+    /// One workspace of an organization.
+    pub fn workspace(org: impl Into<OrgId>, workspace: impl Into<WorkspaceId>) -> Self {
+        Self {
+            org: org.into(),
+            workspace: Some(workspace.into()),
+        }
+    }
+}
+
+/// Where the credential of a request was found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// A header of its own, such as `x-api-key`.
+    Header(HeaderName),
+    /// A query parameter, such as `api-key` (discouraged).
+    Query(Arc<str>),
+    /// A custom [`ExtractCredential`](crate::ExtractCredential), by its
+    /// label.
+    Custom(Arc<str>),
+}
+
+impl fmt::Display for CredentialSource {
+    /// `bearer`, `header:x-api-key`, `query:api-key` or `custom:<label>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::Bearer => f.write_str("bearer"),
+            CredentialSource::Header(name) => write!(f, "header:{name}"),
+            CredentialSource::Query(name) => write!(f, "query:{name}"),
+            CredentialSource::Custom(label) => write!(f, "custom:{label}"),
+        }
+    }
+}
+
+/// The authenticated caller of a request, inserted into the request
+/// extensions by [`KeyAuthLayer`](crate::KeyAuthLayer).
+///
+/// In axum, take it as an extractor (feature `axum`); anywhere else (tonic
+/// included) read it from the extensions:
+///
+/// ```
+/// use tower_keyauth::Principal;
+/// fn handler(request: &http::Request<()>) -> Option<&Principal> {
+///     request.extensions().get::<Principal>()
+/// }
+/// ```
+///
+/// Build one by hand to unit-test a handler:
+///
+/// ```
+/// use tower_keyauth::{KeyKind, Principal, Scopes, Tenant};
+/// let principal = Principal::new("key1", KeyKind::Organization, Tenant::org("acme"))
+///     .with_scopes(Scopes::parse(["objects.read"]).unwrap());
+/// assert_eq!(principal.org(), "acme");
+/// assert!(principal.require_scope("objects.read").is_ok());
+/// assert!(principal.require_scope("objects.write").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Principal {
+    key_id: KeyId,
+    kind: KeyKind,
+    tenant: Tenant,
+    user: Option<UserId>,
+    scopes: Scopes,
+    source: CredentialSource,
+    environment: Option<Environment>,
+    /// How the layer that authenticated the request answers refusals, so
+    /// that later scope checks answer the same way.
+    context: Arc<ResponseContext>,
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_id == other.key_id
+            && self.kind == other.kind
+            && self.tenant == other.tenant
+            && self.user == other.user
+            && self.scopes == other.scopes
+            && self.source == other.source
+            && self.environment == other.environment
+    }
+}
+
+impl Principal {
+    /// A principal with full access, from a Bearer credential.
+    pub fn new(key_id: impl Into<KeyId>, kind: KeyKind, tenant: Tenant) -> Self {
+        Self {
+            key_id: key_id.into(),
+            kind,
+            tenant,
+            user: None,
+            scopes: Scopes::all(),
+            source: CredentialSource::Bearer,
+            environment: None,
+            context: ResponseContext::shared_default(),
+        }
+    }
+
+    pub(crate) fn with_context(mut self, context: Arc<ResponseContext>) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Sets the user (personal tokens).
+    pub fn with_user(mut self, user: impl Into<UserId>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the effective scopes.
+    pub fn with_scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Sets where the credential came from.
+    pub fn with_source(mut self, source: CredentialSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Sets the environment named by the key's prefix.
+    pub fn with_environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// The id of the key that authenticated the request.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The key's kind.
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// The organization and workspace the request acts for.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// The organization the request acts for.
+    pub fn org(&self) -> &OrgId {
+        &self.tenant.org
+    }
+
+    /// The workspace, for workspace keys.
+    pub fn workspace(&self) -> Option<&WorkspaceId> {
+        self.tenant.workspace.as_ref()
+    }
+
+    /// The user, for personal tokens.
+    pub fn user(&self) -> Option<&UserId> {
+        self.user.as_ref()
+    }
+
+    /// What the request may do: the key's scopes, and for personal tokens
+    /// those intersected with the user's membership.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    /// Where the credential was found.
+    pub fn source(&self) -> &CredentialSource {
+        &self.source
+    }
+
+    /// The environment named by the key's prefix, if the format has them.
+    pub fn environment(&self) -> Option<Environment> {
+        self.environment
+    }
+
+    /// Whether the principal holds `scope` (see [`Scopes::allows`]).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.allows(scope)
+    }
+
+    /// `Ok` when the principal holds `scope`; otherwise the
+    /// `insufficient_scope` error, which turns into a 403 (with the axum
+    /// feature, `?` in a handler does that).
+    pub fn require_scope(&self, scope: &str) -> Result<(), AuthError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::insufficient_scope(scope).with_realm(self.context.realm().clone()))
+        }
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("key_id", &self.key_id)
+            .field("kind", &self.kind)
+            .field("org", &self.tenant.org)
+            .field("workspace", &self.tenant.workspace)
+            .field("user", &self.user)
+            .field("scopes", &self.scopes)
+            .field("source", &self.source)
+            .field("environment", &self.environment)
+            .finish()
+    }
+}
+
+/// Marks a request that passed the layer on a public path without a valid
+/// credential, with the reason, so that a `Principal` extractor there can
+/// answer like the layer would (and tell it apart from a route the layer
+/// never saw).
+#[derive(Clone)]
+pub(crate) struct Unauthenticated {
+    pub(crate) rejection: AuthError,
+    pub(crate) context: Arc<ResponseContext>,
+}

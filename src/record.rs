@@ -1,0 +1,255 @@
+//! What a store keeps about a key, and about a user's membership of an
+//! organization.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::format::KeyFormat;
+use crate::hash::KeyHash;
+use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
+use crate::scope::Scopes;
+
+/// The three kinds of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// An API key owned by an organization, acting for all of it.
+    Organization,
+    /// An API key owned by one workspace of an organization.
+    Workspace,
+    /// A personal access token: owned by a user, not bound to an
+    /// organization. Each request names the organization in a header and the
+    /// user must be a member of it.
+    Personal,
+}
+
+impl KeyKind {
+    /// `"organization"`, `"workspace"` or `"personal"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyKind::Organization => "organization",
+            KeyKind::Workspace => "workspace",
+            KeyKind::Personal => "personal",
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a key belongs to. The owner decides the key's [`KeyKind`] and the
+/// tenant it acts for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// An organization key.
+    Organization(OrgId),
+    /// A workspace key: the workspace and the organization it belongs to.
+    Workspace {
+        /// The organization that holds the workspace.
+        org: OrgId,
+        /// The workspace.
+        workspace: WorkspaceId,
+    },
+    /// A personal access token of this user.
+    User(UserId),
+}
+
+impl Owner {
+    /// An organization owner.
+    pub fn org(org: impl Into<OrgId>) -> Self {
+        Owner::Organization(org.into())
+    }
+
+    /// A workspace owner.
+    pub fn workspace(org: impl Into<OrgId>, workspace: impl Into<WorkspaceId>) -> Self {
+        Owner::Workspace {
+            org: org.into(),
+            workspace: workspace.into(),
+        }
+    }
+
+    /// A user owner (personal access tokens).
+    pub fn user(user: impl Into<UserId>) -> Self {
+        Owner::User(user.into())
+    }
+
+    /// The kind of key this owner holds.
+    pub fn kind(&self) -> KeyKind {
+        match self {
+            Owner::Organization(_) => KeyKind::Organization,
+            Owner::Workspace { .. } => KeyKind::Workspace,
+            Owner::User(_) => KeyKind::Personal,
+        }
+    }
+
+    /// The organization a key of this owner is bound to (none for users).
+    pub fn org_id(&self) -> Option<&OrgId> {
+        match self {
+            Owner::Organization(org) | Owner::Workspace { org, .. } => Some(org),
+            Owner::User(_) => None,
+        }
+    }
+}
+
+/// Everything a store keeps about one key. The secret itself is not here:
+/// only its [`KeyHash`].
+///
+/// Build one from your own table with [`KeyRecord::new`] and the `with_…`
+/// methods:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_keyauth::{KeyHash, KeyRecord, Owner, Scopes};
+///
+/// let record = KeyRecord::new("Xb3kP9qLm2Ts", KeyHash::of("ak_Xb3kP9qLm2Ts.secret"), Owner::org("acme"))
+///     .with_prefix("ak")
+///     .with_name("deploy bot")
+///     .with_scopes(Scopes::parse(["objects.read"]).unwrap())
+///     .with_expires_at(SystemTime::now() + Duration::from_secs(3600));
+/// assert_eq!(record.masked(), "ak_Xb3kP9qLm2Ts.****");
+/// assert!(record.is_usable_at(SystemTime::now()));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct KeyRecord {
+    /// The public id.
+    pub id: KeyId,
+    /// SHA-256 of the whole token.
+    pub hash: KeyHash,
+    /// Who the key belongs to.
+    pub owner: Owner,
+    /// What the key may do; [`Scopes::all`] (the default) is the owner's full
+    /// access.
+    pub scopes: Scopes,
+    /// A label chosen by the owner, such as "CI deploys".
+    pub name: Arc<str>,
+    /// The token prefix (`ak`), kept to show masked tokens; none for opaque
+    /// legacy keys.
+    pub prefix: Option<Arc<str>>,
+    /// When the key was issued.
+    pub created_at: SystemTime,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<SystemTime>,
+    /// When the key was revoked, or, after a rotation with a grace period,
+    /// when it will stop working.
+    pub revoked_at: Option<SystemTime>,
+    /// When the key was last used (tracked off the request path, so it lags).
+    pub last_used_at: Option<SystemTime>,
+}
+
+impl KeyRecord {
+    /// A record with full access, no name, no expiry, created now.
+    pub fn new(id: impl Into<KeyId>, hash: KeyHash, owner: Owner) -> Self {
+        Self {
+            id: id.into(),
+            hash,
+            owner,
+            scopes: Scopes::all(),
+            name: Arc::from(""),
+            prefix: None,
+            created_at: SystemTime::now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    /// Sets the scopes.
+    pub fn with_scopes(mut self, scopes: Scopes) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Sets the name.
+    pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the token prefix shown in masked listings.
+    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Sets the creation time.
+    pub fn with_created_at(mut self, at: SystemTime) -> Self {
+        self.created_at = at;
+        self
+    }
+
+    /// Sets the expiry.
+    pub fn with_expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Marks the key revoked from `at` on.
+    pub fn with_revoked_at(mut self, at: SystemTime) -> Self {
+        self.revoked_at = Some(at);
+        self
+    }
+
+    /// Sets the last-used time.
+    pub fn with_last_used_at(mut self, at: SystemTime) -> Self {
+        self.last_used_at = Some(at);
+        self
+    }
+
+    /// The key's kind, from its owner.
+    pub fn kind(&self) -> KeyKind {
+        self.owner.kind()
+    }
+
+    /// The key as shown in listings: `ak_<id>.****`.
+    pub fn masked(&self) -> String {
+        KeyFormat::mask(self.prefix.as_deref(), &self.id)
+    }
+
+    /// Whether the key has been revoked by `now`.
+    pub fn is_revoked_at(&self, now: SystemTime) -> bool {
+        self.revoked_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether the key has expired by `now`.
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether the key is neither revoked nor expired at `now`.
+    pub fn is_usable_at(&self, now: SystemTime) -> bool {
+        !self.is_revoked_at(now) && !self.is_expired_at(now)
+    }
+}
+
+/// A user's membership of an organization: what their personal tokens may
+/// do there.
+///
+/// ```
+/// use tower_keyauth::{Membership, Scopes};
+/// let member = Membership::new(Scopes::parse(["objects.read", "objects.write"]).unwrap());
+/// assert!(member.scopes.allows("objects.write"));
+/// assert!(Membership::full_access().scopes.is_all());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Membership {
+    /// The scopes the user holds in the organization (for example from their
+    /// role). A personal token gets these intersected with its own.
+    pub scopes: Scopes,
+}
+
+impl Membership {
+    /// A membership with these scopes.
+    pub fn new(scopes: Scopes) -> Self {
+        Self { scopes }
+    }
+
+    /// A membership with every scope (an owner or admin).
+    pub fn full_access() -> Self {
+        Self::new(Scopes::all())
+    }
+}

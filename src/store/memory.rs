@@ -1,0 +1,220 @@
+//! [`MemoryStore`]: keys in a map, for tests, examples and single-process
+//! services.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::format::KeyFormat;
+use crate::ids::{KeyId, OrgId, UserId};
+use crate::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
+use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::{KeyStore, StoreError};
+
+/// Keys and memberships in memory: no I/O, nothing survives a restart.
+///
+/// Clones share the same keys, so keep one clone to issue and revoke keys
+/// while the layer holds another.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+///
+/// let store = MemoryStore::new();
+/// let issued = store.issue(NewKey::org("acme").name("ci")).await.unwrap();
+/// println!("your key (shown once): {}", issued.token.expose_secret());
+/// let layer = KeyAuthLayer::new(store.clone());
+/// # let _ = layer;
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    format: KeyFormat,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<KeyId, KeyRecord>,
+    members: HashMap<UserId, HashMap<OrgId, Membership>>,
+}
+
+/// How often to draw a fresh id when a minted one is already taken (twelve
+/// base62 characters make even one collision vanishingly unlikely).
+const MINT_ATTEMPTS: usize = 8;
+
+impl MemoryStore {
+    /// An empty store that mints keys in the default [`KeyFormat`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store that mints keys in `format`. Give the layer the same
+    /// format.
+    pub fn with_format(format: KeyFormat) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                format,
+                state: RwLock::default(),
+            }),
+        }
+    }
+
+    /// Stores a record as it is, for keys minted elsewhere (legacy keys, test
+    /// fixtures). A record with the same id is replaced.
+    pub fn insert(&self, record: KeyRecord) {
+        self.write().keys.insert(record.id.clone(), record);
+    }
+
+    /// How many keys the store holds, revoked ones included.
+    pub fn len(&self) -> usize {
+        self.read().keys.len()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written entry
+        // (each write is a single insert), so a poisoned lock is still sound.
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lookup(&self, id: &KeyId) -> Option<KeyRecord> {
+        self.read().keys.get(id).cloned()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.read();
+        f.debug_struct("MemoryStore")
+            .field("keys", &state.keys.len())
+            .field("members", &state.members.len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.lookup(id))
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        Ok(self
+            .read()
+            .members
+            .get(user)
+            .and_then(|orgs| orgs.get(org))
+            .cloned())
+    }
+
+    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        Some(Ok(self.lookup(id)))
+    }
+}
+
+#[async_trait]
+impl KeyLifecycle for MemoryStore {
+    async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        let mut state = self.write();
+        for _ in 0..MINT_ATTEMPTS {
+            let minted = self
+                .shared
+                .format
+                .mint(new_key.kind(), new_key.environment)?;
+            if state.keys.contains_key(&minted.id) {
+                continue;
+            }
+            let mut record = KeyRecord::new(minted.id, minted.token.hash(), new_key.owner)
+                .with_name(new_key.name)
+                .with_scopes(new_key.scopes)
+                .with_prefix(&*minted.prefix)
+                .with_created_at(SystemTime::now());
+            record.expires_at = new_key.expires_at;
+            state.keys.insert(record.id.clone(), record.clone());
+            return Ok(IssuedKey {
+                token: minted.token,
+                record,
+            });
+        }
+        Err(LifecycleError::Store(StoreError::backend(
+            "could not find an unused key id",
+        )))
+    }
+
+    async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
+        let state = self.read();
+        let mut keys: Vec<KeySummary> = state
+            .keys
+            .values()
+            .filter(|record| &record.owner == owner)
+            .map(KeySummary::from)
+            .collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
+        let mut state = self.write();
+        let record = state
+            .keys
+            .get_mut(id)
+            .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
+        let now = SystemTime::now();
+        if !record.is_revoked_at(now) {
+            record.revoked_at = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn set_membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+        membership: Option<Membership>,
+    ) -> Result<(), LifecycleError> {
+        let mut state = self.write();
+        match membership {
+            Some(membership) => {
+                state
+                    .members
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(org.clone(), membership);
+            }
+            None => {
+                if let Some(orgs) = state.members.get_mut(user) {
+                    orgs.remove(org);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Where keys live: the [`KeyStore`] trait and the bundled stores.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::ids::{KeyId, OrgId, UserId};
+use crate::record::{KeyRecord, Membership};
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+/// Looks keys up for [`KeyAuthLayer`](crate::KeyAuthLayer).
+///
+/// Implement it for your own database: one required method, plus
+/// [`membership`](KeyStore::membership) if you issue personal access tokens.
+/// The store only ever sees a key's public id, never its secret; the layer
+/// hashes the presented token and compares it with [`KeyRecord::hash`] in
+/// constant time.
+///
+/// Errors fail closed: every error (and every timeout) answers the request
+/// with 503 and never lets it through.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tower_keyauth::{KeyHash, KeyId, KeyRecord, KeyStore, Owner, StoreError};
+///
+/// /// Stands in for a database client.
+/// struct Database;
+///
+/// impl Database {
+///     async fn key_row(&self, id: &str) -> Result<Option<(String, String)>, std::io::Error> {
+///         // SELECT hash, org_id FROM api_keys WHERE id = $1
+///         Ok(None)
+///     }
+/// }
+///
+/// struct MyStore {
+///     db: Database,
+/// }
+///
+/// #[async_trait]
+/// impl KeyStore for MyStore {
+///     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+///         let row = self.db.key_row(id.as_str()).await.map_err(StoreError::backend)?;
+///         Ok(row.and_then(|(hash, org)| {
+///             Some(KeyRecord::new(id.clone(), KeyHash::from_hex(&hash)?, Owner::org(org)))
+///         }))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The key with this id, revoked and expired ones included (the layer
+    /// tells those apart), or `None` when there is no such key.
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// The membership of `user` in `org`, or `None` when the user is not a
+    /// member. Asked only for personal access tokens.
+    ///
+    /// The default answers `None`, so personal tokens are refused (403) until
+    /// you implement it.
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        let _ = (user, org);
+        Ok(None)
+    }
+
+    /// Answers [`find_key`](KeyStore::find_key) at once when the store can
+    /// do so without waiting (an in-memory map, a cache hit), which saves the
+    /// layer an allocation and a task wake-up. `None` means "ask
+    /// `find_key`"; the default always says so.
+    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        let _ = id;
+        None
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        (**self).find_key(id).await
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        (**self).membership(user, org).await
+    }
+
+    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        (**self).find_key_now(id)
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        (**self).find_key(id).await
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        (**self).membership(user, org).await
+    }
+
+    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        (**self).find_key_now(id)
+    }
+}
+
+/// A store could not answer. The request it was asked for gets a 503.
+///
+/// The message names the failure, never a key's secret (stores never see
+/// one).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store did not answer in time.
+    #[error("the key store did not answer in time")]
+    Timeout,
+    /// The backend failed (connection lost, query error, …).
+    #[error("the key store failed")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    ///
+    /// ```
+    /// use tower_keyauth::StoreError;
+    /// let error = StoreError::backend(std::io::Error::other("connection refused"));
+    /// assert_eq!(error.to_string(), "the key store failed");
+    /// ```
+    pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        StoreError::Backend(error.into())
+    }
+}

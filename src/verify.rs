@@ -1,0 +1,294 @@
+//! From a request's head to a verdict: extract, parse, look up, compare,
+//! check lifetime and tenancy.
+//!
+//! Everything that needs no store runs synchronously in
+//! [`check`]; what needs one is a boxed future. Each refusal is logged here,
+//! once, with the key id when one is known, never with the secret.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderName;
+use http::request::Parts;
+
+use crate::error::AuthError;
+use crate::format::{Environment, KindSet};
+use crate::hash::KeyHash;
+use crate::ids::{KeyId, OrgId, UserId};
+use crate::layer::Config;
+use crate::principal::{CredentialSource, Principal, Tenant};
+use crate::record::{KeyKind, KeyRecord, Membership, Owner};
+use crate::scope::Scopes;
+use crate::store::{KeyStore, StoreError};
+
+/// What the layer decided about a request's credential.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Authenticated(Principal),
+    Refused(AuthError),
+}
+
+pub(crate) type PendingVerdict = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// A verdict now, or one that waits on the store.
+pub(crate) enum Check {
+    Done(Verdict),
+    Pending(PendingVerdict),
+}
+
+/// Runs every step that needs no I/O; asks the store only for a token whose
+/// shape and checksum are valid.
+pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Check {
+    let credential = match config.extract.extract(request) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => {
+            tracing::debug!(outcome = "missing_credentials", "no credential in request");
+            return refuse(AuthError::missing_credentials());
+        }
+        Err(error) => {
+            tracing::info!(
+                outcome = "invalid_request",
+                reason = error.message(),
+                "malformed credential"
+            );
+            return refuse(error);
+        }
+    };
+    if let CredentialSource::Query(parameter) = &credential.source {
+        tracing::warn!(
+            parameter = &**parameter,
+            "credential sent in the URL query; URLs get logged, prefer a header"
+        );
+    }
+    let parsed = match config.format.parse(&credential.token) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            tracing::info!(outcome = "invalid_token", reason = %reason, "token refused before lookup");
+            return refuse(AuthError::invalid_token());
+        }
+    };
+    let org_header = match organization_header(request, &config.org_header) {
+        Ok(org) => org,
+        Err(error) => return refuse(error),
+    };
+    let hash = KeyHash::of(&credential.token);
+    let attempt = Attempt {
+        id: parsed.lookup_id(&hash),
+        hash,
+        kinds: parsed.kinds(),
+        environment: parsed.environment(),
+        source: credential.source,
+        org_header,
+    };
+    let store_answer = config.store.find_key_now(&attempt.id);
+    match store_answer {
+        Some(found) => match attempt.examine(found, config) {
+            Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
+            Ok(Examined::NeedsMembership(pending)) => {
+                let config = Arc::clone(config);
+                Check::Pending(Box::pin(async move { pending.resolve(&config).await }))
+            }
+            Err(error) => refuse(error),
+        },
+        None => {
+            let config = Arc::clone(config);
+            Check::Pending(Box::pin(async move { attempt.run(&config).await }))
+        }
+    }
+}
+
+fn refuse(error: AuthError) -> Check {
+    Check::Done(Verdict::Refused(error))
+}
+
+/// The organization the request names in the org header, if any.
+fn organization_header(request: &Parts, name: &HeaderName) -> Result<Option<OrgId>, AuthError> {
+    let mut values = request.headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::invalid_request(format!(
+            "The {name} header must not be repeated."
+        )));
+    }
+    match value.to_str() {
+        Ok(org) if !org.is_empty() && org.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(OrgId::from(org)))
+        }
+        _ => Err(AuthError::invalid_request(format!(
+            "The {name} header must be a non-empty organization id of visible ASCII."
+        ))),
+    }
+}
+
+/// A well-formed credential on its way through the store.
+struct Attempt {
+    id: KeyId,
+    hash: KeyHash,
+    kinds: KindSet,
+    environment: Option<Environment>,
+    source: CredentialSource,
+    org_header: Option<OrgId>,
+}
+
+enum Examined {
+    Done(Principal),
+    NeedsMembership(MembershipCheck),
+}
+
+/// Compared against when the id is unknown, so that an unknown id and a
+/// wrong secret cost the same.
+const DUMMY_HASH: KeyHash = KeyHash::from_bytes([0x5a; 32]);
+
+impl Attempt {
+    async fn run<S: KeyStore>(self, config: &Arc<Config<S>>) -> Verdict {
+        let found = config.store.find_key(&self.id).await;
+        match self.examine(found, config) {
+            Ok(Examined::Done(principal)) => Verdict::Authenticated(principal),
+            Ok(Examined::NeedsMembership(pending)) => pending.resolve(config).await,
+            Err(error) => Verdict::Refused(error),
+        }
+    }
+
+    /// Everything after the lookup that needs no further I/O.
+    fn examine<S>(
+        self,
+        found: Result<Option<KeyRecord>, StoreError>,
+        config: &Config<S>,
+    ) -> Result<Examined, AuthError> {
+        let id = &self.id;
+        let record = found.map_err(|error| store_failed(id, &error))?;
+        let secret_matches = match &record {
+            Some(record) => record.hash.matches(&self.hash),
+            None => {
+                std::hint::black_box(DUMMY_HASH.matches(&self.hash));
+                false
+            }
+        };
+        let record = match record {
+            Some(record) if secret_matches && self.kinds.contains(record.kind()) => record,
+            Some(_) => {
+                tracing::info!(key_id = %id, outcome = "invalid_token", reason = "secret or prefix does not match", "credential refused");
+                return Err(AuthError::invalid_token());
+            }
+            None => {
+                tracing::info!(key_id = %id, outcome = "invalid_token", reason = "unknown key id", "credential refused");
+                return Err(AuthError::invalid_token());
+            }
+        };
+        // Only now that the secret matched may the client learn more.
+        if record.revoked_at.is_some() || record.expires_at.is_some() {
+            let now = SystemTime::now();
+            if record.is_revoked_at(now) {
+                tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
+                return Err(AuthError::revoked());
+            }
+            if record.is_expired_at(now) {
+                tracing::info!(key_id = %id, outcome = "expired", "credential refused");
+                return Err(AuthError::expired());
+            }
+        }
+        let kind = record.kind();
+        let tenant = match record.owner {
+            Owner::Organization(org) => Tenant {
+                org,
+                workspace: None,
+            },
+            Owner::Workspace { org, workspace } => Tenant {
+                org,
+                workspace: Some(workspace),
+            },
+            Owner::User(user) => {
+                let Some(org) = self.org_header.clone() else {
+                    tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
+                    return Err(AuthError::missing_organization());
+                };
+                return Ok(Examined::NeedsMembership(MembershipCheck {
+                    user,
+                    token_scopes: record.scopes,
+                    draft: self.draft(
+                        kind,
+                        Tenant {
+                            org,
+                            workspace: None,
+                        },
+                        config,
+                    ),
+                }));
+            }
+        };
+        if let Some(named) = &self.org_header {
+            if *named != tenant.org {
+                tracing::info!(key_id = %id, outcome = "forbidden", org = %named, "key used for another organization");
+                return Err(AuthError::forbidden());
+            }
+        }
+        let principal = self.draft(kind, tenant, config).with_scopes(record.scopes);
+        tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
+        Ok(Examined::Done(principal))
+    }
+
+    /// The principal, before its scopes are known.
+    fn draft<S>(self, kind: KeyKind, tenant: Tenant, config: &Config<S>) -> Principal {
+        let mut principal = Principal::new(self.id, kind, tenant)
+            .with_source(self.source)
+            .with_context(config.context.clone());
+        if let Some(environment) = self.environment {
+            principal = principal.with_environment(environment);
+        }
+        principal
+    }
+}
+
+fn store_failed(id: &KeyId, error: &StoreError) -> AuthError {
+    tracing::error!(key_id = %id, outcome = "unavailable", error = %ErrorChain(error), "key store failed; refusing the request");
+    AuthError::unavailable()
+}
+
+/// A personal token whose secret matched, waiting for the membership of its
+/// user in the organization the request names.
+struct MembershipCheck {
+    user: UserId,
+    token_scopes: Scopes,
+    draft: Principal,
+}
+
+impl MembershipCheck {
+    async fn resolve<S: KeyStore>(self, config: &Config<S>) -> Verdict {
+        let org = self.draft.org().clone();
+        let id = self.draft.key_id().clone();
+        match config.store.membership(&self.user, &org).await {
+            Err(error) => Verdict::Refused(store_failed(&id, &error)),
+            Ok(None) => {
+                tracing::info!(key_id = %id, user = %self.user, org = %org, outcome = "forbidden", "personal token for an organization its user is not a member of");
+                Verdict::Refused(AuthError::forbidden())
+            }
+            Ok(Some(Membership { scopes, .. })) => {
+                let principal = self
+                    .draft
+                    .with_user(self.user)
+                    .with_scopes(self.token_scopes.intersection(&scopes));
+                tracing::debug!(key_id = %id, org = %org, source = %principal.source(), "personal token accepted");
+                Verdict::Authenticated(principal)
+            }
+        }
+    }
+}
+
+/// Displays an error with its sources: `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
