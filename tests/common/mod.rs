@@ -1,0 +1,239 @@
+//! Helpers shared by the integration tests: a router like the quickstart's,
+//! stores that count or fail, and a way to send a request and read the
+//! answer.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tower_keyauth::{
+    KeyAuthLayer, KeyId, KeyLifecycle, KeyRecord, KeyStore, Membership, MemoryStore, NewKey, OrgId,
+    Principal, StoreError, UserId,
+};
+
+/// The principal as the quickstart's `/v1/whoami` shows it.
+pub fn principal_json(principal: &Principal) -> Value {
+    json!({
+        "key_id": principal.key_id().as_str(),
+        "kind": principal.kind().as_str(),
+        "org": principal.org().as_str(),
+        "workspace": principal.workspace().map(|w| w.as_str()),
+        "user": principal.user().map(|u| u.as_str()),
+        "scopes": principal.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "source": principal.source().to_string(),
+    })
+}
+
+/// Routes: `/`, `/health/` and `/docs/*` public; `/v1/whoami` shows the
+/// principal; `/v1/echo` shows the URI and headers the handler received;
+/// `/v1/maybe` takes an `Option<Principal>`.
+pub fn routes() -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|principal: Option<Principal>| async move {
+                axum::Json(json!({ "principal": principal.as_ref().map(principal_json) }))
+            }),
+        )
+        .route("/health/", get(|| async { "ok" }))
+        .route("/docs/", get(|| async { "docs" }))
+        .route("/docs/{*rest}", get(|| async { "docs" }))
+        .route(
+            "/v1/whoami",
+            get(|principal: Principal| async move { axum::Json(principal_json(&principal)) }),
+        )
+        .route(
+            "/v1/echo",
+            get(|request: Request<Body>| async move {
+                let headers: serde_json::Map<String, Value> = request
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| {
+                        (name.to_string(), Value::from(value.to_str().unwrap_or("<binary>")))
+                    })
+                    .collect();
+                axum::Json(json!({ "uri": request.uri().to_string(), "headers": headers }))
+            }),
+        )
+}
+
+/// The routes behind `layer`.
+pub fn app<S: KeyStore>(layer: KeyAuthLayer<S>) -> Router {
+    routes().layer(layer)
+}
+
+/// The default public paths of the quickstart.
+pub fn with_public_paths<S: KeyStore>(layer: KeyAuthLayer<S>) -> KeyAuthLayer<S> {
+    layer.public("/").public("/health/").public("/docs/*")
+}
+
+/// An answer, with the body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn challenge(&self) -> Option<String> {
+        self.headers
+            .get(http::header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+/// `GET uri` with the given headers.
+pub fn get_with(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Counts the calls that reach the wrapped store. Does not answer
+/// `find_key_now`, so every lookup takes the asynchronous path.
+#[derive(Debug, Default)]
+pub struct CountingStore<S> {
+    pub inner: S,
+    pub finds: AtomicUsize,
+    pub memberships: AtomicUsize,
+}
+
+impl<S> CountingStore<S> {
+    pub fn new(inner: S) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            finds: AtomicUsize::new(0),
+            memberships: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn finds(&self) -> usize {
+        self.finds.load(Ordering::SeqCst)
+    }
+
+    pub fn memberships(&self) -> usize {
+        self.memberships.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> KeyStore for CountingStore<S> {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_key(id).await
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        self.memberships.fetch_add(1, Ordering::SeqCst);
+        self.inner.membership(user, org).await
+    }
+}
+
+/// A store whose backend is down.
+#[derive(Debug, Default)]
+pub struct FailingStore;
+
+#[async_trait]
+impl KeyStore for FailingStore {
+    async fn find_key(&self, _id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Err(StoreError::backend(std::io::Error::other(
+            "connection refused",
+        )))
+    }
+}
+
+/// A store that finds keys but cannot answer membership questions.
+#[derive(Debug)]
+pub struct MembershipDown(pub MemoryStore);
+
+#[async_trait]
+impl KeyStore for MembershipDown {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.0.find_key(id).await
+    }
+
+    async fn membership(&self, _: &UserId, _: &OrgId) -> Result<Option<Membership>, StoreError> {
+        Err(StoreError::Timeout)
+    }
+}
+
+/// A store with the quickstart's demo credentials.
+pub struct Demo {
+    pub store: MemoryStore,
+    pub org_key: String,
+    pub org_key_id: KeyId,
+    pub read_key: String,
+    pub pat: String,
+}
+
+pub async fn demo() -> Demo {
+    let store = MemoryStore::new();
+    let org = store.issue(NewKey::org("acme").name("org key")).await.unwrap();
+    let read = store
+        .issue(
+            NewKey::workspace("acme", "docs")
+                .name("docs reader")
+                .scopes(tower_keyauth::Scopes::parse(["objects.read"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let pat = store.issue(NewKey::personal("ada").name("ada's token")).await.unwrap();
+    store
+        .set_membership(
+            &UserId::from("ada"),
+            &OrgId::from("acme"),
+            Some(Membership::new(
+                tower_keyauth::Scopes::parse(["objects.read", "objects.write"]).unwrap(),
+            )),
+        )
+        .await
+        .unwrap();
+    Demo {
+        org_key: org.token.expose_secret().to_owned(),
+        org_key_id: org.record.id.clone(),
+        read_key: read.token.expose_secret().to_owned(),
+        pat: pat.token.expose_secret().to_owned(),
+        store,
+    }
+}
