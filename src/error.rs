@@ -76,10 +76,7 @@ impl AuthError {
 
     /// No credential was sent.
     pub fn missing_credentials() -> Self {
-        Self::new(
-            AuthErrorKind::MissingCredentials,
-            "An API key is required: send it as a Bearer token.",
-        )
+        Self::new(AuthErrorKind::MissingCredentials, "An API key is required.")
     }
 
     /// A malformed credential; `reason` is shown to the client, so it must

@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use crate::body::AuthBody;
 use crate::response::ResponseContext;
-use crate::service::admit;
+use crate::service::{Admission, admit};
 use crate::verify::PendingVerdict;
 
 pin_project! {
@@ -112,12 +112,14 @@ where
                     let verdict = ready!(verdict.as_mut().poll(cx));
                     let (parts, body) = request.take().expect("polled after completion");
                     match admit(verdict, *public, context, parts) {
-                        Ok(parts) => {
+                        Admission::Pass(parts) => {
                             let mut inner = inner.take().expect("polled after completion");
                             let future = inner.call(Request::from_parts(parts, body));
                             this.state.set(State::Calling { future });
                         }
-                        Err(refusal) => return Poll::Ready(Ok(refusal.map(AuthBody::refusal))),
+                        Admission::Refuse(refusal) => {
+                            return Poll::Ready(Ok(refusal.map(AuthBody::refusal)));
+                        }
                     }
                 }
                 StateProjection::Calling { future } => {

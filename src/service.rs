@@ -95,10 +95,10 @@ where
         config.extract.scrub(&mut parts, config.hide_credentials);
         match check {
             Check::Done(verdict) => match admit(verdict, public, &config.context, parts) {
-                Ok(parts) => {
+                Admission::Pass(parts) => {
                     ResponseFuture::calling(self.inner.call(Request::from_parts(parts, body)))
                 }
-                Err(refusal) => ResponseFuture::refused(refusal),
+                Admission::Refuse(refusal) => ResponseFuture::refused(refusal),
             },
             Check::Pending(verdict) => {
                 // The future must call the instance that `poll_ready` readied
@@ -118,6 +118,14 @@ where
     }
 }
 
+/// What becomes of a request once its verdict is known.
+pub(crate) enum Admission {
+    /// On to the inner service, with these parts.
+    Pass(Parts),
+    /// Answered here.
+    Refuse(Response<Bytes>),
+}
+
 /// Lets the request in (with its principal, or on a public path with the
 /// reason there is none) or builds the refusal.
 pub(crate) fn admit(
@@ -125,19 +133,23 @@ pub(crate) fn admit(
     public: bool,
     context: &Arc<ResponseContext>,
     mut parts: Parts,
-) -> Result<Parts, Response<Bytes>> {
+) -> Admission {
     match verdict {
         Verdict::Authenticated(principal) => {
             parts.extensions.insert(principal);
-            Ok(parts)
+            Admission::Pass(parts)
         }
         Verdict::Refused(rejection) if public => {
+            tracing::debug!(
+                outcome = rejection.error_code(),
+                "public path: credential ignored"
+            );
             parts.extensions.insert(Unauthenticated {
                 rejection,
                 context: Arc::clone(context),
             });
-            Ok(parts)
+            Admission::Pass(parts)
         }
-        Verdict::Refused(rejection) => Err(context.respond(rejection, &parts)),
+        Verdict::Refused(rejection) => Admission::Refuse(context.respond(rejection, &parts)),
     }
 }

@@ -29,7 +29,11 @@ async fn the_bearer_scheme_is_case_insensitive_and_tolerates_spaces() {
 async fn other_authorization_schemes_count_as_no_credential() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", "Basic dXNlcjpwYXNz")])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", "Basic dXNlcjpwYXNz")]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "missing_credentials");
 }
@@ -38,7 +42,11 @@ async fn other_authorization_schemes_count_as_no_credential() {
 async fn bearer_only_ignores_the_api_key_header() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(&app, get_with("/v1/whoami", &[("x-api-key", &demo.org_key)])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("x-api-key", &demo.org_key)]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "missing_credentials");
 }
@@ -60,7 +68,13 @@ async fn the_same_token_in_header_and_bearer_is_accepted_as_bearer() {
     let app = app(KeyAuthLayer::new(demo.store).extract(Extract::bearer_or_api_key()));
     let reply = send(
         &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key)), ("x-api-key", &demo.org_key)]),
+        get_with(
+            "/v1/whoami",
+            &[
+                ("authorization", &bearer(&demo.org_key)),
+                ("x-api-key", &demo.org_key),
+            ],
+        ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -70,14 +84,28 @@ async fn the_same_token_in_header_and_bearer_is_accepted_as_bearer() {
 #[tokio::test]
 async fn header_and_query_names_are_configurable() {
     let demo = demo().await;
-    let app = app(KeyAuthLayer::new(demo.store).extract(Extract::header("x-service-key").or_query("key")));
-    let reply = send(&app, get_with("/v1/whoami", &[("x-service-key", &demo.org_key)])).await;
+    let app = app(
+        KeyAuthLayer::new(demo.store).extract(Extract::header("x-service-key").or_query("key"))
+    );
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("x-service-key", &demo.org_key)]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let reply = send(&app, get_with(&format!("/v1/whoami?key={}", demo.org_key), &[])).await;
+    let reply = send(
+        &app,
+        get_with(&format!("/v1/whoami?key={}", demo.org_key), &[]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["source"], "query:key");
     // Bearer is not part of this policy.
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -94,7 +122,10 @@ async fn query_keys_are_percent_decoded() {
         assert_eq!(reply.json()["source"], "query:api-key");
     }
     // Encoded twice is decoded once only: `%25` stays a `%`, which no key has.
-    let twice = format!("/v1/whoami?api-key={}", encode_every_byte(&encode_every_byte(&demo.org_key)));
+    let twice = format!(
+        "/v1/whoami?api-key={}",
+        encode_every_byte(&encode_every_byte(&demo.org_key))
+    );
     let reply = send(&app, get_with(&twice, &[])).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "invalid_token");
@@ -104,7 +135,10 @@ async fn query_keys_are_percent_decoded() {
 async fn query_credentials_never_reach_the_inner_service() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store).extract(Extract::bearer_api_key_or_query()));
-    let uri = format!("/v1/echo?b=2&api-key={}&a=1&z=%20x&b=3", encode_every_byte(&demo.org_key));
+    let uri = format!(
+        "/v1/echo?b=2&api-key={}&a=1&z=%20x&b=3",
+        encode_every_byte(&demo.org_key)
+    );
     let reply = send(&app, get_with(&uri, &[])).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json()["uri"], "/v1/echo?b=2&a=1&z=%20x&b=3");
@@ -117,11 +151,9 @@ async fn query_credentials_never_reach_the_inner_service() {
 #[tokio::test]
 async fn query_credentials_are_removed_on_public_paths_too() {
     let demo = demo().await;
-    let app = app(
-        KeyAuthLayer::new(demo.store)
-            .extract(Extract::bearer_api_key_or_query())
-            .public("/v1/echo"),
-    );
+    let app = app(KeyAuthLayer::new(demo.store)
+        .extract(Extract::bearer_api_key_or_query())
+        .public("/v1/echo"));
     let reply = send(&app, get_with("/v1/echo?api-key=garbage&x=1", &[])).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["uri"], "/v1/echo?x=1");
@@ -135,7 +167,10 @@ async fn a_query_key_and_a_different_header_key_are_400() {
     let reply = send(&app, get_with(&uri, &[("x-api-key", &demo.org_key)])).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.error(), "invalid_request");
-    let uri = format!("/v1/whoami?api-key={}&api-key={}", demo.org_key, demo.org_key);
+    let uri = format!(
+        "/v1/whoami?api-key={}&api-key={}",
+        demo.org_key, demo.org_key
+    );
     let reply = send(&app, get_with(&uri, &[])).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
@@ -154,12 +189,14 @@ async fn the_query_is_ignored_unless_the_policy_asks_for_it() {
 async fn hidden_credentials_do_not_reach_the_inner_service() {
     let demo = demo().await;
     let shown = app(KeyAuthLayer::new(demo.store.clone()).extract(Extract::bearer_or_api_key()));
-    let hidden = app(
-        KeyAuthLayer::new(demo.store)
-            .extract(Extract::bearer_or_api_key())
-            .hide_credentials(true),
-    );
-    let headers = [("authorization", bearer(&demo.org_key)), ("x-api-key", demo.org_key.clone()), ("accept", "text/plain".into())];
+    let hidden = app(KeyAuthLayer::new(demo.store)
+        .extract(Extract::bearer_or_api_key())
+        .hide_credentials(true));
+    let headers = [
+        ("authorization", bearer(&demo.org_key)),
+        ("x-api-key", demo.org_key.clone()),
+        ("accept", "text/plain".into()),
+    ];
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
 
     let reply = send(&shown, get_with("/v1/echo", &headers)).await;
@@ -200,12 +237,27 @@ impl ExtractCredential for TokenScheme {
 async fn custom_sources_plug_in() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store).extract(Extract::custom(TokenScheme).or_bearer()));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &format!("Token {}", demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &format!("Token {}", demo.org_key))],
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json()["source"], "custom:token-scheme");
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
     assert_eq!(reply.json()["source"], "bearer");
     // What a custom source returns is held to the same syntax rules.
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", "Token a b")])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", "Token a b")]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }

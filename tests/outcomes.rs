@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use http::StatusCode;
 use tower_keyauth::{
-    Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyRecord, MemoryStore, NewKey,
-    Owner, Scopes,
+    Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyRecord, MemoryStore, NewKey, Owner,
+    Scopes,
 };
 
 const REALM_CHALLENGE: &str = r#"Bearer realm="api""#;
@@ -23,7 +23,12 @@ async fn no_credential_is_401_with_a_bare_challenge() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.challenge().as_deref(), Some(REALM_CHALLENGE));
     assert_eq!(reply.error(), "missing_credentials");
-    assert!(reply.json()["message"].as_str().unwrap().contains("API key"));
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("API key")
+    );
     assert_eq!(reply.headers["content-type"], "application/json");
 }
 
@@ -31,7 +36,11 @@ async fn no_credential_is_401_with_a_bare_challenge() {
 async fn a_valid_org_key_reaches_the_handler_with_its_principal() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let who = reply.json();
     assert_eq!(who["key_id"], demo.org_key_id.as_str());
@@ -47,7 +56,11 @@ async fn a_valid_org_key_reaches_the_handler_with_its_principal() {
 async fn a_workspace_key_names_org_and_workspace() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&demo.read_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.read_key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let who = reply.json();
     assert_eq!(who["kind"], "workspace");
@@ -60,38 +73,71 @@ async fn a_workspace_key_names_org_and_workspace() {
 async fn malformed_credentials_are_400_invalid_request() {
     let demo = demo().await;
     let store = CountingStore::new(demo.store.clone());
-    let app = app(KeyAuthLayer::from_shared_store(store.clone()).extract(Extract::bearer_api_key_or_query()));
+    let app =
+        app(KeyAuthLayer::from_shared_store(store.clone())
+            .extract(Extract::bearer_api_key_or_query()));
     let long = format!("Bearer ak_{}", "a".repeat(10 * 1024));
     let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("empty token", vec![("authorization", "Bearer ".into())]),
         ("Bearer alone", vec![("authorization", "Bearer".into())]),
-        ("tab inside", vec![("authorization", format!("Bearer ak_\tx"))]),
-        ("tab as separator", vec![("authorization", format!("Bearer\t{}", demo.org_key))]),
-        ("space inside", vec![("authorization", format!("Bearer {} extra", demo.org_key))]),
+        (
+            "tab inside",
+            vec![("authorization", "Bearer ak_\tx".into())],
+        ),
+        (
+            "tab as separator",
+            vec![("authorization", format!("Bearer\t{}", demo.org_key))],
+        ),
+        (
+            "space inside",
+            vec![("authorization", format!("Bearer {} extra", demo.org_key))],
+        ),
         ("10 KB header", vec![("authorization", long)]),
         ("empty x-api-key", vec![("x-api-key", "".into())]),
         (
             "two different credentials",
-            vec![("authorization", bearer(&demo.org_key)), ("x-api-key", demo.read_key.clone())],
+            vec![
+                ("authorization", bearer(&demo.org_key)),
+                ("x-api-key", demo.read_key.clone()),
+            ],
         ),
         (
             "repeated Authorization",
-            vec![("authorization", bearer(&demo.org_key)), ("authorization", bearer(&demo.org_key))],
+            vec![
+                ("authorization", bearer(&demo.org_key)),
+                ("authorization", bearer(&demo.org_key)),
+            ],
         ),
         (
             "repeated x-api-key",
-            vec![("x-api-key", demo.org_key.clone()), ("X-API-KEY", demo.org_key.clone())],
+            vec![
+                ("x-api-key", demo.org_key.clone()),
+                ("X-API-KEY", demo.org_key.clone()),
+            ],
         ),
     ];
     for (case, headers) in cases {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let reply = send(&app, get_with("/v1/whoami", &headers)).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{case}: {}", reply.text);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{case}: {}",
+            reply.text
+        );
         assert_eq!(reply.error(), "invalid_request", "{case}");
-        assert_eq!(reply.challenge().as_deref(), Some(INVALID_REQUEST_CHALLENGE), "{case}");
+        assert_eq!(
+            reply.challenge().as_deref(),
+            Some(INVALID_REQUEST_CHALLENGE),
+            "{case}"
+        );
         assert!(!reply.text.contains(&demo.org_key), "{case} echoed the key");
     }
-    assert_eq!(store.finds(), 0, "malformed credentials must not reach the store");
+    assert_eq!(
+        store.finds(),
+        0,
+        "malformed credentials must not reach the store"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +151,10 @@ async fn non_ascii_and_high_bytes_are_400() {
     ];
     for value in values {
         let request = http::Request::get("/v1/whoami")
-            .header("authorization", http::HeaderValue::from_bytes(value).unwrap())
+            .header(
+                "authorization",
+                http::HeaderValue::from_bytes(value).unwrap(),
+            )
             .body(axum::body::Body::empty())
             .unwrap();
         let reply = send(&app, request).await;
@@ -113,7 +162,10 @@ async fn non_ascii_and_high_bytes_are_400() {
         assert_eq!(reply.error(), "invalid_request");
     }
     let request = http::Request::get("/v1/whoami")
-        .header("x-api-key", http::HeaderValue::from_bytes("ak_\u{430}bc".as_bytes()).unwrap())
+        .header(
+            "x-api-key",
+            http::HeaderValue::from_bytes("ak_\u{430}bc".as_bytes()).unwrap(),
+        )
         .body(axum::body::Body::empty())
         .unwrap();
     assert_eq!(send(&app, request).await.status, StatusCode::BAD_REQUEST);
@@ -134,7 +186,11 @@ async fn the_four_invalid_token_cases_answer_identically() {
     );
     let unknown = format.mint(KeyKind::Organization, None).unwrap();
     let good = known.token.expose_secret();
-    let bad_checksum = format!("{}{}", &good[..good.len() - 1], if good.ends_with('A') { 'B' } else { 'A' });
+    let bad_checksum = format!(
+        "{}{}",
+        &good[..good.len() - 1],
+        if good.ends_with('A') { 'B' } else { 'A' }
+    );
 
     let counting = CountingStore::new(store);
     let app = app(KeyAuthLayer::from_shared_store(counting.clone()));
@@ -147,14 +203,29 @@ async fn the_four_invalid_token_cases_answer_identically() {
     let mut replies = Vec::new();
     for (case, token, store_calls) in cases {
         let before = counting.finds();
-        let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&token))])).await;
-        assert_eq!(counting.finds() - before, store_calls, "{case}: store calls");
+        let reply = send(
+            &app,
+            get_with("/v1/whoami", &[("authorization", &bearer(&token))]),
+        )
+        .await;
+        assert_eq!(
+            counting.finds() - before,
+            store_calls,
+            "{case}: store calls"
+        );
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}");
         assert_eq!(reply.error(), "invalid_token", "{case}");
-        assert_eq!(reply.challenge().as_deref(), Some(INVALID_TOKEN_CHALLENGE), "{case}");
+        assert_eq!(
+            reply.challenge().as_deref(),
+            Some(INVALID_TOKEN_CHALLENGE),
+            "{case}"
+        );
         replies.push((reply.status, reply.challenge(), reply.text));
     }
-    assert!(replies.windows(2).all(|pair| pair[0] == pair[1]), "{replies:#?}");
+    assert!(
+        replies.windows(2).all(|pair| pair[0] == pair[1]),
+        "{replies:#?}"
+    );
 }
 
 #[tokio::test]
@@ -167,13 +238,21 @@ async fn a_wrong_checksum_never_reaches_the_store() {
         let mut bytes = key.clone().into_bytes();
         bytes[position] = if bytes[position] == b'z' { b'y' } else { b'z' };
         let typo = String::from_utf8(bytes).unwrap();
-        let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&typo))])).await;
+        let reply = send(
+            &app,
+            get_with("/v1/whoami", &[("authorization", &bearer(&typo))]),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(reply.error(), "invalid_token");
     }
     assert_eq!(counting.finds(), 0);
     // The untouched key does reach it.
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(counting.finds(), 1);
 }
@@ -190,22 +269,52 @@ async fn revoked_and_expired_keys_say_so_only_after_the_secret_matched() {
     let app = app(KeyAuthLayer::new(store.clone()));
 
     for (token, word) in [(&revoked.token, "revoked"), (&expired.token, "expired")] {
-        let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(token.expose_secret()))])).await;
+        let reply = send(
+            &app,
+            get_with(
+                "/v1/whoami",
+                &[("authorization", &bearer(token.expose_secret()))],
+            ),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(reply.error(), "invalid_token");
         let challenge = reply.challenge().unwrap();
-        assert!(challenge.starts_with(INVALID_TOKEN_CHALLENGE), "{challenge}");
-        assert!(challenge.contains("error_description=") && challenge.contains(word), "{challenge}");
+        assert!(
+            challenge.starts_with(INVALID_TOKEN_CHALLENGE),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains("error_description=") && challenge.contains(word),
+            "{challenge}"
+        );
         assert!(reply.json()["message"].as_str().unwrap().contains(word));
     }
 
     // The same revoked id with a wrong secret learns nothing more.
-    let stranger = KeyFormat::default().mint(KeyKind::Organization, None).unwrap();
+    let stranger = KeyFormat::default()
+        .mint(KeyKind::Organization, None)
+        .unwrap();
     store.insert(
-        KeyRecord::new(stranger.id.clone(), KeyFormat::default().mint(KeyKind::Organization, None).unwrap().token.hash(), Owner::org("acme"))
-            .with_revoked_at(SystemTime::now()),
+        KeyRecord::new(
+            stranger.id.clone(),
+            KeyFormat::default()
+                .mint(KeyKind::Organization, None)
+                .unwrap()
+                .token
+                .hash(),
+            Owner::org("acme"),
+        )
+        .with_revoked_at(SystemTime::now()),
     );
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(stranger.token.expose_secret()))])).await;
+    let reply = send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(stranger.token.expose_secret()))],
+        ),
+    )
+    .await;
     assert_eq!(reply.challenge().as_deref(), Some(INVALID_TOKEN_CHALLENGE));
     assert!(!reply.text.contains("revoked"));
 }
@@ -218,7 +327,14 @@ async fn a_key_that_expires_later_still_works() {
         .await
         .unwrap();
     let app = app(KeyAuthLayer::new(store));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(key.token.expose_secret()))])).await;
+    let reply = send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(key.token.expose_secret()))],
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
@@ -236,11 +352,21 @@ async fn revocation_takes_effect_on_the_next_request() {
 async fn a_personal_token_without_org_header_is_missing_organization() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "missing_organization");
-    assert_eq!(reply.json()["message"], "Token is missing organization claim.");
-    assert_eq!(reply.challenge().as_deref(), Some(INVALID_REQUEST_CHALLENGE));
+    assert_eq!(
+        reply.json()["message"],
+        "Token is missing organization claim."
+    );
+    assert_eq!(
+        reply.challenge().as_deref(),
+        Some(INVALID_REQUEST_CHALLENGE)
+    );
 }
 
 #[tokio::test]
@@ -249,7 +375,10 @@ async fn a_personal_token_acts_for_an_org_its_user_belongs_to() {
     let app = app(KeyAuthLayer::new(demo.store));
     let reply = send(
         &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")]),
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
+        ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -257,7 +386,10 @@ async fn a_personal_token_acts_for_an_org_its_user_belongs_to() {
     assert_eq!(who["kind"], "personal");
     assert_eq!(who["org"], "acme");
     assert_eq!(who["user"], "ada");
-    assert_eq!(who["scopes"], serde_json::json!(["objects.read", "objects.write"]));
+    assert_eq!(
+        who["scopes"],
+        serde_json::json!(["objects.read", "objects.write"])
+    );
 }
 
 #[tokio::test]
@@ -267,7 +399,10 @@ async fn foreign_organizations_are_403_without_challenge() {
     for token in [&demo.pat, &demo.org_key, &demo.read_key] {
         let reply = send(
             &app,
-            get_with("/v1/whoami", &[("authorization", &bearer(token)), ("x-org-id", "globex")]),
+            get_with(
+                "/v1/whoami",
+                &[("authorization", &bearer(token)), ("x-org-id", "globex")],
+            ),
         )
         .await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN);
@@ -277,7 +412,13 @@ async fn foreign_organizations_are_403_without_challenge() {
     // Naming the key's own organization is fine.
     let reply = send(
         &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key)), ("x-org-id", "acme")]),
+        get_with(
+            "/v1/whoami",
+            &[
+                ("authorization", &bearer(&demo.org_key)),
+                ("x-org-id", "acme"),
+            ],
+        ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -311,12 +452,25 @@ async fn a_missing_scope_is_403_insufficient_scope() {
 #[tokio::test]
 async fn a_failing_store_is_503_and_never_passes() {
     let app = app(KeyAuthLayer::new(FailingStore));
-    let token = KeyFormat::default().mint(KeyKind::Organization, None).unwrap();
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(token.token.expose_secret()))])).await;
+    let token = KeyFormat::default()
+        .mint(KeyKind::Organization, None)
+        .unwrap();
+    let reply = send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(token.token.expose_secret()))],
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.error(), "unavailable");
     assert_eq!(reply.challenge(), None);
-    assert!(!reply.text.contains("connection refused"), "backend details leaked: {}", reply.text);
+    assert!(
+        !reply.text.contains("connection refused"),
+        "backend details leaked: {}",
+        reply.text
+    );
 }
 
 #[tokio::test]
@@ -325,7 +479,10 @@ async fn a_failing_membership_lookup_is_503() {
     let app = app(KeyAuthLayer::new(MembershipDown(demo.store)));
     let reply = send(
         &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")]),
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
+        ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -338,7 +495,11 @@ async fn unknown_routes_are_authenticated_before_they_are_404() {
     let app = app(KeyAuthLayer::new(demo.store));
     let reply = send(&app, get_with("/v1/nowhere", &[])).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    let reply = send(&app, get_with("/v1/nowhere", &[("authorization", &bearer(&demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/nowhere", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
 
@@ -346,7 +507,10 @@ async fn unknown_routes_are_authenticated_before_they_are_404() {
 async fn the_realm_is_configurable() {
     let app = app(KeyAuthLayer::new(MemoryStore::new()).realm("example.com"));
     let reply = send(&app, get_with("/v1/whoami", &[])).await;
-    assert_eq!(reply.challenge().as_deref(), Some(r#"Bearer realm="example.com""#));
+    assert_eq!(
+        reply.challenge().as_deref(),
+        Some(r#"Bearer realm="example.com""#)
+    );
 }
 
 #[tokio::test]
@@ -357,6 +521,16 @@ async fn keys_with_scopes_keep_them_on_the_principal() {
         .await
         .unwrap();
     let app = app(KeyAuthLayer::new(store));
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(key.token.expose_secret()))])).await;
-    assert_eq!(reply.json()["scopes"], serde_json::json!(["objects.*", "keys.read"]));
+    let reply = send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(key.token.expose_secret()))],
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.json()["scopes"],
+        serde_json::json!(["objects.*", "keys.read"])
+    );
 }

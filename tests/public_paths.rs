@@ -25,7 +25,11 @@ async fn public_paths_pass_without_a_credential() {
 async fn a_valid_credential_on_a_public_path_still_yields_a_principal() {
     let demo = demo().await;
     let app = app(with_public_paths(KeyAuthLayer::new(demo.store)));
-    let reply = send(&app, get_with("/", &[("authorization", &bearer(&demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["principal"]["org"], "acme");
 }
@@ -34,7 +38,11 @@ async fn a_valid_credential_on_a_public_path_still_yields_a_principal() {
 async fn an_invalid_credential_on_a_public_path_is_ignored() {
     let demo = demo().await;
     let app = app(with_public_paths(KeyAuthLayer::new(demo.store)));
-    for header in [bearer("ak_nope.nope"), "Bearer".to_owned(), bearer(&demo.pat)] {
+    for header in [
+        bearer("ak_nope.nope"),
+        "Bearer".to_owned(),
+        bearer(&demo.pat),
+    ] {
         let reply = send(&app, get_with("/", &[("authorization", &header)])).await;
         assert_eq!(reply.status, StatusCode::OK, "{header}");
         assert_eq!(reply.json()["principal"], serde_json::Value::Null);
@@ -47,10 +55,24 @@ async fn a_failing_store_does_not_close_public_paths() {
     let token = tower_keyauth::KeyFormat::default()
         .mint(tower_keyauth::KeyKind::Organization, None)
         .unwrap();
-    let reply = send(&app, get_with("/", &[("authorization", &bearer(token.token.expose_secret()))])).await;
+    let reply = send(
+        &app,
+        get_with(
+            "/",
+            &[("authorization", &bearer(token.token.expose_secret()))],
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["principal"], serde_json::Value::Null);
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(token.token.expose_secret()))])).await;
+    let reply = send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(token.token.expose_secret()))],
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -63,18 +85,29 @@ async fn a_principal_extractor_on_a_public_path_answers_like_the_layer() {
     assert_eq!(reply.error(), "missing_credentials");
     assert_eq!(reply.challenge().as_deref(), Some(r#"Bearer realm="api""#));
 
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", "Bearer ak_x.y")])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", "Bearer ak_x.y")]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "invalid_token");
 
-    let reply = send(&app, get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))])).await;
+    let reply = send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_principal_extractor_without_the_layer_is_a_500_naming_it() {
     let app: Router = Router::new()
-        .route("/unguarded", get(|principal: Principal| async move { principal.org().to_string() }))
+        .route(
+            "/unguarded",
+            get(|principal: Principal| async move { principal.org().to_string() }),
+        )
         .route(
             "/maybe",
             get(|principal: Option<Principal>| async move { format!("{}", principal.is_some()) }),
@@ -88,13 +121,16 @@ async fn a_principal_extractor_without_the_layer_is_a_500_naming_it() {
 
 #[tokio::test]
 async fn public_predicates_open_requests_paths_cannot_describe() {
-    let app = app(
-        KeyAuthLayer::new(MemoryStore::new())
-            .public_when(|method, _uri| method == http::Method::OPTIONS),
-    );
-    let request = http::Request::options("/v1/echo").body(axum::body::Body::empty()).unwrap();
+    let app = app(KeyAuthLayer::new(MemoryStore::new())
+        .public_when(|method, _uri| method == http::Method::OPTIONS));
+    let request = http::Request::options("/v1/echo")
+        .body(axum::body::Body::empty())
+        .unwrap();
     // OPTIONS is not routed, so axum answers 405; what matters is that it is
     // not 401.
     assert_ne!(send(&app, request).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(&app, get_with("/v1/echo", &[])).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, get_with("/v1/echo", &[])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -4,6 +4,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
+pub mod example;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -58,7 +61,10 @@ pub fn routes() -> Router {
                     .headers()
                     .iter()
                     .map(|(name, value)| {
-                        (name.to_string(), Value::from(value.to_str().unwrap_or("<binary>")))
+                        (
+                            name.to_string(),
+                            Value::from(value.to_str().unwrap_or("<binary>")),
+                        )
                     })
                     .collect();
                 axum::Json(json!({ "uri": request.uri().to_string(), "headers": headers }))
@@ -209,7 +215,10 @@ pub struct Demo {
 
 pub async fn demo() -> Demo {
     let store = MemoryStore::new();
-    let org = store.issue(NewKey::org("acme").name("org key")).await.unwrap();
+    let org = store
+        .issue(NewKey::org("acme").name("org key"))
+        .await
+        .unwrap();
     let read = store
         .issue(
             NewKey::workspace("acme", "docs")
@@ -218,7 +227,10 @@ pub async fn demo() -> Demo {
         )
         .await
         .unwrap();
-    let pat = store.issue(NewKey::personal("ada").name("ada's token")).await.unwrap();
+    let pat = store
+        .issue(NewKey::personal("ada").name("ada's token"))
+        .await
+        .unwrap();
     store
         .set_membership(
             &UserId::from("ada"),
