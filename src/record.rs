@@ -157,6 +157,19 @@ impl KeyRecord {
         }
     }
 
+    /// A record for an opaque (legacy) token, stored under the id the layer
+    /// derives from its hash (see [`KeyFormat::accept_opaque`]).
+    ///
+    /// ```
+    /// use tower_keyauth::{KeyHash, KeyRecord, Owner};
+    /// let record = KeyRecord::for_opaque_token(KeyHash::of("sk-legacy-0123456789"), Owner::org("acme"));
+    /// assert!(record.id.as_str().starts_with("opaque-"));
+    /// assert_eq!(record.masked(), format!("{}.****", record.id));
+    /// ```
+    pub fn for_opaque_token(hash: KeyHash, owner: Owner) -> Self {
+        Self::new(KeyFormat::opaque_key_id(&hash), hash, owner)
+    }
+
     /// Sets the scopes.
     pub fn with_scopes(mut self, scopes: Scopes) -> Self {
         self.scopes = scopes;

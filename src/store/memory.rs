@@ -218,3 +218,121 @@ impl KeyLifecycle for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Scopes;
+
+    #[tokio::test]
+    async fn issued_keys_are_found_by_id_and_only_their_hash_is_kept() {
+        let store = MemoryStore::new();
+        let issued = store.issue(NewKey::org("acme").name("ci")).await.unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(found, issued.record);
+        assert!(found.hash.matches(&issued.token.hash()));
+        assert_eq!(&*found.name, "ci");
+        assert!(!format!("{store:?} {found:?}").contains(issued.token.expose_secret()));
+        assert_eq!(
+            store.find_key_now(&issued.record.id).unwrap().unwrap(),
+            Some(found)
+        );
+        assert_eq!(store.find_key(&KeyId::from("nope")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn listings_are_masked_and_per_owner() {
+        let store = MemoryStore::new();
+        let first = store.issue(NewKey::org("acme").name("a")).await.unwrap();
+        let second = store
+            .issue(
+                NewKey::org("acme")
+                    .name("b")
+                    .scopes(Scopes::parse(["objects.read"]).unwrap()),
+            )
+            .await
+            .unwrap();
+        store.issue(NewKey::org("globex")).await.unwrap();
+        store
+            .issue(NewKey::workspace("acme", "docs"))
+            .await
+            .unwrap();
+
+        let listed = store.list(&Owner::org("acme")).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        let ids: Vec<_> = listed.iter().map(|k| k.id.clone()).collect();
+        assert!(ids.contains(&first.record.id) && ids.contains(&second.record.id));
+        for summary in &listed {
+            assert_eq!(summary.masked, format!("ak_{}.****", summary.id));
+        }
+        for issued in [&first, &second] {
+            let secret = issued.token.expose_secret().split_once('.').unwrap().1;
+            assert!(
+                listed
+                    .iter()
+                    .all(|summary| !summary.masked.contains(&secret[..4]))
+            );
+        }
+        assert_eq!(
+            store
+                .list(&Owner::workspace("acme", "docs"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store.list(&Owner::org("initech")).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn revoking_marks_the_key_and_unknown_ids_are_not_found() {
+        let store = MemoryStore::new();
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        store.revoke(&issued.record.id).await.unwrap();
+        let record = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        let revoked_at = record.revoked_at.expect("revoked");
+        assert!(!record.is_usable_at(SystemTime::now()));
+        // Revoking again keeps the first revocation time.
+        store.revoke(&issued.record.id).await.unwrap();
+        let again = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(again.revoked_at, Some(revoked_at));
+        assert!(matches!(
+            store.revoke(&KeyId::from("missing")).await,
+            Err(LifecycleError::NotFound(id)) if id == "missing"
+        ));
+    }
+
+    #[tokio::test]
+    async fn memberships_can_be_set_changed_and_removed() {
+        let store = MemoryStore::new();
+        let (ada, acme) = (UserId::from("ada"), OrgId::from("acme"));
+        assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
+        store
+            .set_membership(&ada, &acme, Some(Membership::full_access()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.membership(&ada, &acme).await.unwrap(),
+            Some(Membership::full_access())
+        );
+        assert_eq!(
+            store
+                .membership(&ada, &OrgId::from("globex"))
+                .await
+                .unwrap(),
+            None
+        );
+        store.set_membership(&ada, &acme, None).await.unwrap();
+        assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn clones_share_their_keys() {
+        let store = MemoryStore::new();
+        let clone = store.clone();
+        let issued = store.issue(NewKey::personal("ada")).await.unwrap();
+        assert!(clone.find_key(&issued.record.id).await.unwrap().is_some());
+        assert_eq!(clone.len(), 1);
+        assert!(issued.token.expose_secret().starts_with("pat_"));
+    }
+}

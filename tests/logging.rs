@@ -1,0 +1,133 @@
+//! What the layer logs: one event per outcome with the key id, a warning for
+//! query credentials, and never a secret.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use tower_keyauth::{Extract, KeyAuthLayer, KeyLifecycle};
+
+/// Collects everything a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn outcomes_are_logged_with_the_key_id_and_never_the_secret() {
+    let (captured, _guard) = capture();
+    let demo = demo().await;
+    let app =
+        app(KeyAuthLayer::new(demo.store.clone()).extract(Extract::bearer_api_key_or_query()));
+    let id = demo.org_key_id.to_string();
+    let secret = demo.org_key.split_once('.').unwrap().1.to_owned();
+
+    send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
+    )
+    .await;
+    let accepted = captured.text();
+    assert!(
+        accepted.contains("credential accepted") && accepted.contains(&id),
+        "{accepted}"
+    );
+
+    let wrong_secret = format!(
+        "{}.{}",
+        demo.org_key.split_once('.').unwrap().0,
+        "x".repeat(28)
+    );
+    send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&wrong_secret))]),
+    )
+    .await;
+    send(
+        &app,
+        get_with(&format!("/v1/whoami?api-key={}", demo.org_key), &[]),
+    )
+    .await;
+    demo.store.revoke(&demo.org_key_id).await.unwrap();
+    send(
+        &app,
+        get_with("/v1/whoami", &[("x-api-key", &demo.org_key)]),
+    )
+    .await;
+    send(
+        &app,
+        get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat))]),
+    )
+    .await;
+    send(&app, get_with("/v1/whoami", &[])).await;
+
+    let log = captured.text();
+    assert!(
+        log.contains("WARN") && log.contains("query"),
+        "no warning for the query credential:\n{log}"
+    );
+    assert!(
+        log.contains(r#"outcome="revoked""#) && log.contains(&id),
+        "{log}"
+    );
+    assert!(log.contains(r#"outcome="missing_organization""#), "{log}");
+    assert!(log.contains(r#"outcome="missing_credentials""#), "{log}");
+    assert!(log.contains(r#"outcome="invalid_token""#), "{log}");
+    for leaked in [&secret, &demo.org_key, &demo.pat, &demo.read_key] {
+        assert!(
+            !log.contains(leaked.as_str()),
+            "a secret reached the log:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn store_failures_are_logged_as_errors() {
+    let (captured, _guard) = capture();
+    let app = app(KeyAuthLayer::new(FailingStore));
+    let token = tower_keyauth::KeyFormat::default()
+        .mint(tower_keyauth::KeyKind::Organization, None)
+        .unwrap();
+    send(
+        &app,
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(token.token.expose_secret()))],
+        ),
+    )
+    .await;
+    let log = captured.text();
+    assert!(
+        log.contains("ERROR") && log.contains("connection refused"),
+        "{log}"
+    );
+    assert!(log.contains(token.id.as_str()));
+    assert!(!log.contains(token.token.expose_secret()));
+}
