@@ -195,16 +195,8 @@ async fn docs() -> &'static str {
     "Send your key as `Authorization: Bearer <key>`. Personal tokens also need `x-org-id`.\n"
 }
 
-async fn whoami(principal: Principal) -> Json<Value> {
-    Json(json!({
-        "key_id": principal.key_id().as_str(),
-        "kind": principal.kind().as_str(),
-        "org": principal.org().as_str(),
-        "workspace": principal.workspace().map(|w| w.as_str()),
-        "user": principal.user().map(|u| u.as_str()),
-        "scopes": principal.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "source": principal.source().to_string(),
-    }))
+async fn whoami(principal: Principal) -> Json<Principal> {
+    Json(principal)
 }
 
 async fn list_objects(

@@ -55,6 +55,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `axum` | [`Principal`] and `Option<Principal>` extractors, `IntoResponse` for [`AuthError`] |
+//! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`KeySummary`] |
 //!
 //! [tower]: https://docs.rs/tower
 
@@ -82,6 +83,8 @@ mod verify;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+#[cfg(feature = "serde")]
+mod serde;
 
 pub use body::AuthBody;
 pub use error::{AuthError, AuthErrorKind};

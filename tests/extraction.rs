@@ -101,11 +101,7 @@ async fn header_and_query_names_are_configurable() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["source"], "query:key");
     // Bearer is not part of this policy.
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.org_key).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -247,11 +243,7 @@ async fn custom_sources_plug_in() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json()["source"], "custom:token-scheme");
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.org_key).await;
     assert_eq!(reply.json()["source"], "bearer");
     // What a custom source returns is held to the same syntax rules.
     let reply = send(

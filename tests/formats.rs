@@ -42,14 +42,7 @@ async fn environment_prefixes_reach_the_principal() {
         )
         .layer(KeyAuthLayer::new(store).format(andi_format()));
     for token in [&live.token, &test.token] {
-        let reply = send(
-            &app,
-            get_with(
-                "/v1/env",
-                &[("authorization", &bearer(token.expose_secret()))],
-            ),
-        )
-        .await;
+        let reply = get_bearer(&app, "/v1/env", token.expose_secret()).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     }
     assert_eq!(
@@ -68,14 +61,7 @@ async fn a_format_without_the_prefix_refuses_the_key_before_the_store() {
     let counting = CountingStore::new(store);
     // The layer still expects the default `ak`/`pat` prefixes.
     let app = app(KeyAuthLayer::from_shared_store(counting.clone()));
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(live.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", live.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "invalid_token");
     assert_eq!(counting.finds(), 0);

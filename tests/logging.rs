@@ -49,11 +49,7 @@ async fn outcomes_are_logged_with_the_key_id_and_never_the_secret() {
     let id = demo.org_key_id.to_string();
     let secret = demo.org_key.split_once('.').unwrap().1.to_owned();
 
-    send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    get_bearer(&app, "/v1/whoami", &demo.org_key).await;
     let accepted = captured.text();
     assert!(
         accepted.contains("credential accepted") && accepted.contains(&id),
@@ -65,11 +61,7 @@ async fn outcomes_are_logged_with_the_key_id_and_never_the_secret() {
         demo.org_key.split_once('.').unwrap().0,
         "x".repeat(28)
     );
-    send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&wrong_secret))]),
-    )
-    .await;
+    get_bearer(&app, "/v1/whoami", &wrong_secret).await;
     send(
         &app,
         get_with(&format!("/v1/whoami?api-key={}", demo.org_key), &[]),
@@ -81,11 +73,7 @@ async fn outcomes_are_logged_with_the_key_id_and_never_the_secret() {
         get_with("/v1/whoami", &[("x-api-key", &demo.org_key)]),
     )
     .await;
-    send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat))]),
-    )
-    .await;
+    get_bearer(&app, "/v1/whoami", &demo.pat).await;
     send(&app, get_with("/v1/whoami", &[])).await;
 
     let log = captured.text();
@@ -115,14 +103,7 @@ async fn store_failures_are_logged_as_errors() {
     let token = tower_keyauth::KeyFormat::default()
         .mint(tower_keyauth::KeyKind::Organization, None)
         .unwrap();
-    send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(token.token.expose_secret()))],
-        ),
-    )
-    .await;
+    get_bearer(&app, "/v1/whoami", token.token.expose_secret()).await;
     let log = captured.text();
     assert!(
         log.contains("ERROR") && log.contains("connection refused"),

@@ -36,11 +36,7 @@ async fn no_credential_is_401_with_a_bare_challenge() {
 async fn a_valid_org_key_reaches_the_handler_with_its_principal() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.org_key).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let who = reply.json();
     assert_eq!(who["key_id"], demo.org_key_id.as_str());
@@ -56,11 +52,7 @@ async fn a_valid_org_key_reaches_the_handler_with_its_principal() {
 async fn a_workspace_key_names_org_and_workspace() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.read_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.read_key).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let who = reply.json();
     assert_eq!(who["kind"], "workspace");
@@ -203,11 +195,7 @@ async fn the_four_invalid_token_cases_answer_identically() {
     let mut replies = Vec::new();
     for (case, token, store_calls) in cases {
         let before = counting.finds();
-        let reply = send(
-            &app,
-            get_with("/v1/whoami", &[("authorization", &bearer(&token))]),
-        )
-        .await;
+        let reply = get_bearer(&app, "/v1/whoami", &token).await;
         assert_eq!(
             counting.finds() - before,
             store_calls,
@@ -238,21 +226,13 @@ async fn a_wrong_checksum_never_reaches_the_store() {
         let mut bytes = key.clone().into_bytes();
         bytes[position] = if bytes[position] == b'z' { b'y' } else { b'z' };
         let typo = String::from_utf8(bytes).unwrap();
-        let reply = send(
-            &app,
-            get_with("/v1/whoami", &[("authorization", &bearer(&typo))]),
-        )
-        .await;
+        let reply = get_bearer(&app, "/v1/whoami", &typo).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(reply.error(), "invalid_token");
     }
     assert_eq!(counting.finds(), 0);
     // The untouched key does reach it.
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", key).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(counting.finds(), 1);
 }
@@ -269,14 +249,7 @@ async fn revoked_and_expired_keys_say_so_only_after_the_secret_matched() {
     let app = app(KeyAuthLayer::new(store.clone()));
 
     for (token, word) in [(&revoked.token, "revoked"), (&expired.token, "expired")] {
-        let reply = send(
-            &app,
-            get_with(
-                "/v1/whoami",
-                &[("authorization", &bearer(token.expose_secret()))],
-            ),
-        )
-        .await;
+        let reply = get_bearer(&app, "/v1/whoami", token.expose_secret()).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(reply.error(), "invalid_token");
         let challenge = reply.challenge().unwrap();
@@ -307,14 +280,7 @@ async fn revoked_and_expired_keys_say_so_only_after_the_secret_matched() {
         )
         .with_revoked_at(SystemTime::now()),
     );
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(stranger.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", stranger.token.expose_secret()).await;
     assert_eq!(reply.challenge().as_deref(), Some(INVALID_TOKEN_CHALLENGE));
     assert!(!reply.text.contains("revoked"));
 }
@@ -327,14 +293,7 @@ async fn a_key_that_expires_later_still_works() {
         .await
         .unwrap();
     let app = app(KeyAuthLayer::new(store));
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(key.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", key.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
@@ -352,11 +311,7 @@ async fn revocation_takes_effect_on_the_next_request() {
 async fn a_personal_token_without_org_header_is_missing_organization() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.pat))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.pat).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "missing_organization");
     assert_eq!(
@@ -455,14 +410,7 @@ async fn a_failing_store_is_503_and_never_passes() {
     let token = KeyFormat::default()
         .mint(KeyKind::Organization, None)
         .unwrap();
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(token.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", token.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.error(), "unavailable");
     assert_eq!(reply.challenge(), None);
@@ -495,11 +443,7 @@ async fn unknown_routes_are_authenticated_before_they_are_404() {
     let app = app(KeyAuthLayer::new(demo.store));
     let reply = send(&app, get_with("/v1/nowhere", &[])).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    let reply = send(
-        &app,
-        get_with("/v1/nowhere", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/nowhere", &demo.org_key).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
 
@@ -521,14 +465,7 @@ async fn keys_with_scopes_keep_them_on_the_principal() {
         .await
         .unwrap();
     let app = app(KeyAuthLayer::new(store));
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(key.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", key.token.expose_secret()).await;
     assert_eq!(
         reply.json()["scopes"],
         serde_json::json!(["objects.*", "keys.read"])

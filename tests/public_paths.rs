@@ -25,11 +25,7 @@ async fn public_paths_pass_without_a_credential() {
 async fn a_valid_credential_on_a_public_path_still_yields_a_principal() {
     let demo = demo().await;
     let app = app(with_public_paths(KeyAuthLayer::new(demo.store)));
-    let reply = send(
-        &app,
-        get_with("/", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/", &demo.org_key).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["principal"]["org"], "acme");
 }
@@ -55,24 +51,10 @@ async fn a_failing_store_does_not_close_public_paths() {
     let token = tower_keyauth::KeyFormat::default()
         .mint(tower_keyauth::KeyKind::Organization, None)
         .unwrap();
-    let reply = send(
-        &app,
-        get_with(
-            "/",
-            &[("authorization", &bearer(token.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/", token.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["principal"], serde_json::Value::Null);
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(token.token.expose_secret()))],
-        ),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", token.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -93,11 +75,7 @@ async fn a_principal_extractor_on_a_public_path_answers_like_the_layer() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "invalid_token");
 
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.org_key).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 

@@ -158,11 +158,7 @@ async fn stores_work_behind_dyn() {
     let demo = demo().await;
     let store: Arc<dyn KeyStore> = Arc::new(demo.store);
     let app = app(KeyAuthLayer::new(store));
-    let reply = send(
-        &app,
-        get_with("/v1/whoami", &[("authorization", &bearer(&demo.org_key))]),
-    )
-    .await;
+    let reply = get_bearer(&app, "/v1/whoami", &demo.org_key).await;
     assert_eq!(reply.status, StatusCode::OK);
     let boxed: Box<dyn KeyStore> = Box::new(MemoryStore::new());
     let _ = KeyAuthLayer::new(boxed);

@@ -25,15 +25,7 @@ use tower_keyauth::{
 
 /// The principal as the quickstart's `/v1/whoami` shows it.
 pub fn principal_json(principal: &Principal) -> Value {
-    json!({
-        "key_id": principal.key_id().as_str(),
-        "kind": principal.kind().as_str(),
-        "org": principal.org().as_str(),
-        "workspace": principal.workspace().map(|w| w.as_str()),
-        "user": principal.user().map(|u| u.as_str()),
-        "scopes": principal.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "source": principal.source().to_string(),
-    })
+    serde_json::to_value(principal).unwrap()
 }
 
 /// Routes: `/`, `/health/` and `/docs/*` public; `/v1/whoami` shows the
@@ -126,6 +118,11 @@ pub fn get_with(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
         builder = builder.header(*name, *value);
     }
     builder.body(Body::empty()).unwrap()
+}
+
+/// `GET path` with `Authorization: Bearer <token>`.
+pub async fn get_bearer(app: &Router, path: &str, token: &str) -> Reply {
+    send(app, get_with(path, &[("authorization", &bearer(token))])).await
 }
 
 pub fn bearer(token: &str) -> String {

@@ -1,0 +1,82 @@
+//! `Serialize` for the types a service shows its callers (feature `serde`).
+
+use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
+
+use crate::lifecycle::KeySummary;
+use crate::principal::Principal;
+use crate::record::Owner;
+use crate::scope::Scopes;
+
+/// As a list of names: `["objects.read", "keys.*"]`.
+impl Serialize for Scopes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut list = serializer.serialize_seq(Some(self.len()))?;
+        for scope in self {
+            list.serialize_element(scope.as_str())?;
+        }
+        list.end()
+    }
+}
+
+/// As `{"key_id", "kind", "org", "workspace", "user", "scopes", "source",
+/// "environment"}`, the shape of a whoami endpoint:
+///
+/// ```
+/// use tower_keyauth::{KeyKind, Principal, Tenant};
+/// let principal = Principal::new("Xb3kP9qLm2Ts", KeyKind::Workspace, Tenant::workspace("acme", "docs"));
+/// assert_eq!(
+///     serde_json::to_string(&principal).unwrap(),
+///     r#"{"key_id":"Xb3kP9qLm2Ts","kind":"workspace","org":"acme","workspace":"docs","user":null,"scopes":["*"],"source":"bearer","environment":null}"#
+/// );
+/// ```
+impl Serialize for Principal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut fields = serializer.serialize_struct("Principal", 8)?;
+        fields.serialize_field("key_id", self.key_id().as_str())?;
+        fields.serialize_field("kind", self.kind().as_str())?;
+        fields.serialize_field("org", self.org().as_str())?;
+        fields.serialize_field("workspace", &self.workspace().map(|w| w.as_str()))?;
+        fields.serialize_field("user", &self.user().map(|u| u.as_str()))?;
+        fields.serialize_field("scopes", self.scopes())?;
+        fields.serialize_field("source", &self.source().to_string())?;
+        fields.serialize_field("environment", &self.environment().map(|e| e.as_str()))?;
+        fields.end()
+    }
+}
+
+/// As `{"id", "masked", "name", "kind", "org", "workspace", "user",
+/// "scopes", "created_at", "expires_at", "revoked_at", "last_used_at"}`,
+/// times in seconds since the Unix epoch. There is no hash and no secret to
+/// show.
+impl Serialize for KeySummary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (org, workspace, user) = match &self.owner {
+            Owner::Organization(org) => (Some(org.as_str()), None, None),
+            Owner::Workspace { org, workspace } => {
+                (Some(org.as_str()), Some(workspace.as_str()), None)
+            }
+            Owner::User(user) => (None, None, Some(user.as_str())),
+        };
+        let mut fields = serializer.serialize_struct("KeySummary", 12)?;
+        fields.serialize_field("id", self.id.as_str())?;
+        fields.serialize_field("masked", &self.masked)?;
+        fields.serialize_field("name", &*self.name)?;
+        fields.serialize_field("kind", self.owner.kind().as_str())?;
+        fields.serialize_field("org", &org)?;
+        fields.serialize_field("workspace", &workspace)?;
+        fields.serialize_field("user", &user)?;
+        fields.serialize_field("scopes", &self.scopes)?;
+        fields.serialize_field("created_at", &unix_seconds(Some(self.created_at)))?;
+        fields.serialize_field("expires_at", &unix_seconds(self.expires_at))?;
+        fields.serialize_field("revoked_at", &unix_seconds(self.revoked_at))?;
+        fields.serialize_field("last_used_at", &unix_seconds(self.last_used_at))?;
+        fields.end()
+    }
+}
+
+fn unix_seconds(time: Option<std::time::SystemTime>) -> Option<u64> {
+    time.map(|time| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    })
+}
