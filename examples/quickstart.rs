@@ -22,13 +22,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_keyauth::{
-    AuthError, Extract, KeyAuthLayer, KeyLifecycle, Membership, MemoryStore, NewKey, OrgId,
-    Principal, Scopes, UserId,
+    Extract, KeyAuthLayer, KeyLifecycle, Membership, MemoryStore, NewKey, OrgId, Principal,
+    RequireScopes, Scopes, UserId,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -89,7 +90,11 @@ fn routes() -> Router {
         .route("/docs/", get(docs))
         .route("/docs/{*page}", get(docs))
         .route("/v1/whoami", get(whoami))
-        .route("/v1/objects", get(list_objects).post(create_object))
+        .route(
+            "/v1/objects",
+            get(list_objects.layer(RequireScopes::new("objects.read")))
+                .post(create_object.layer(RequireScopes::new("objects.write"))),
+        )
         .with_state(objects)
 }
 
@@ -199,24 +204,17 @@ async fn whoami(principal: Principal) -> Json<Principal> {
     Json(principal)
 }
 
-async fn list_objects(
-    State(objects): State<Objects>,
-    principal: Principal,
-) -> Result<Json<Value>, AuthError> {
-    principal.require_scope("objects.read")?;
+async fn list_objects(State(objects): State<Objects>, principal: Principal) -> Json<Value> {
     let objects = objects.lock().unwrap_or_else(|e| e.into_inner());
     let mine = objects.get(principal.org()).cloned().unwrap_or_default();
-    Ok(Json(
-        json!({ "org": principal.org().as_str(), "objects": mine }),
-    ))
+    Json(json!({ "org": principal.org().as_str(), "objects": mine }))
 }
 
 async fn create_object(
     State(objects): State<Objects>,
     principal: Principal,
     body: Option<Json<Value>>,
-) -> Result<(StatusCode, Json<Value>), AuthError> {
-    principal.require_scope("objects.write")?;
+) -> (StatusCode, Json<Value>) {
     let name = body
         .as_ref()
         .and_then(|Json(body)| body.get("name").and_then(Value::as_str))
@@ -229,5 +227,5 @@ async fn create_object(
         .entry(principal.org().clone())
         .or_default()
         .push(object.clone());
-    Ok((StatusCode::CREATED, Json(object)))
+    (StatusCode::CREATED, Json(object))
 }

@@ -29,11 +29,10 @@ use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode};
 
 use crate::error::AuthError;
 use crate::principal::{Principal, Unauthenticated};
-use crate::response::DefaultResponder;
+use crate::response::{DefaultResponder, not_behind_key_auth};
 
 /// What an extractor found in the extensions.
 enum Found {
@@ -52,23 +51,7 @@ fn find(parts: &Parts) -> Found {
         let response = marker.context.respond(marker.rejection.clone(), parts);
         return Found::Unauthenticated(into_axum(response));
     }
-    tracing::error!(
-        path = parts.uri.path(),
-        "a handler asked for a Principal on a route that KeyAuthLayer does not cover; add the layer to this route"
-    );
-    Found::NotBehindLayer(misconfigured())
-}
-
-fn misconfigured() -> Response {
-    let mut response = Response::new(Body::from(
-        r#"{"error":"server_misconfigured","message":"This route reads a Principal but is not behind KeyAuthLayer."}"#,
-    ));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    Found::NotBehindLayer(into_axum(not_behind_key_auth(parts)))
 }
 
 fn into_axum(response: http::Response<Bytes>) -> Response {

@@ -9,8 +9,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The response body of [`KeyAuth`](crate::KeyAuth): the inner service's
-    /// body when the request passed, the refusal's bytes otherwise.
+    /// The response body of [`KeyAuth`](crate::KeyAuth) and
+    /// [`RequireScopesService`](crate::RequireScopesService): the inner
+    /// service's body when the request passed, the refusal's bytes otherwise.
     ///
     /// It is a [`Body`] whenever the inner body is one with `Bytes`-compatible
     /// data, so the layer works around any service (axum's and tonic's

@@ -55,6 +55,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `axum` | [`Principal`] and `Option<Principal>` extractors, `IntoResponse` for [`AuthError`] |
+//! | `tonic` | `NamedService` for [`KeyAuth`] and [`RequireScopesService`], `Status` from [`AuthError`], [`tonic::RequestPrincipal`] |
 //! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`KeySummary`] |
 //!
 //! [tower]: https://docs.rs/tower
@@ -74,6 +75,7 @@ mod lifecycle;
 mod principal;
 mod public;
 mod record;
+mod require_scopes;
 mod response;
 mod scope;
 mod service;
@@ -85,6 +87,9 @@ mod verify;
 pub mod axum;
 #[cfg(feature = "serde")]
 mod serde;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use body::AuthBody;
 pub use error::{AuthError, AuthErrorKind};
@@ -97,6 +102,7 @@ pub use layer::{DEFAULT_ORG_HEADER, KeyAuthLayer};
 pub use lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
 pub use principal::{CredentialSource, Principal, Tenant};
 pub use record::{KeyKind, KeyRecord, Membership, Owner};
+pub use require_scopes::{RequireScopes, RequireScopesService};
 pub use response::{DefaultResponder, Responder, is_grpc};
 pub use scope::{InvalidScope, Scope, Scopes};
 pub use service::KeyAuth;

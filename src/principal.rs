@@ -136,6 +136,11 @@ impl Principal {
         self
     }
 
+    /// How the layer that authenticated the request answers refusals.
+    pub(crate) fn context(&self) -> &Arc<ResponseContext> {
+        &self.context
+    }
+
     /// Sets the user (personal tokens).
     pub fn with_user(mut self, user: impl Into<UserId>) -> Self {
         self.user = Some(user.into());

@@ -130,6 +130,38 @@ impl Responder for DefaultResponder {
     }
 }
 
+/// The answer when a request needs a [`Principal`](crate::Principal) but
+/// never passed a [`KeyAuthLayer`](crate::KeyAuthLayer): a server
+/// misconfiguration, so a 500 (gRPC `INTERNAL`), logged.
+pub(crate) fn not_behind_key_auth(request: &Parts) -> Response<Bytes> {
+    const MESSAGE: &str = "This route needs a Principal but is not behind KeyAuthLayer.";
+    tracing::error!(
+        path = request.uri.path(),
+        "a route reads a Principal but KeyAuthLayer does not cover it; add the layer to this route"
+    );
+    if is_grpc(&request.headers) {
+        let mut response = Response::new(Bytes::new());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(13));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_str(&utf8_percent_encode(MESSAGE, GRPC_MESSAGE).to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("misconfigured")),
+        );
+        return response;
+    }
+    let mut body = String::from("{\"error\":\"server_misconfigured\",\"message\":\"");
+    push_json_string_content(&mut body, MESSAGE);
+    body.push_str("\"}");
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// The gRPC spec percent-encodes everything outside printable ASCII, and `%`.
 const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 

@@ -38,8 +38,8 @@ impl RunningExample {
 }
 
 /// The path of a built example: cargo puts them beside the test binaries'
-/// `deps` folder. Built on demand when a focused `cargo test --test …` did
-/// not build it.
+/// `deps` folder. Built (a no-op when fresh) so that a focused
+/// `cargo test --test …` never runs a stale binary.
 pub fn example_binary(name: &str) -> PathBuf {
     let test_binary = std::env::current_exe().expect("the test binary's path");
     let profile_dir = test_binary
@@ -49,15 +49,19 @@ pub fn example_binary(name: &str) -> PathBuf {
     let binary = profile_dir
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build --example");
-        assert!(status.success(), "building example {name} failed");
-    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--profile", profile, "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo build --example");
+    assert!(status.success(), "building example {name} failed");
+    assert!(binary.exists(), "{} was not built", binary.display());
     binary
 }
 
