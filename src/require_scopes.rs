@@ -42,10 +42,32 @@ use crate::scope::{InvalidScope, Scopes};
 ///
 /// With tonic (feature `tonic`), wrap one service:
 ///
-/// ```ignore
-/// Server::builder()
-///     .layer(KeyAuthLayer::new(store))
-///     .add_service(RequireScopes::new("objects.write").layer(ObjectsServer::new(objects)))
+/// ```
+/// # use std::{convert::Infallible, future::{Ready, ready}, task::{Context, Poll}};
+/// # use tonic::body::Body;
+/// # #[derive(Clone)]
+/// # struct ObjectsServer;
+/// # impl tonic::server::NamedService for ObjectsServer {
+/// #     const NAME: &'static str = "demo.Objects";
+/// # }
+/// # impl tower::Service<http::Request<Body>> for ObjectsServer {
+/// #     type Response = http::Response<Body>;
+/// #     type Error = Infallible;
+/// #     type Future = Ready<Result<Self::Response, Infallible>>;
+/// #     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+/// #         Poll::Ready(Ok(()))
+/// #     }
+/// #     fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+/// #         ready(Ok(tonic::Status::unimplemented("").into_http()))
+/// #     }
+/// # }
+/// use tower::Layer;
+/// use tower_keyauth::{KeyAuthLayer, MemoryStore, RequireScopes};
+///
+/// let router = tonic::transport::Server::builder()
+///     .layer(KeyAuthLayer::new(MemoryStore::new()))
+///     .add_service(RequireScopes::new("objects.write").layer(ObjectsServer));
+/// # let _ = router;
 /// ```
 #[derive(Clone)]
 #[must_use]
