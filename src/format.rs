@@ -300,6 +300,14 @@ impl KeyFormat {
         })
     }
 
+    /// The environment a prefix names, if any.
+    pub(crate) fn environment_of_prefix(&self, prefix: &str) -> Option<Environment> {
+        self.rules
+            .iter()
+            .find(|rule| &*rule.prefix == prefix)
+            .and_then(|rule| rule.environment)
+    }
+
     /// The id under which an opaque (legacy) token is stored: derived from
     /// the hash of the whole token, so no part of the secret shows.
     pub fn opaque_key_id(hash: &KeyHash) -> KeyId {

@@ -99,11 +99,15 @@ pub use future::ResponseFuture;
 pub use hash::{KeyHash, Token};
 pub use ids::{KeyId, OrgId, UserId, WorkspaceId};
 pub use layer::{DEFAULT_ORG_HEADER, KeyAuthLayer};
-pub use lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
+pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use principal::{CredentialSource, Principal, Tenant};
 pub use record::{KeyKind, KeyRecord, Membership, Owner};
 pub use require_scopes::{RequireScopes, RequireScopesService};
 pub use response::{DefaultResponder, Responder, is_grpc};
 pub use scope::{InvalidScope, Scope, Scopes};
 pub use service::KeyAuth;
-pub use store::{KeyStore, MemoryStore, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{DEFAULT_LAST_USED_INTERVAL, KeyStore, MemoryStore, StoreError, StoreOptions};

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::format::{Environment, MintError};
+use crate::format::{Environment, MintError, MintedToken};
 use crate::hash::Token;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
 use crate::record::{KeyKind, KeyRecord, Membership, Owner};
@@ -38,6 +38,9 @@ pub struct NewKey {
     /// The environment its prefix names, for formats with environment
     /// prefixes.
     pub environment: Option<Environment>,
+    /// Overrides the store's [`KeyPolicy`] for this key, e.g. a limit that
+    /// depends on the owner's plan.
+    pub policy: Option<KeyPolicy>,
 }
 
 impl NewKey {
@@ -49,6 +52,7 @@ impl NewKey {
             scopes: Scopes::all(),
             expires_at: None,
             environment: None,
+            policy: None,
         }
     }
 
@@ -96,10 +100,110 @@ impl NewKey {
         self
     }
 
+    /// Applies `policy` to this issue instead of the store's.
+    pub fn policy(mut self, policy: KeyPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
     /// The kind of key this will be.
     pub fn kind(&self) -> KeyKind {
         self.owner.kind()
     }
+}
+
+/// How many usable keys an owner may hold.
+///
+/// A key is usable when it is neither revoked nor expired; a key in a
+/// rotation's grace period is still usable.
+///
+/// ```
+/// use tower_keyauth::{KeyPolicy, StoreOptions};
+/// // Some platforms keep one key per organization: a new key replaces the old.
+/// let options = StoreOptions::default().policy(KeyPolicy::SingleActive);
+/// // Others limit keys by plan.
+/// let options = StoreOptions::default().policy(KeyPolicy::AtMost(5));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyPolicy {
+    /// No limit (the default).
+    #[default]
+    Unlimited,
+    /// At most this many usable keys; issuing one more fails with
+    /// [`LifecycleError::LimitReached`]. Rotation is exempt: it replaces.
+    AtMost(usize),
+    /// Issuing a key revokes the owner's other keys at once.
+    SingleActive,
+}
+
+/// What issuing a key must do besides inserting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IssuePlan {
+    Insert,
+    RevokeOthersThenInsert,
+}
+
+/// Applies `policy` to an owner that holds `usable` keys now.
+pub(crate) fn plan_issue(
+    policy: KeyPolicy,
+    owner: &Owner,
+    usable: usize,
+) -> Result<IssuePlan, LifecycleError> {
+    match policy {
+        KeyPolicy::Unlimited => Ok(IssuePlan::Insert),
+        KeyPolicy::SingleActive => Ok(IssuePlan::RevokeOthersThenInsert),
+        KeyPolicy::AtMost(limit) if usable >= limit => Err(LifecycleError::LimitReached {
+            owner: owner.clone(),
+            limit,
+        }),
+        KeyPolicy::AtMost(_) => Ok(IssuePlan::Insert),
+    }
+}
+
+/// What rotating `old` at `now` means: the request for its successor, and
+/// when the old key stops working.
+#[derive(Debug)]
+pub(crate) struct RotationPlan {
+    pub(crate) successor: NewKey,
+    pub(crate) old_revoked_at: SystemTime,
+}
+
+/// The successor keeps owner, name, scopes and lifetime length; the old key
+/// works until `grace` has passed, never past its own expiry (which still
+/// applies), and a revoked or expired key cannot be rotated.
+pub(crate) fn plan_rotation(
+    old: &KeyRecord,
+    environment: Option<Environment>,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<RotationPlan, LifecycleError> {
+    if old.is_revoked_at(now) {
+        return Err(LifecycleError::Revoked(old.id.clone()));
+    }
+    if old.is_expired_at(now) {
+        return Err(LifecycleError::Expired(old.id.clone()));
+    }
+    let mut successor = NewKey::new(old.owner.clone())
+        .name(old.name.clone())
+        .scopes(old.scopes.clone());
+    successor.environment = environment;
+    if let Some(expires_at) = old.expires_at {
+        let lifetime = expires_at
+            .duration_since(old.created_at)
+            .unwrap_or_default();
+        successor.expires_at = Some(now + lifetime);
+    }
+    // A rotation replaces a key: no limit applies, and no other key goes.
+    successor.policy = Some(KeyPolicy::Unlimited);
+    let grace_end = now + grace;
+    // An earlier grace end (from a previous rotation) is kept.
+    let old_revoked_at = old.revoked_at.map_or(grace_end, |at| at.min(grace_end));
+    Ok(RotationPlan {
+        successor,
+        old_revoked_at,
+    })
 }
 
 /// A key just issued. [`token`](Self::token) is the only copy of the secret:
@@ -111,6 +215,22 @@ pub struct IssuedKey {
     pub token: Token,
     /// What the store now holds.
     pub record: KeyRecord,
+}
+
+impl IssuedKey {
+    /// The record of a freshly minted key for `new_key`, created at `now`.
+    pub(crate) fn new(minted: MintedToken, new_key: NewKey, now: SystemTime) -> Self {
+        let mut record = KeyRecord::new(minted.id, minted.token.hash(), new_key.owner)
+            .with_name(new_key.name)
+            .with_scopes(new_key.scopes)
+            .with_prefix(&*minted.prefix)
+            .with_created_at(now);
+        record.expires_at = new_key.expires_at;
+        Self {
+            token: minted.token,
+            record,
+        }
+    }
 }
 
 /// A key as listed to its owner: masked, without its hash.
@@ -172,6 +292,21 @@ pub enum LifecycleError {
     /// There is no key with that id.
     #[error("no key with id {0}")]
     NotFound(KeyId),
+    /// The owner already holds as many usable keys as its [`KeyPolicy`]
+    /// allows.
+    #[error("{owner} already holds {limit} usable keys, the most its policy allows")]
+    LimitReached {
+        /// The owner.
+        owner: Owner,
+        /// The limit.
+        limit: usize,
+    },
+    /// The key is revoked, so it cannot be rotated.
+    #[error("key {0} is revoked")]
+    Revoked(KeyId),
+    /// The key has expired, so it cannot be rotated.
+    #[error("key {0} has expired")]
+    Expired(KeyId),
     /// A token could not be minted.
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -180,7 +315,9 @@ pub enum LifecycleError {
     Store(#[from] StoreError),
 }
 
-/// Issue, list and revoke keys. Implemented by every bundled store.
+/// Issue, list, revoke and rotate keys, and manage memberships. Implemented
+/// by every bundled store, with the same rules (one conformance suite tests
+/// them all).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -204,9 +341,19 @@ pub trait KeyLifecycle: KeyStore {
     /// expired keys are included (their times say so).
     async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError>;
 
+    /// Every organization and workspace key of `org`, masked, oldest first
+    /// (personal tokens belong to users and are not included).
+    async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError>;
+
     /// Revokes a key: its next request fails. Revoking a revoked key is not
-    /// an error.
+    /// an error; a key in a rotation's grace period stops at once.
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError>;
+
+    /// Issues a successor with the same owner, name, scopes and lifetime
+    /// length, and revokes the old key once `grace` has passed
+    /// (`Duration::ZERO`: at once). The old key never outlives its own
+    /// expiry. Revoked and expired keys cannot be rotated.
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError>;
 
     /// Makes `user` a member of `org` with `membership`, or removes them
     /// (`None`): their personal tokens follow at once.
@@ -216,4 +363,80 @@ pub trait KeyLifecycle: KeyStore {
         org: &OrgId,
         membership: Option<Membership>,
     ) -> Result<(), LifecycleError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::KeyHash;
+
+    fn record(created: SystemTime) -> KeyRecord {
+        KeyRecord::new("k", KeyHash::of("t"), Owner::org("acme"))
+            .with_name("ci")
+            .with_scopes(Scopes::parse(["objects.read"]).unwrap())
+            .with_created_at(created)
+    }
+
+    #[test]
+    fn policies_decide_what_an_issue_does() {
+        let owner = Owner::org("acme");
+        assert_eq!(
+            plan_issue(KeyPolicy::Unlimited, &owner, 1000).unwrap(),
+            IssuePlan::Insert
+        );
+        assert_eq!(
+            plan_issue(KeyPolicy::SingleActive, &owner, 3).unwrap(),
+            IssuePlan::RevokeOthersThenInsert
+        );
+        assert_eq!(
+            plan_issue(KeyPolicy::AtMost(2), &owner, 1).unwrap(),
+            IssuePlan::Insert
+        );
+        assert!(matches!(
+            plan_issue(KeyPolicy::AtMost(2), &owner, 2),
+            Err(LifecycleError::LimitReached { limit: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_rotation_keeps_owner_scopes_name_and_lifetime() {
+        let now = SystemTime::now();
+        let old =
+            record(now - Duration::from_secs(100)).with_expires_at(now + Duration::from_secs(900));
+        let plan = plan_rotation(&old, None, Duration::from_secs(60), now).unwrap();
+        assert_eq!(plan.successor.owner, old.owner);
+        assert_eq!(plan.successor.scopes, old.scopes);
+        assert_eq!(plan.successor.name, old.name);
+        assert_eq!(
+            plan.successor.expires_at,
+            Some(now + Duration::from_secs(1000))
+        );
+        assert_eq!(plan.old_revoked_at, now + Duration::from_secs(60));
+        assert_eq!(plan.successor.policy, Some(KeyPolicy::Unlimited));
+    }
+
+    #[test]
+    fn revoked_and_expired_keys_cannot_be_rotated() {
+        let now = SystemTime::now();
+        let revoked = record(now).with_revoked_at(now - Duration::from_secs(1));
+        assert!(matches!(
+            plan_rotation(&revoked, None, Duration::ZERO, now),
+            Err(LifecycleError::Revoked(_))
+        ));
+        let expired = record(now).with_expires_at(now);
+        assert!(matches!(
+            plan_rotation(&expired, None, Duration::ZERO, now),
+            Err(LifecycleError::Expired(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_rotation_never_extends_the_first_grace_period() {
+        let now = SystemTime::now();
+        let in_grace = record(now).with_revoked_at(now + Duration::from_secs(10));
+        let plan = plan_rotation(&in_grace, None, Duration::from_secs(3600), now).unwrap();
+        assert_eq!(plan.old_revoked_at, now + Duration::from_secs(10));
+        let plan = plan_rotation(&in_grace, None, Duration::ZERO, now).unwrap();
+        assert_eq!(plan.old_revoked_at, now);
+    }
 }

@@ -94,6 +94,17 @@ impl Owner {
     }
 }
 
+impl fmt::Display for Owner {
+    /// `organization acme`, `workspace acme/docs` or `user ada`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Organization(org) => write!(f, "organization {org}"),
+            Owner::Workspace { org, workspace } => write!(f, "workspace {org}/{workspace}"),
+            Owner::User(user) => write!(f, "user {user}"),
+        }
+    }
+}
+
 /// Everything a store keeps about one key. The secret itself is not here:
 /// only its [`KeyHash`].
 ///

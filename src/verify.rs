@@ -154,7 +154,7 @@ impl Attempt {
     }
 
     /// Everything after the lookup that needs no further I/O.
-    fn examine<S>(
+    fn examine<S: KeyStore>(
         self,
         found: Result<Option<KeyRecord>, StoreError>,
         config: &Config<S>,
@@ -180,17 +180,16 @@ impl Attempt {
             }
         };
         // Only now that the secret matched may the client learn more.
-        if record.revoked_at.is_some() || record.expires_at.is_some() {
-            let now = SystemTime::now();
-            if record.is_revoked_at(now) {
-                tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
-                return Err(AuthError::revoked());
-            }
-            if record.is_expired_at(now) {
-                tracing::info!(key_id = %id, outcome = "expired", "credential refused");
-                return Err(AuthError::expired());
-            }
+        let now = SystemTime::now();
+        if record.is_revoked_at(now) {
+            tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
+            return Err(AuthError::revoked());
         }
+        if record.is_expired_at(now) {
+            tracing::info!(key_id = %id, outcome = "expired", "credential refused");
+            return Err(AuthError::expired());
+        }
+        config.store.record_use(&record, now);
         let kind = record.kind();
         let tenant = match record.owner {
             Owner::Organization(org) => Tenant {

@@ -4,15 +4,19 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::format::KeyFormat;
+use crate::format::{KeyFormat, MintedToken};
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
+use crate::lifecycle::{
+    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, plan_issue,
+    plan_rotation,
+};
 use crate::record::{KeyRecord, Membership, Owner};
-use crate::store::{KeyStore, StoreError};
+use crate::store::usage::used_recently;
+use crate::store::{KeyStore, StoreError, StoreOptions};
 
 /// Keys and memberships in memory: no I/O, nothing survives a restart.
 ///
@@ -38,7 +42,7 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Shared {
-    format: KeyFormat,
+    options: StoreOptions,
     state: RwLock<State>,
 }
 
@@ -52,6 +56,23 @@ struct State {
 /// base62 characters make even one collision vanishingly unlikely).
 const MINT_ATTEMPTS: usize = 8;
 
+/// Mints a token for `new_key` whose id is not `taken`.
+fn mint_unused(
+    format: &KeyFormat,
+    new_key: &NewKey,
+    taken: impl Fn(&KeyId) -> bool,
+) -> Result<MintedToken, LifecycleError> {
+    for _ in 0..MINT_ATTEMPTS {
+        let minted = format.mint(new_key.kind(), new_key.environment)?;
+        if !taken(&minted.id) {
+            return Ok(minted);
+        }
+    }
+    Err(LifecycleError::Store(StoreError::backend(
+        "could not find an unused key id",
+    )))
+}
+
 impl MemoryStore {
     /// An empty store that mints keys in the default [`KeyFormat`].
     pub fn new() -> Self {
@@ -61,9 +82,14 @@ impl MemoryStore {
     /// An empty store that mints keys in `format`. Give the layer the same
     /// format.
     pub fn with_format(format: KeyFormat) -> Self {
+        Self::with_options(StoreOptions::default().format(format))
+    }
+
+    /// An empty store with these options.
+    pub fn with_options(options: StoreOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
-                format,
+                options,
                 state: RwLock::default(),
             }),
         }
@@ -138,35 +164,53 @@ impl KeyStore for MemoryStore {
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
         Some(Ok(self.lookup(id)))
     }
+
+    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        let Some(interval) = self.shared.options.last_used_interval else {
+            return;
+        };
+        // The record is fresh from the map, so its own time debounces.
+        if used_recently(record, at, interval) {
+            return;
+        }
+        if let Some(stored) = self.write().keys.get_mut(&record.id) {
+            if stored.last_used_at.is_none_or(|last| last < at) {
+                stored.last_used_at = Some(at);
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl KeyLifecycle for MemoryStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        let options = &self.shared.options;
         let mut state = self.write();
-        for _ in 0..MINT_ATTEMPTS {
-            let minted = self
-                .shared
-                .format
-                .mint(new_key.kind(), new_key.environment)?;
-            if state.keys.contains_key(&minted.id) {
-                continue;
+        let now = SystemTime::now();
+        let usable = state
+            .keys
+            .values()
+            .filter(|record| record.owner == new_key.owner && record.is_usable_at(now))
+            .count();
+        let plan = plan_issue(
+            new_key.policy.unwrap_or(options.policy),
+            &new_key.owner,
+            usable,
+        )?;
+        // Mint before changing anything, so a failure leaves the store as it was.
+        let minted = mint_unused(&options.format, &new_key, |id| state.keys.contains_key(id))?;
+        if plan == IssuePlan::RevokeOthersThenInsert {
+            for record in state.keys.values_mut() {
+                if record.owner == new_key.owner && !record.is_revoked_at(now) {
+                    record.revoked_at = Some(now);
+                }
             }
-            let mut record = KeyRecord::new(minted.id, minted.token.hash(), new_key.owner)
-                .with_name(new_key.name)
-                .with_scopes(new_key.scopes)
-                .with_prefix(&*minted.prefix)
-                .with_created_at(SystemTime::now());
-            record.expires_at = new_key.expires_at;
-            state.keys.insert(record.id.clone(), record.clone());
-            return Ok(IssuedKey {
-                token: minted.token,
-                record,
-            });
         }
-        Err(LifecycleError::Store(StoreError::backend(
-            "could not find an unused key id",
-        )))
+        let issued = IssuedKey::new(minted, new_key, now);
+        state
+            .keys
+            .insert(issued.record.id.clone(), issued.record.clone());
+        Ok(issued)
     }
 
     async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -175,6 +219,18 @@ impl KeyLifecycle for MemoryStore {
             .keys
             .values()
             .filter(|record| &record.owner == owner)
+            .map(KeySummary::from)
+            .collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
+    async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
+        let state = self.read();
+        let mut keys: Vec<KeySummary> = state
+            .keys
+            .values()
+            .filter(|record| record.owner.org_id() == Some(org))
             .map(KeySummary::from)
             .collect();
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -192,6 +248,32 @@ impl KeyLifecycle for MemoryStore {
             record.revoked_at = Some(now);
         }
         Ok(())
+    }
+
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
+        let options = &self.shared.options;
+        let mut state = self.write();
+        let now = SystemTime::now();
+        let old = state
+            .keys
+            .get(id)
+            .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
+        let environment = old
+            .prefix
+            .as_deref()
+            .and_then(|prefix| options.format.environment_of_prefix(prefix));
+        let plan = plan_rotation(old, environment, grace, now)?;
+        let minted = mint_unused(&options.format, &plan.successor, |id| {
+            state.keys.contains_key(id)
+        })?;
+        if let Some(old) = state.keys.get_mut(id) {
+            old.revoked_at = Some(plan.old_revoked_at);
+        }
+        let issued = IssuedKey::new(minted, plan.successor, now);
+        state
+            .keys
+            .insert(issued.record.id.clone(), issued.record.clone());
+        Ok(issued)
     }
 
     async fn set_membership(

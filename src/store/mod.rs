@@ -2,15 +2,31 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::format::KeyFormat;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::lifecycle::KeyPolicy;
 use crate::record::{KeyRecord, Membership};
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+pub(crate) mod usage;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteStore;
 
 /// Looks keys up for [`KeyAuthLayer`](crate::KeyAuthLayer).
 ///
@@ -79,6 +95,15 @@ pub trait KeyStore: Send + Sync + 'static {
         let _ = id;
         None
     }
+
+    /// Notes that `record` authenticated a request at `at`, for its
+    /// `last_used_at`. Called on the request path, so it must not block:
+    /// buffer the write and make it later, at most once per key per
+    /// interval (the bundled stores do). Failures must stay inside. The
+    /// default ignores it.
+    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        let _ = (record, at);
+    }
 }
 
 #[async_trait]
@@ -98,6 +123,10 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
         (**self).find_key_now(id)
     }
+
+    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        (**self).record_use(record, at);
+    }
 }
 
 #[async_trait]
@@ -116,6 +145,10 @@ impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
 
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
         (**self).find_key_now(id)
+    }
+
+    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        (**self).record_use(record, at);
     }
 }
 
@@ -144,5 +177,71 @@ impl StoreError {
     /// ```
     pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         StoreError::Backend(error.into())
+    }
+}
+
+/// Settings shared by the bundled stores: how keys are minted, how many an
+/// owner may hold, and how often `last_used_at` is written.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::{KeyFormat, KeyPolicy, MemoryStore, StoreOptions};
+///
+/// let store = MemoryStore::with_options(
+///     StoreOptions::default()
+///         .policy(KeyPolicy::AtMost(10))
+///         .last_used_interval(Duration::from_secs(300)),
+/// );
+/// # let _ = store;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The format of minted keys; give the layer the same one.
+    pub format: KeyFormat,
+    /// The default [`KeyPolicy`] of [`issue`](crate::KeyLifecycle::issue).
+    pub policy: KeyPolicy,
+    /// At most one `last_used_at` write per key per this interval; `None`
+    /// turns tracking off.
+    pub last_used_interval: Option<Duration>,
+}
+
+/// The default interval between two `last_used_at` writes of one key.
+pub const DEFAULT_LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            format: KeyFormat::default(),
+            policy: KeyPolicy::default(),
+            last_used_interval: Some(DEFAULT_LAST_USED_INTERVAL),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Mints keys in `format`.
+    pub fn format(mut self, format: KeyFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Applies `policy` to every issue that does not bring its own.
+    pub fn policy(mut self, policy: KeyPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Writes `last_used_at` at most once per key per `interval` (default
+    /// one minute).
+    pub fn last_used_interval(mut self, interval: Duration) -> Self {
+        self.last_used_interval = Some(interval);
+        self
+    }
+
+    /// Does not track `last_used_at`.
+    pub fn without_last_used(mut self) -> Self {
+        self.last_used_interval = None;
+        self
     }
 }

@@ -1,0 +1,549 @@
+//! [`PostgresStore`]: keys in PostgreSQL (feature `postgres`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use time::OffsetDateTime;
+
+use crate::hash::KeyHash;
+use crate::ids::{KeyId, OrgId, UserId};
+use crate::lifecycle::{
+    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, plan_issue,
+    plan_rotation,
+};
+use crate::record::{KeyRecord, Membership, Owner};
+use crate::scope::Scopes;
+use crate::store::sql::{
+    Migration, corrupt, owner_columns, owner_from_columns, scopes_from_names, spawn_usage_writer,
+    to_micros_precision,
+};
+use crate::store::usage::UsageBuffer;
+use crate::store::{KeyStore, StoreError, StoreOptions};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "keys and memberships",
+    sql: include_str!("../../migrations/postgres/0001_keys_and_memberships.sql"),
+}];
+
+/// Serializes migrations across processes starting at once (an arbitrary
+/// constant: "keyauth" in ASCII).
+const MIGRATION_LOCK: i64 = 0x006b_6579_6175_7468;
+
+const SELECT_KEY: &str =
+    "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, scopes, name,
+        created_at, expires_at, revoked_at, last_used_at
+ FROM keyauth_keys";
+
+/// How many times an issue draws a new id after a collision.
+const MINT_ATTEMPTS: usize = 8;
+
+/// Keys and memberships in PostgreSQL, through a sqlx connection pool.
+///
+/// The constructors create the tables (`keyauth_keys`,
+/// `keyauth_memberships`) through embedded migrations recorded in
+/// `keyauth_migrations` (never in sqlx's own `_sqlx_migrations`, so they
+/// do not clash with yours). Any number of application instances may share
+/// one database: issuing is serialized per owner, so limits hold under
+/// concurrency, and a revocation is seen by every instance on its next
+/// lookup.
+///
+/// For TLS, enable one of sqlx's TLS features (for example
+/// `sqlx = { version = "0.9", features = ["tls-rustls"] }`) in your
+/// application; features unify.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_keyauth::{KeyAuthLayer, PostgresStore};
+///
+/// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// let layer = KeyAuthLayer::new(store.clone());
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    options: StoreOptions,
+    usage: Option<UsageBuffer>,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host/database`) and
+    /// migrates the database.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), with options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(StoreError::backend)?;
+        Self::from_pool(pool, options).await
+    }
+
+    /// Uses an existing pool (migrating its database).
+    pub async fn from_pool(pool: PgPool, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::migrate(&pool).await?;
+        let usage = options.last_used_interval.map(UsageBuffer::new);
+        let inner = Arc::new(Inner {
+            pool,
+            options,
+            usage,
+        });
+        if let Some(usage) = &inner.usage {
+            spawn_usage_writer(
+                Arc::downgrade(&inner),
+                usage.interval(),
+                |inner: Arc<Inner>| async move { inner.flush_last_used().await },
+            );
+        }
+        Ok(Self { inner })
+    }
+
+    /// Applies the embedded migrations that `pool`'s database lacks. The
+    /// constructors call it; call it yourself to migrate ahead of time.
+    pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+        let mut tx = pool.begin().await.map_err(StoreError::backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS keyauth_migrations (
+                version BIGINT PRIMARY KEY,
+                description TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+        for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+            sqlx::query("INSERT INTO keyauth_migrations (version, description) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(migration.description)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+        }
+        tx.commit().await.map_err(StoreError::backend)
+    }
+
+    /// The pool, for your own queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Writes the buffered `last_used_at` times now (they are otherwise
+    /// written once per interval in the background). Returns how many keys
+    /// were written. Call it on shutdown to lose none.
+    pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
+        self.inner.flush_last_used().await
+    }
+}
+
+impl Inner {
+    async fn flush_last_used(&self) -> Result<usize, StoreError> {
+        let Some(usage) = &self.usage else {
+            return Ok(0);
+        };
+        let uses = usage.drain(SystemTime::now());
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<OffsetDateTime> = uses.iter().map(|(_, at)| timestamp(*at)).collect();
+        // One statement for the whole batch.
+        sqlx::query(
+            "UPDATE keyauth_keys AS k SET last_used_at = u.at
+             FROM UNNEST($1::TEXT[], $2::TIMESTAMPTZ[]) AS u(id, at)
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(uses.len())
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.inner.pool)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+fn timestamp(time: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(time)
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    let get_error = |error: sqlx::Error| corrupt(error.to_string());
+    let hash: Vec<u8> = row.try_get("hash").map_err(get_error)?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
+    let owner = owner_from_columns(
+        row.try_get::<String, _>("owner_kind")
+            .map_err(get_error)?
+            .as_str(),
+        row.try_get("org_id").map_err(get_error)?,
+        row.try_get("workspace_id").map_err(get_error)?,
+        row.try_get("user_id").map_err(get_error)?,
+    )?;
+    let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
+        Ok(row
+            .try_get::<Option<OffsetDateTime>, _>(column)
+            .map_err(get_error)?
+            .map(SystemTime::from))
+    };
+    let scopes: Vec<String> = row.try_get("scopes").map_err(get_error)?;
+    let mut record = KeyRecord::new(
+        row.try_get::<String, _>("id").map_err(get_error)?,
+        KeyHash::from_bytes(hash),
+        owner,
+    )
+    .with_scopes(scopes_from_names(scopes)?)
+    .with_name(row.try_get::<String, _>("name").map_err(get_error)?)
+    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
+    record.prefix = row
+        .try_get::<Option<String>, _>("prefix")
+        .map_err(get_error)?
+        .map(Into::into);
+    record.expires_at = time("expires_at")?;
+    record.revoked_at = time("revoked_at")?;
+    record.last_used_at = time("last_used_at")?;
+    Ok(record)
+}
+
+fn scope_names(scopes: &Scopes) -> Vec<&str> {
+    scopes.iter().map(|scope| scope.as_str()).collect()
+}
+
+async fn fetch_key(
+    connection: &mut PgConnection,
+    id: &KeyId,
+    for_update: bool,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let sql = if for_update {
+        format!("{SELECT_KEY} WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("{SELECT_KEY} WHERE id = $1")
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.as_str())
+        .fetch_optional(connection)
+        .await
+        .map_err(StoreError::backend)?;
+    row.as_ref().map(key_from_row).transpose()
+}
+
+async fn insert_key(connection: &mut PgConnection, record: &KeyRecord) -> Result<(), sqlx::Error> {
+    let (kind, org, workspace, user) = owner_columns(&record.owner);
+    sqlx::query(
+        "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
+                                   scopes, name, created_at, expires_at, revoked_at, last_used_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(record.id.as_str())
+    .bind(record.hash.as_bytes().as_slice())
+    .bind(record.prefix.as_deref())
+    .bind(kind)
+    .bind(org)
+    .bind(workspace)
+    .bind(user)
+    .bind(scope_names(&record.scopes))
+    .bind(&*record.name)
+    .bind(timestamp(record.created_at))
+    .bind(record.expires_at.map(timestamp))
+    .bind(record.revoked_at.map(timestamp))
+    .bind(record.last_used_at.map(timestamp))
+    .execute(connection)
+    .await
+    .map(|_| ())
+}
+
+/// Mints `new_key` and inserts it, drawing a new id on the (vanishingly
+/// rare) collision. A savepoint keeps the transaction usable after one.
+async fn insert_new_key(
+    connection: &mut PgConnection,
+    options: &StoreOptions,
+    new_key: NewKey,
+    now: SystemTime,
+) -> Result<IssuedKey, LifecycleError> {
+    for _ in 0..MINT_ATTEMPTS {
+        let minted = options.format.mint(new_key.kind(), new_key.environment)?;
+        let mut issued = IssuedKey::new(minted, new_key.clone(), now);
+        issued.record.expires_at = issued.record.expires_at.map(to_micros_precision);
+        sqlx::query("SAVEPOINT keyauth_insert")
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::backend)?;
+        match insert_key(connection, &issued.record).await {
+            Ok(()) => return Ok(issued),
+            Err(error) if is_unique_violation(&error) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT keyauth_insert")
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(StoreError::backend)?;
+            }
+            Err(error) => return Err(StoreError::backend(error).into()),
+        }
+    }
+    Err(StoreError::backend("could not find an unused key id").into())
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|error| error.is_unique_violation())
+}
+
+/// Takes a transaction-scoped lock for one owner, so that counting its keys
+/// and inserting one cannot interleave with another issuer.
+async fn lock_owner(connection: &mut PgConnection, owner: &Owner) -> Result<(), StoreError> {
+    let (kind, org, workspace, user) = owner_columns(owner);
+    let name = format!(
+        "keyauth:{kind}:{}:{}:{}",
+        org.unwrap_or(""),
+        workspace.unwrap_or(""),
+        user.unwrap_or("")
+    );
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .execute(connection)
+        .await
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let mut connection = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::backend)?;
+        fetch_key(&mut connection, id, false).await
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        let scopes: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT scopes FROM keyauth_memberships WHERE user_id = $1 AND org_id = $2",
+        )
+        .bind(user.as_str())
+        .bind(org.as_str())
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        scopes
+            .map(|names| scopes_from_names(names).map(Membership::new))
+            .transpose()
+    }
+
+    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        if let Some(usage) = &self.inner.usage {
+            usage.note(record, at);
+        }
+    }
+}
+
+#[async_trait]
+impl KeyLifecycle for PostgresStore {
+    async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        let options = &self.inner.options;
+        let now = to_micros_precision(SystemTime::now());
+        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        lock_owner(&mut tx, &new_key.owner).await?;
+        let (kind, org, workspace, user) = owner_columns(&new_key.owner);
+        let usable: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM keyauth_keys
+             WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
+               AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
+               AND (revoked_at IS NULL OR revoked_at > $5)
+               AND (expires_at IS NULL OR expires_at > $5)",
+        )
+        .bind(kind)
+        .bind(org)
+        .bind(workspace)
+        .bind(user)
+        .bind(timestamp(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        let usable = usize::try_from(usable).unwrap_or(usize::MAX);
+        let plan = plan_issue(
+            new_key.policy.unwrap_or(options.policy),
+            &new_key.owner,
+            usable,
+        )?;
+        if plan == IssuePlan::RevokeOthersThenInsert {
+            sqlx::query(
+                "UPDATE keyauth_keys SET revoked_at = $5
+                 WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
+                   AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
+                   AND (revoked_at IS NULL OR revoked_at > $5)",
+            )
+            .bind(kind)
+            .bind(org)
+            .bind(workspace)
+            .bind(user)
+            .bind(timestamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        }
+        let issued = insert_new_key(&mut tx, options, new_key, now).await?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(issued)
+    }
+
+    async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
+        let (kind, org, workspace, user) = owner_columns(owner);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_KEY}
+             WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
+               AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
+             ORDER BY created_at, id"
+        )))
+        .bind(kind)
+        .bind(org)
+        .bind(workspace)
+        .bind(user)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        summaries(&rows)
+    }
+
+    async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_KEY}
+             WHERE org_id = $1 AND owner_kind IN ('organization', 'workspace')
+             ORDER BY created_at, id"
+        )))
+        .bind(org.as_str())
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        summaries(&rows)
+    }
+
+    async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
+        let now = timestamp(SystemTime::now());
+        let found: Option<bool> = sqlx::query_scalar(
+            "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1),
+                  revoked AS (
+                      UPDATE keyauth_keys SET revoked_at = $2
+                      WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2)
+                  )
+             SELECT true FROM target",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(LifecycleError::NotFound(id.clone())),
+        }
+    }
+
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
+        let options = &self.inner.options;
+        let now = to_micros_precision(SystemTime::now());
+        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        let old = fetch_key(&mut tx, id, true)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
+        let environment = old
+            .prefix
+            .as_deref()
+            .and_then(|prefix| options.format.environment_of_prefix(prefix));
+        let plan = plan_rotation(&old, environment, grace, now)?;
+        let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
+        sqlx::query("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(timestamp(plan.old_revoked_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(issued)
+    }
+
+    async fn set_membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+        membership: Option<Membership>,
+    ) -> Result<(), LifecycleError> {
+        let query = match &membership {
+            Some(membership) => sqlx::query(
+                "INSERT INTO keyauth_memberships (user_id, org_id, scopes) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, org_id) DO UPDATE SET scopes = excluded.scopes",
+            )
+            .bind(user.as_str())
+            .bind(org.as_str())
+            .bind(scope_names(&membership.scopes)),
+            None => {
+                sqlx::query("DELETE FROM keyauth_memberships WHERE user_id = $1 AND org_id = $2")
+                    .bind(user.as_str())
+                    .bind(org.as_str())
+            }
+        };
+        query
+            .execute(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+}
+
+fn summaries(rows: &[PgRow]) -> Result<Vec<KeySummary>, LifecycleError> {
+    rows.iter()
+        .map(|row| key_from_row(row).map(|record| KeySummary::from(&record)))
+        .collect::<Result<_, _>>()
+        .map_err(LifecycleError::from)
+}

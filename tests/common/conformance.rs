@@ -1,0 +1,706 @@
+//! The store conformance suite: every lifecycle rule, written once, run
+//! against every store by `conformance_suite!`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use http::StatusCode;
+use tower_keyauth::{
+    Environment, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyPolicy, KeyStore,
+    LifecycleError, Membership, NewKey, OrgId, Owner, Scopes, StoreOptions, UserId,
+};
+
+use super::{app, bearer, get_bearer, get_with, send};
+
+/// One store implementation under test.
+#[async_trait]
+pub trait Harness: Sized + Send + Sync + 'static {
+    type Store: KeyLifecycle + Clone + Debug;
+
+    /// A fresh, empty database, or `None` (after saying why) to skip.
+    async fn fresh() -> Option<Self>;
+
+    /// A store instance on this harness's database. Calling it twice gives
+    /// two instances sharing one database, as two processes would.
+    async fn open(&self, options: StoreOptions) -> Self::Store;
+
+    /// Writes buffered last-used times now.
+    async fn flush_last_used(store: &Self::Store);
+}
+
+#[allow(unused_macros)]
+macro_rules! conformance_suite {
+    ($harness:ty) => {
+        conformance_suite!(@cases $harness;
+            issue_returns_the_token_once_and_stores_only_its_hash,
+            issued_keys_authenticate_through_the_layer,
+            listings_are_masked_and_per_owner,
+            org_listings_cover_org_and_workspace_keys,
+            revocation_takes_effect_on_the_next_request,
+            revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found,
+            expired_keys_are_refused_and_live_ones_accepted,
+            rotation_without_grace_replaces_the_key_at_once,
+            rotation_with_grace_keeps_the_old_key_until_it_ends,
+            rotation_refuses_revoked_expired_and_unknown_keys,
+            rotation_keeps_lifetime_length_and_environment,
+            a_limit_refuses_one_key_too_many,
+            a_policy_can_be_given_per_issue,
+            single_active_key_revokes_the_previous_one,
+            memberships_decide_personal_tokens,
+            concurrent_issues_respect_the_limit,
+            concurrent_issues_and_revocations_all_land,
+            a_second_instance_sees_revocations,
+            last_used_is_written_at_most_once_per_interval,
+        );
+    };
+    (@cases $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = <$harness as $crate::common::conformance::Harness>::fresh().await else {
+                    return;
+                };
+                $crate::common::conformance::$case(harness).await;
+            }
+        )*
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use conformance_suite;
+
+fn token(issued: &tower_keyauth::IssuedKey) -> &str {
+    issued.token.expose_secret()
+}
+
+async fn status_of<S: KeyStore + Clone>(store: &S, token: &str) -> StatusCode {
+    get_bearer(&app(KeyAuthLayer::new(store.clone())), "/v1/whoami", token)
+        .await
+        .status
+}
+
+pub async fn issue_returns_the_token_once_and_stores_only_its_hash<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let issued = store
+        .issue(
+            NewKey::org("acme")
+                .name("ci")
+                .scopes(Scopes::parse(["objects.read", "keys.*"]).unwrap())
+                .expires_in(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    assert!(token(&issued).starts_with("ak_"));
+    let format = KeyFormat::default();
+    let parsed = format.parse(token(&issued)).unwrap();
+    assert_eq!(parsed.key_id(), Some(issued.record.id.clone()));
+    assert!(issued.record.hash.matches(&issued.token.hash()));
+
+    let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!(found, issued.record, "a record reads back as it was issued");
+    assert_eq!(found.owner, Owner::org("acme"));
+    assert_eq!(&*found.name, "ci");
+    assert_eq!(
+        found.scopes,
+        Scopes::parse(["objects.read", "keys.*"]).unwrap()
+    );
+    assert!(found.expires_at.is_some());
+    assert_eq!(found.revoked_at, None);
+    // Nothing the store gives back holds the secret.
+    let secret = token(&issued).split_once('.').unwrap().1;
+    let shown = format!(
+        "{found:?} {store:?} {:?}",
+        store.list(&Owner::org("acme")).await.unwrap()
+    );
+    assert!(!shown.contains(secret));
+    assert_eq!(store.find_key(&"missing".into()).await.unwrap(), None);
+}
+
+pub async fn issued_keys_authenticate_through_the_layer<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let org = store.issue(NewKey::org("acme")).await.unwrap();
+    let workspace = store
+        .issue(NewKey::workspace("acme", "docs"))
+        .await
+        .unwrap();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let reply = get_bearer(&app, "/v1/whoami", token(&org)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["org"], "acme");
+    let reply = get_bearer(&app, "/v1/whoami", token(&workspace)).await;
+    assert_eq!(reply.json()["workspace"], "docs");
+    // A wrong secret for a stored id is refused.
+    let forged = format!(
+        "{}.{}",
+        token(&org).split_once('.').unwrap().0,
+        "A".repeat(28)
+    );
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", &forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+pub async fn listings_are_masked_and_per_owner<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let first = store
+        .issue(NewKey::org("acme").name("first"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let second = store
+        .issue(NewKey::org("acme").name("second"))
+        .await
+        .unwrap();
+    store.issue(NewKey::org("globex")).await.unwrap();
+    let pat = store.issue(NewKey::personal("ada")).await.unwrap();
+
+    let listed = store.list(&Owner::org("acme")).await.unwrap();
+    let ids: Vec<_> = listed.iter().map(|k| k.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![first.record.id.clone(), second.record.id.clone()],
+        "oldest first"
+    );
+    for (summary, issued) in listed.iter().zip([&first, &second]) {
+        assert_eq!(summary.masked, format!("ak_{}.****", issued.record.id));
+        let secret = token(issued).split_once('.').unwrap().1;
+        assert!(!summary.masked.contains(&secret[..6]));
+    }
+    assert_eq!(listed[0].name.as_ref(), "first");
+    let mine = store.list(&Owner::user("ada")).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].masked, format!("pat_{}.****", pat.record.id));
+    assert!(store.list(&Owner::org("initech")).await.unwrap().is_empty());
+}
+
+pub async fn org_listings_cover_org_and_workspace_keys<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let org = store.issue(NewKey::org("acme")).await.unwrap();
+    let docs = store
+        .issue(NewKey::workspace("acme", "docs"))
+        .await
+        .unwrap();
+    store
+        .issue(NewKey::workspace("globex", "docs"))
+        .await
+        .unwrap();
+    store.issue(NewKey::personal("ada")).await.unwrap();
+    let mut ids: Vec<_> = store
+        .list_in_org(&OrgId::from("acme"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    ids.sort();
+    let mut expected = vec![org.record.id.clone(), docs.record.id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
+pub async fn revocation_takes_effect_on_the_next_request<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let issued = store.issue(NewKey::org("acme")).await.unwrap();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token(&issued)).await.status,
+        StatusCode::OK
+    );
+    store.revoke(&issued.record.id).await.unwrap();
+    let reply = get_bearer(&app, "/v1/whoami", token(&issued)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.challenge().unwrap().contains("revoked"));
+    let listed = store.list(&Owner::org("acme")).await.unwrap();
+    assert!(listed[0].revoked_at.is_some());
+}
+
+pub async fn revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let issued = store.issue(NewKey::org("acme")).await.unwrap();
+    store.revoke(&issued.record.id).await.unwrap();
+    let first = store
+        .find_key(&issued.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.revoke(&issued.record.id).await.unwrap();
+    let second = store
+        .find_key(&issued.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at;
+    assert_eq!(first, second);
+    assert!(matches!(
+        store.revoke(&"missing".into()).await,
+        Err(LifecycleError::NotFound(id)) if id == "missing"
+    ));
+}
+
+pub async fn expired_keys_are_refused_and_live_ones_accepted<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let expired = store
+        .issue(NewKey::org("acme").expires_at(SystemTime::now() - Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let live = store
+        .issue(NewKey::org("acme").expires_in(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let soon = store
+        .issue(NewKey::org("acme").expires_in(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let reply = get_bearer(&app, "/v1/whoami", token(&expired)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.challenge().unwrap().contains("expired"));
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token(&live)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token(&soon)).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token(&soon)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+pub async fn rotation_without_grace_replaces_the_key_at_once<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let old = store
+        .issue(
+            NewKey::workspace("acme", "docs")
+                .name("deploy")
+                .scopes(Scopes::parse(["objects.read"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let new = store.rotate(&old.record.id, Duration::ZERO).await.unwrap();
+    assert_ne!(new.record.id, old.record.id);
+    assert_ne!(token(&new), token(&old));
+    assert_eq!(new.record.owner, old.record.owner);
+    assert_eq!(new.record.scopes, old.record.scopes);
+    assert_eq!(new.record.name, old.record.name);
+    assert_eq!(
+        store.find_key(&new.record.id).await.unwrap().unwrap(),
+        new.record
+    );
+    assert_eq!(
+        status_of(&store, token(&old)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status_of(&store, token(&new)).await, StatusCode::OK);
+}
+
+pub async fn rotation_with_grace_keeps_the_old_key_until_it_ends<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let old = store.issue(NewKey::org("acme")).await.unwrap();
+    let before = SystemTime::now();
+    let new = store
+        .rotate(&old.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let old_record = store.find_key(&old.record.id).await.unwrap().unwrap();
+    let grace_end = old_record.revoked_at.expect("the old key gets an end");
+    assert!(
+        grace_end >= before + Duration::from_secs(3599)
+            && grace_end <= SystemTime::now() + Duration::from_secs(3600)
+    );
+    assert_eq!(
+        status_of(&store, token(&old)).await,
+        StatusCode::OK,
+        "old key works in its grace period"
+    );
+    assert_eq!(status_of(&store, token(&new)).await, StatusCode::OK);
+    // Revoking during the grace period ends it at once.
+    store.revoke(&old.record.id).await.unwrap();
+    assert_eq!(
+        status_of(&store, token(&old)).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A short grace period runs out on its own.
+    let short = store.issue(NewKey::org("acme")).await.unwrap();
+    store
+        .rotate(&short.record.id, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&store, token(&short)).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        status_of(&store, token(&short)).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The grace period never outlives the key's own expiry.
+    let expiring = store
+        .issue(NewKey::org("acme").expires_in(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    store
+        .rotate(&expiring.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        status_of(&store, token(&expiring)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+pub async fn rotation_refuses_revoked_expired_and_unknown_keys<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let revoked = store.issue(NewKey::org("acme")).await.unwrap();
+    store.revoke(&revoked.record.id).await.unwrap();
+    assert!(matches!(
+        store.rotate(&revoked.record.id, Duration::ZERO).await,
+        Err(LifecycleError::Revoked(_))
+    ));
+    let expired = store
+        .issue(NewKey::org("acme").expires_at(SystemTime::now() - Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.rotate(&expired.record.id, Duration::ZERO).await,
+        Err(LifecycleError::Expired(_))
+    ));
+    assert!(matches!(
+        store.rotate(&"missing".into(), Duration::ZERO).await,
+        Err(LifecycleError::NotFound(_))
+    ));
+    // Nothing was issued by the refused rotations.
+    assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 2);
+}
+
+pub async fn rotation_keeps_lifetime_length_and_environment<H: Harness>(h: H) {
+    let format = KeyFormat::new()
+        .prefix_for_environment("andi_live", KeyKind::Workspace, Environment::Live)
+        .prefix_for_environment("andi_test", KeyKind::Workspace, Environment::Test);
+    let store = h.open(StoreOptions::default().format(format)).await;
+    let old = store
+        .issue(
+            NewKey::workspace("acme", "docs")
+                .environment(Environment::Test)
+                .expires_in(Duration::from_secs(90 * 24 * 3600)),
+        )
+        .await
+        .unwrap();
+    assert!(token(&old).starts_with("andi_test_"));
+    let new = store.rotate(&old.record.id, Duration::ZERO).await.unwrap();
+    assert!(
+        token(&new).starts_with("andi_test_"),
+        "{}",
+        new.record.masked()
+    );
+    let lifetime = |record: &tower_keyauth::KeyRecord| {
+        record
+            .expires_at
+            .unwrap()
+            .duration_since(record.created_at)
+            .unwrap()
+    };
+    let difference = lifetime(&new.record).as_secs_f64() - lifetime(&old.record).as_secs_f64();
+    assert!(difference.abs() < 1.0, "lifetimes differ by {difference} s");
+}
+
+pub async fn a_limit_refuses_one_key_too_many<H: Harness>(h: H) {
+    let store = h
+        .open(StoreOptions::default().policy(KeyPolicy::AtMost(2)))
+        .await;
+    let first = store
+        .issue(NewKey::workspace("acme", "docs"))
+        .await
+        .unwrap();
+    store
+        .issue(NewKey::workspace("acme", "docs"))
+        .await
+        .unwrap();
+    let refused = store.issue(NewKey::workspace("acme", "docs")).await;
+    match refused {
+        Err(LifecycleError::LimitReached { owner, limit }) => {
+            assert_eq!(owner, Owner::workspace("acme", "docs"));
+            assert_eq!(limit, 2);
+        }
+        other => panic!("expected LimitReached, got {other:?}"),
+    }
+    assert!(refused_message_is_clear(&store).await);
+    // Other owners have their own count.
+    store
+        .issue(NewKey::workspace("acme", "billing"))
+        .await
+        .unwrap();
+    // Revoked and expired keys do not count.
+    store.revoke(&first.record.id).await.unwrap();
+    store
+        .issue(NewKey::workspace("acme", "docs").expires_in(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .issue(NewKey::workspace("acme", "docs"))
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store
+        .issue(NewKey::workspace("acme", "docs"))
+        .await
+        .unwrap();
+    // Rotation replaces, so it is not refused at the limit.
+    let listed = store.list(&Owner::workspace("acme", "docs")).await.unwrap();
+    let usable = listed
+        .iter()
+        .find(|k| k.revoked_at.is_none() && k.expires_at.is_none())
+        .unwrap();
+    store
+        .rotate(&usable.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
+async fn refused_message_is_clear<S: KeyLifecycle>(store: &S) -> bool {
+    let error = store
+        .issue(NewKey::workspace("acme", "docs"))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    message.contains("2") && message.contains("most")
+}
+
+pub async fn a_policy_can_be_given_per_issue<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    store.issue(NewKey::org("acme")).await.unwrap();
+    store.issue(NewKey::org("acme")).await.unwrap();
+    // This owner's plan allows two.
+    assert!(matches!(
+        store
+            .issue(NewKey::org("acme").policy(KeyPolicy::AtMost(2)))
+            .await,
+        Err(LifecycleError::LimitReached { limit: 2, .. })
+    ));
+    store
+        .issue(NewKey::org("acme").policy(KeyPolicy::AtMost(3)))
+        .await
+        .unwrap();
+}
+
+pub async fn single_active_key_revokes_the_previous_one<H: Harness>(h: H) {
+    let store = h
+        .open(StoreOptions::default().policy(KeyPolicy::SingleActive))
+        .await;
+    let first = store.issue(NewKey::org("acme")).await.unwrap();
+    let other_org = store.issue(NewKey::org("globex")).await.unwrap();
+    assert_eq!(status_of(&store, token(&first)).await, StatusCode::OK);
+    let second = store.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(
+        status_of(&store, token(&first)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status_of(&store, token(&second)).await, StatusCode::OK);
+    assert_eq!(status_of(&store, token(&other_org)).await, StatusCode::OK);
+    let usable: Vec<_> = store
+        .list(&Owner::org("acme"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.revoked_at.is_none())
+        .collect();
+    assert_eq!(usable.len(), 1);
+    assert_eq!(usable[0].id, second.record.id);
+}
+
+pub async fn memberships_decide_personal_tokens<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let (ada, acme) = (UserId::from("ada"), OrgId::from("acme"));
+    assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
+    let member = Membership::new(Scopes::parse(["objects.read", "objects.write"]).unwrap());
+    store
+        .set_membership(&ada, &acme, Some(member.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.membership(&ada, &acme).await.unwrap(), Some(member));
+    assert_eq!(
+        store
+            .membership(&ada, &OrgId::from("globex"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let pat = store.issue(NewKey::personal("ada")).await.unwrap();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let whoami = |org: &'static str| {
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(token(&pat))), ("x-org-id", org)],
+        )
+    };
+    let reply = send(&app, whoami("acme")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json()["scopes"],
+        serde_json::json!(["objects.read", "objects.write"])
+    );
+
+    store
+        .set_membership(
+            &ada,
+            &acme,
+            Some(Membership::new(Scopes::parse(["objects.read"]).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&app, whoami("acme")).await.json()["scopes"],
+        serde_json::json!(["objects.read"])
+    );
+    store.set_membership(&ada, &acme, None).await.unwrap();
+    assert_eq!(
+        send(&app, whoami("acme")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
+}
+
+pub async fn concurrent_issues_respect_the_limit<H: Harness>(h: H) {
+    let store = h
+        .open(StoreOptions::default().policy(KeyPolicy::AtMost(5)))
+        .await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.issue(NewKey::org("acme")).await })
+        })
+        .collect();
+    let mut issued = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => issued += 1,
+            Err(LifecycleError::LimitReached { .. }) => refused += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!((issued, refused), (5, 11));
+    assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 5);
+}
+
+pub async fn concurrent_issues_and_revocations_all_land<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let shared = store.issue(NewKey::org("acme")).await.unwrap();
+    let shared_id = Arc::new(shared.record.id.clone());
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            let shared_id = shared_id.clone();
+            tokio::spawn(async move {
+                let issued = store
+                    .issue(NewKey::workspace("acme", format!("w{i}")))
+                    .await?;
+                store.revoke(&issued.record.id).await?;
+                // Everyone also revokes the same key at once.
+                store.revoke(&shared_id).await?;
+                Ok::<_, LifecycleError>(issued)
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.unwrap().unwrap());
+    }
+    let keys = store.list_in_org(&OrgId::from("acme")).await.unwrap();
+    assert_eq!(keys.len(), 13);
+    assert!(keys.iter().all(|k| k.revoked_at.is_some()));
+    for issued in &tokens {
+        assert_eq!(
+            status_of(&store, token(issued)).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+pub async fn a_second_instance_sees_revocations<H: Harness>(h: H) {
+    let first = h.open(StoreOptions::default()).await;
+    let second = h.open(StoreOptions::default()).await;
+    let issued = first.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(
+        second.find_key(&issued.record.id).await.unwrap().as_ref(),
+        Some(&issued.record)
+    );
+    let app_on_second = app(KeyAuthLayer::new(second.clone()));
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token(&issued))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    first.revoke(&issued.record.id).await.unwrap();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token(&issued))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+pub async fn last_used_is_written_at_most_once_per_interval<H: Harness>(h: H) {
+    let store = h
+        .open(StoreOptions::default().last_used_interval(Duration::from_secs(3600)))
+        .await;
+    let issued = store.issue(NewKey::org("acme")).await.unwrap();
+    let idle = store.issue(NewKey::org("acme")).await.unwrap();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let before = SystemTime::now();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token(&issued)).await.status,
+        StatusCode::OK
+    );
+    H::flush_last_used(&store).await;
+    let first_use = store
+        .find_key(&issued.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .expect("last_used_at is written");
+    assert!(first_use + Duration::from_millis(1) >= before && first_use <= SystemTime::now());
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", token(&issued)).await.status,
+            StatusCode::OK
+        );
+    }
+    H::flush_last_used(&store).await;
+    let after = store
+        .find_key(&issued.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at;
+    assert_eq!(
+        after,
+        Some(first_use),
+        "no second write within the interval"
+    );
+    assert_eq!(
+        store
+            .find_key(&idle.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        None
+    );
+}
