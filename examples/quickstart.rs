@@ -1,14 +1,16 @@
-//! The quickstart: an API behind `KeyAuthLayer`, with demo credentials.
+//! The quickstart: an API behind `KeyAuthLayer`, keys in SQLite.
 //!
 //! ```sh
 //! cargo run --example quickstart
 //! ```
 //!
-//! It listens on 127.0.0.1:3000 (set `KEYAUTH_ADDR` to change that), mints
-//! demo credentials, prints them as shell lines and a few curl commands to
-//! try. Credentials are accepted as `Authorization: Bearer`, `x-api-key` or
-//! the `api-key` query parameter; personal tokens name their organization in
-//! `x-org-id`.
+//! It keeps its keys in `./quickstart.db` (set `DATABASE_URL` to another
+//! `sqlite://…` file or to a `postgres://…` database) and listens on
+//! 127.0.0.1:3000 (set `KEYAUTH_ADDR` to change that). On a fresh database
+//! it mints demo credentials and prints them as shell lines, with a few curl
+//! commands to try; tokens are shown only that once. Credentials are
+//! accepted as `Authorization: Bearer`, `x-api-key` or the `api-key` query
+//! parameter; personal tokens name their organization in `x-org-id`.
 //!
 //! | route | access |
 //! |---|---|
@@ -16,27 +18,40 @@
 //! | `GET /v1/whoami` | any valid credential: the principal as JSON |
 //! | `GET /v1/objects` | scope `objects.read` |
 //! | `POST /v1/objects` | scope `objects.write` |
+//! | `POST /v1/keys` | scope `keys.write`: issue a key, shown once |
+//! | `GET /v1/keys` | scope `keys.read`: your organization's keys, masked |
+//! | `DELETE /v1/keys/{id}` | scope `keys.write`: revoke a key |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_keyauth::{
-    Extract, KeyAuthLayer, KeyLifecycle, Membership, MemoryStore, NewKey, OrgId, Principal,
-    RequireScopes, Scopes, UserId,
+    AuthError, Extract, KeyAuthLayer, KeyId, KeyLifecycle, LifecycleError, Membership, NewKey,
+    OrgId, Owner, PostgresStore, Principal, RequireScopes, Scopes, SqliteStore, UserId,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+const DEFAULT_DATABASE: &str = "sqlite://quickstart.db";
 const ORG_HEADER: &str = "x-org-id";
 
-/// Objects per organization: the API's "data".
-type Objects = Arc<Mutex<HashMap<OrgId, Vec<Value>>>>;
+/// Any bundled store: SQLite or PostgreSQL, chosen at run time.
+type Store = Arc<dyn KeyLifecycle>;
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+    /// Objects per organization: the API's "data" (kept in memory).
+    objects: Arc<Mutex<HashMap<OrgId, Vec<Value>>>>,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,10 +63,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
 
-    let store = MemoryStore::new();
-    let demo = mint_demo_credentials(&store).await?;
+    let database = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE.to_owned());
+    let store: Store =
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Arc::new(PostgresStore::connect(&database).await?)
+        } else {
+            Arc::new(SqliteStore::connect(&database).await?)
+        };
+    let demo = if store.list(&Owner::org("acme")).await?.is_empty() {
+        Some(mint_demo_credentials(&store).await?)
+    } else {
+        None
+    };
 
-    let app = routes().layer(
+    let state = AppState {
+        store: store.clone(),
+        objects: Arc::default(),
+    };
+    let app = routes(state).layer(
         KeyAuthLayer::new(store)
             .extract(Extract::bearer_api_key_or_query())
             .org_header(ORG_HEADER)
@@ -67,7 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
 
-    print_demo(&demo, addr);
+    match &demo {
+        Some(demo) => print_demo(demo, addr),
+        None => print_existing(&database),
+    }
     println!("listening on http://{addr}");
 
     axum::serve(listener, app)
@@ -78,8 +110,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn routes() -> Router {
-    let objects = Objects::default();
+fn routes(state: AppState) -> Router {
+    let read = || RequireScopes::new("objects.read");
+    let write = || RequireScopes::new("objects.write");
     Router::new()
         .route("/", get(home))
         .route(
@@ -92,10 +125,18 @@ fn routes() -> Router {
         .route("/v1/whoami", get(whoami))
         .route(
             "/v1/objects",
-            get(list_objects.layer(RequireScopes::new("objects.read")))
-                .post(create_object.layer(RequireScopes::new("objects.write"))),
+            get(list_objects.layer(read())).post(create_object.layer(write())),
         )
-        .with_state(objects)
+        .route(
+            "/v1/keys",
+            get(list_keys.layer(RequireScopes::new("keys.read")))
+                .post(create_key.layer(RequireScopes::new("keys.write"))),
+        )
+        .route(
+            "/v1/keys/{id}",
+            delete(revoke_key.layer(RequireScopes::new("keys.write"))),
+        )
+        .with_state(state)
 }
 
 struct DemoCredentials {
@@ -105,7 +146,7 @@ struct DemoCredentials {
 }
 
 async fn mint_demo_credentials(
-    store: &MemoryStore,
+    store: &Store,
 ) -> Result<DemoCredentials, Box<dyn std::error::Error>> {
     let org_key = store
         .issue(NewKey::org("acme").name("demo org key"))
@@ -173,15 +214,33 @@ fn print_demo(demo: &DemoCredentials, addr: SocketAddr) {
     println!(
         "curl -s -X POST {base}/v1/objects -H \"Authorization: Bearer $PAT\" -H \"{ORG_HEADER}: $ORG_ID\" -H 'content-type: application/json' -d '{{\"name\":\"report\"}}'"
     );
+    println!(
+        "curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\" -H 'content-type: application/json' -d '{{\"name\":\"ci\",\"scopes\":[\"objects.read\"],\"expires_in_seconds\":86400}}'"
+    );
+    println!("curl -s {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\"");
     println!("curl -s \"{base}/v1/whoami?api-key=$READ_KEY\"    # works, but URLs get logged");
     println!("curl -s -i {base}/v1/whoami    # 401");
+}
+
+fn print_existing(database: &str) {
+    println!(
+        "# This database already holds the demo keys; tokens are shown only once, when they are issued."
+    );
+    match database.strip_prefix("sqlite://") {
+        Some(path) if !database.starts_with("postgres") => println!(
+            "# To start over with new demo keys, stop the server, delete {path} (and {path}-wal, {path}-shm) and run it again."
+        ),
+        _ => println!(
+            "# To start over with new demo keys, point DATABASE_URL at an empty database and run it again."
+        ),
+    }
 }
 
 async fn home(principal: Option<Principal>) -> Json<Value> {
     Json(json!({
         "service": "tower-keyauth quickstart",
         "authenticated_as": principal.as_ref().map(|p| p.key_id().as_str().to_owned()),
-        "routes": ["/v1/whoami", "/v1/objects"],
+        "routes": ["/v1/whoami", "/v1/objects", "/v1/keys"],
     }))
 }
 
@@ -192,7 +251,7 @@ async fn schema() -> Json<Value> {
             "header": { "type": "apiKey", "in": "header", "name": "x-api-key" },
             "query": { "type": "apiKey", "in": "query", "name": "api-key" },
         },
-        "scopes": ["objects.read", "objects.write"],
+        "scopes": ["objects.read", "objects.write", "keys.read", "keys.write"],
     }))
 }
 
@@ -204,14 +263,14 @@ async fn whoami(principal: Principal) -> Json<Principal> {
     Json(principal)
 }
 
-async fn list_objects(State(objects): State<Objects>, principal: Principal) -> Json<Value> {
-    let objects = objects.lock().unwrap_or_else(|e| e.into_inner());
+async fn list_objects(State(state): State<AppState>, principal: Principal) -> Json<Value> {
+    let objects = state.objects.lock().unwrap_or_else(|e| e.into_inner());
     let mine = objects.get(principal.org()).cloned().unwrap_or_default();
     Json(json!({ "org": principal.org().as_str(), "objects": mine }))
 }
 
 async fn create_object(
-    State(objects): State<Objects>,
+    State(state): State<AppState>,
     principal: Principal,
     body: Option<Json<Value>>,
 ) -> (StatusCode, Json<Value>) {
@@ -221,11 +280,161 @@ async fn create_object(
         .unwrap_or("untitled")
         .to_owned();
     let object = json!({ "name": name, "created_by": principal.key_id().as_str() });
-    objects
+    state
+        .objects
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(principal.org().clone())
         .or_default()
         .push(object.clone());
     (StatusCode::CREATED, Json(object))
+}
+
+/// A JSON error in the same shape as the layer's.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let message: String = message.into();
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+fn store_failed(failure: LifecycleError) -> Response {
+    tracing::error!(error = %failure, "key store failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The key store is unavailable. Try again later.",
+    )
+}
+
+/// New keys belong to the caller's tenant: its workspace, or its whole
+/// organization.
+fn tenant_owner(principal: &Principal) -> Owner {
+    match principal.workspace() {
+        Some(workspace) => Owner::workspace(principal.org().clone(), workspace.clone()),
+        None => Owner::Organization(principal.org().clone()),
+    }
+}
+
+/// `POST /v1/keys` with `{"name": "...", "scopes": [...], "expires_in_seconds": N}`.
+async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Option<Json<Value>>,
+) -> Response {
+    let body = body.map(|Json(body)| body).unwrap_or_else(|| json!({}));
+    let Some(name) = body
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty() && n.len() <= 200)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`name` must be a string of 1 to 200 characters.",
+        );
+    };
+    let scopes = match body.get("scopes") {
+        None | Some(Value::Null) => principal.scopes().clone(),
+        Some(Value::Array(names)) => {
+            let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
+            match names.map(Scopes::parse) {
+                Some(Ok(scopes)) => scopes,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "`scopes` must be a list of scope names.",
+                    );
+                }
+            }
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "`scopes` must be a list of scope names.",
+            );
+        }
+    };
+    // A key can never grant more than its issuer holds.
+    if let Some(extra) = scopes
+        .iter()
+        .find(|scope| !principal.has_scope(scope.as_str()))
+    {
+        return AuthError::insufficient_scope(extra.as_str()).into_response();
+    }
+    let mut new_key = NewKey::new(tenant_owner(&principal))
+        .name(name)
+        .scopes(scopes);
+    match body.get("expires_in_seconds") {
+        None | Some(Value::Null) => {}
+        Some(seconds) => match seconds
+            .as_u64()
+            .filter(|s| (1..=10 * 365 * 24 * 3600).contains(s))
+        {
+            Some(seconds) => new_key = new_key.expires_in(Duration::from_secs(seconds)),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "`expires_in_seconds` must be a positive whole number of seconds, at most ten years.",
+                );
+            }
+        },
+    }
+    match state.store.issue(new_key).await {
+        Ok(issued) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "token": issued.token.expose_secret(),
+                "key": tower_keyauth::KeySummary::from(&issued.record),
+            })),
+        )
+            .into_response(),
+        Err(LifecycleError::LimitReached { limit, .. }) => error(
+            StatusCode::CONFLICT,
+            "limit_reached",
+            format!("This owner already holds {limit} keys, the most allowed."),
+        ),
+        Err(failure) => store_failed(failure),
+    }
+}
+
+/// `GET /v1/keys`: the caller's keys, masked.
+async fn list_keys(State(state): State<AppState>, principal: Principal) -> Response {
+    let listed = match principal.workspace() {
+        Some(_) => state.store.list(&tenant_owner(&principal)).await,
+        None => state.store.list_in_org(principal.org()).await,
+    };
+    match listed {
+        Ok(keys) => Json(json!({ "keys": keys })).into_response(),
+        Err(failure) => store_failed(failure),
+    }
+}
+
+/// `DELETE /v1/keys/{id}`: revokes one of the caller's keys. Keys of other
+/// tenants are answered exactly like missing ones.
+async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Response {
+    let id = KeyId::from(id);
+    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "No such key.");
+    let record = match state.store.find_key(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return not_found(),
+        Err(failure) => return store_failed(failure.into()),
+    };
+    let visible = match principal.workspace() {
+        Some(_) => record.owner == tenant_owner(&principal),
+        None => record.owner.org_id() == Some(principal.org()),
+    };
+    if !visible {
+        return not_found();
+    }
+    match state.store.revoke(&id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(LifecycleError::NotFound(_)) => not_found(),
+        Err(failure) => store_failed(failure),
+    }
 }

@@ -56,6 +56,8 @@
 //! |---|---|
 //! | `axum` | [`Principal`] and `Option<Principal>` extractors, `IntoResponse` for [`AuthError`] |
 //! | `tonic` | `NamedService` for [`KeyAuth`] and [`RequireScopesService`], `Status` from [`AuthError`], [`tonic::RequestPrincipal`] |
+//! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
+//! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
 //! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`KeySummary`] |
 //!
 //! [tower]: https://docs.rs/tower

@@ -1,10 +1,28 @@
 //! The README's first command: `cargo run --example quickstart`, run as a
-//! real process and exercised over loopback HTTP.
+//! real process on a temporary database and exercised over loopback HTTP.
 
 mod common;
 
-use common::client::request;
-use common::example::start_example;
+use std::net::SocketAddr;
+
+use common::TempDir;
+use common::client::{RawReply, request};
+use common::example::{RunningExample, start_example};
+
+/// The quickstart on the SQLite file `quickstart.db` in `dir`.
+async fn start_quickstart(dir: &TempDir) -> RunningExample {
+    let url = format!("sqlite://{}", dir.join("quickstart.db").display());
+    start_example("quickstart", &[("DATABASE_URL", url.as_str())]).await
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> RawReply {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}");
+    if !body.is_empty() {
+        head.push_str("\r\ncontent-type: application/json");
+    }
+    request(addr, &head, body.as_bytes()).await.unwrap()
+}
 
 fn assert_export_line(line: &str, name: &str, prefix: &str, comment: &str) {
     let rest = line
@@ -30,7 +48,8 @@ fn assert_export_line(line: &str, name: &str, prefix: &str, comment: &str) {
 
 #[tokio::test]
 async fn the_quickstart_prints_demo_credentials_and_serves_its_routes() {
-    let example = start_example("quickstart", &[]).await;
+    let dir = TempDir::new("quickstart");
+    let example = start_quickstart(&dir).await;
     let lines = &example.printed;
     assert_export_line(&lines[0], "ORG_KEY", "ak", r#"# org "acme", full access"#);
     assert_export_line(
@@ -197,5 +216,201 @@ async fn the_quickstart_prints_demo_credentials_and_serves_its_routes() {
     .unwrap();
     assert_eq!(reply.status, 403);
 
+    example.stop().await;
+}
+
+#[tokio::test]
+async fn keys_minted_over_http_survive_a_restart_and_revoked_ones_stay_revoked() {
+    let dir = TempDir::new("quickstart-restart");
+    let first = start_quickstart(&dir).await;
+    let exports = first.exports();
+    let org_key = exports["ORG_KEY"].clone();
+    let read_key = exports["READ_KEY"].clone();
+    let addr = first.addr;
+
+    let body = r#"{"name":"ci","scopes":["objects.read"],"expires_in_seconds":3600}"#;
+    let created = call(addr, "POST", "/v1/keys", &org_key, body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    let kept = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["key"]["masked"],
+        format!("ak_{}.****", created["key"]["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        created["key"]["scopes"],
+        serde_json::json!(["objects.read"])
+    );
+    assert!(created["key"]["expires_at"].as_u64().is_some());
+    assert!(
+        !created["key"]
+            .to_string()
+            .contains(kept.split_once('.').unwrap().1)
+    );
+
+    let doomed = call(addr, "POST", "/v1/keys", &org_key, r#"{"name":"doomed"}"#)
+        .await
+        .json();
+    let doomed_token = doomed["token"].as_str().unwrap().to_owned();
+    let doomed_id = doomed["key"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &doomed_token, "")
+            .await
+            .status,
+        200
+    );
+    let revoked = call(
+        addr,
+        "DELETE",
+        &format!("/v1/keys/{doomed_id}"),
+        &org_key,
+        "",
+    )
+    .await;
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &doomed_token, "")
+            .await
+            .status,
+        401
+    );
+
+    // The listing is masked and shows the revocation.
+    let listed = call(addr, "GET", "/v1/keys", &org_key, "").await;
+    assert_eq!(listed.status, 200);
+    assert!(
+        !listed.body.contains(kept.split_once('.').unwrap().1),
+        "a secret in the listing"
+    );
+    let keys = listed.json()["keys"].as_array().unwrap().clone();
+    let doomed_listed = keys.iter().find(|k| k["id"] == doomed_id.as_str()).unwrap();
+    assert!(doomed_listed["revoked_at"].as_u64().is_some());
+    first.stop().await;
+
+    let second = start_quickstart(&dir).await;
+    assert!(
+        second.exports().is_empty(),
+        "no new demo keys on a used database"
+    );
+    let notice = second.printed.join("\n");
+    assert!(
+        notice.contains("only once") && notice.contains("quickstart.db"),
+        "{notice}"
+    );
+    let addr = second.addr;
+    let reply = call(addr, "GET", "/v1/whoami", &kept, "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["scopes"], serde_json::json!(["objects.read"]));
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &org_key, "").await.status,
+        200
+    );
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &read_key, "").await.status,
+        200
+    );
+    let reply = call(addr, "GET", "/v1/whoami", &doomed_token, "").await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply
+            .header("www-authenticate")
+            .unwrap()
+            .contains("revoked")
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn the_key_routes_check_scopes_tenants_and_input() {
+    let dir = TempDir::new("quickstart-keys");
+    let example = start_quickstart(&dir).await;
+    let exports = example.exports();
+    let (org_key, read_key) = (&exports["ORG_KEY"], &exports["READ_KEY"]);
+    let addr = example.addr;
+
+    // Without keys.* scopes the key routes are closed.
+    let reply = call(addr, "GET", "/v1/keys", read_key, "").await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json()["error"], "insufficient_scope");
+    assert_eq!(
+        call(addr, "POST", "/v1/keys", read_key, r#"{"name":"x"}"#)
+            .await
+            .status,
+        403
+    );
+
+    // A key cannot grant more than its issuer holds.
+    let limited = call(
+        addr,
+        "POST",
+        "/v1/keys",
+        org_key,
+        r#"{"name":"keys","scopes":["keys.write","objects.read"]}"#,
+    )
+    .await;
+    let limited_token = limited.json()["token"].as_str().unwrap().to_owned();
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/keys",
+        &limited_token,
+        r#"{"name":"more","scopes":["objects.write"]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let reply = call(
+        addr,
+        "POST",
+        "/v1/keys",
+        &limited_token,
+        r#"{"name":"same","scopes":["objects.read"]}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+
+    // Bad input is a 400 that says what is wrong.
+    for body in [
+        r#"{"scopes":["objects.read"]}"#,
+        r#"{"name":"x","scopes":"objects.read"}"#,
+        r#"{"name":"x","scopes":["bad scope"]}"#,
+        r#"{"name":"x","expires_in_seconds":-5}"#,
+        r#"{"name":"x","expires_in_seconds":0}"#,
+    ] {
+        let reply = call(addr, "POST", "/v1/keys", org_key, body).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        assert_eq!(reply.json()["error"], "invalid_request");
+    }
+
+    // Keys of another organization are invisible: 404, like a missing one.
+    let other_org = format!("sqlite://{}", dir.join("quickstart.db").display());
+    let store = tower_keyauth::SqliteStore::connect(&other_org)
+        .await
+        .unwrap();
+    let foreign = tower_keyauth::KeyLifecycle::issue(&store, tower_keyauth::NewKey::org("globex"))
+        .await
+        .unwrap();
+    let reply = call(
+        addr,
+        "DELETE",
+        &format!("/v1/keys/{}", foreign.record.id),
+        org_key,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(
+        call(addr, "DELETE", "/v1/keys/nope", org_key, "")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", foreign.token.expose_secret(), "")
+            .await
+            .status,
+        200
+    );
+    let listed = call(addr, "GET", "/v1/keys", org_key, "").await;
+    assert!(!listed.body.contains(foreign.record.id.as_str()));
     example.stop().await;
 }

@@ -18,8 +18,8 @@ use crate::lifecycle::{
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::sql::{
-    Migration, corrupt, owner_columns, owner_from_columns, scopes_from_names, spawn_usage_writer,
-    to_micros_precision,
+    Migration, corrupt, latest_version, owner_columns, owner_from_columns, scopes_from_names,
+    spawn_usage_writer, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyStore, StoreError, StoreOptions};
@@ -117,7 +117,26 @@ impl PostgresStore {
 
     /// Applies the embedded migrations that `pool`'s database lacks. The
     /// constructors call it; call it yourself to migrate ahead of time.
+    ///
+    /// An up-to-date database is only read, so an application role without
+    /// DDL rights can start once the schema exists.
     pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+        let recorded: bool =
+            sqlx::query_scalar("SELECT to_regclass('keyauth_migrations') IS NOT NULL")
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::backend)?;
+        if recorded {
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::backend)?;
+            if applied >= latest_version(MIGRATIONS) {
+                return Ok(());
+            }
+        }
         let mut tx = pool.begin().await.map_err(StoreError::backend)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)

@@ -19,6 +19,11 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
+/// The newest version among `migrations`.
+pub(crate) fn latest_version(migrations: &[Migration]) -> i64 {
+    migrations.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 /// The owner as `(owner_kind, org_id, workspace_id, user_id)` columns.
 pub(crate) fn owner_columns(
     owner: &Owner,

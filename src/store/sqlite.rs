@@ -19,8 +19,8 @@ use crate::lifecycle::{
 };
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::sql::{
-    Migration, corrupt, from_micros, owner_columns, owner_from_columns, scopes_from_text,
-    scopes_to_text, spawn_usage_writer, to_micros, to_micros_precision,
+    Migration, corrupt, from_micros, latest_version, owner_columns, owner_from_columns,
+    scopes_from_text, scopes_to_text, spawn_usage_writer, to_micros, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyStore, StoreError, StoreOptions};
@@ -116,7 +116,25 @@ impl SqliteStore {
 
     /// Applies the embedded migrations that `pool`'s database lacks. The
     /// constructors call it; call it yourself to migrate ahead of time.
+    ///
+    /// An up-to-date database is only read.
     pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+        let has_table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'keyauth_migrations'",
+        )
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::backend)?;
+        if has_table.is_some() {
+            let applied: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(StoreError::backend)?;
+            if applied >= latest_version(MIGRATIONS) {
+                return Ok(());
+            }
+        }
         let mut tx = pool
             .begin_with("BEGIN IMMEDIATE")
             .await

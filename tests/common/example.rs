@@ -101,3 +101,33 @@ pub async fn start_example(name: &str, env: &[(&str, &str)]) -> RunningExample {
         printed,
     }
 }
+
+/// Runs example `name` until it prints a line starting with `last`, then
+/// stops it; returns every line it printed.
+pub async fn output_until(name: &str, env: &[(&str, &str)], last: &str) -> Vec<String> {
+    let mut child = Command::new(example_binary(name))
+        .env("KEYAUTH_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut printed = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let done = line.starts_with(last);
+            printed.push(line);
+            if done {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the example prints its last line within 60 s");
+    let _ = child.kill().await;
+    printed
+}
