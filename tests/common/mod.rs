@@ -321,3 +321,27 @@ pub async fn fresh_postgres_schema(url: &str) -> sqlx::postgres::PgConnectOption
         .unwrap()
         .options([("search_path", schema.as_str())])
 }
+
+/// A fresh, empty database on the test server; returns its URL.
+pub async fn fresh_postgres_database(url: &str) -> String {
+    let name = format!(
+        "keyauth_test_db_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect to KEYAUTH_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (server, _database) = url.rsplit_once('/').expect("a URL ending in /<database>");
+    format!("{server}/{name}")
+}
