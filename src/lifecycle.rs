@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::format::{Environment, MintError, MintedToken};
+use crate::format::{Environment, KeyFormat, MintError, MintedToken};
 use crate::hash::Token;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
 use crate::record::{KeyKind, KeyRecord, Membership, Owner};
@@ -175,7 +175,7 @@ pub(crate) struct RotationPlan {
 /// applies), and a revoked or expired key cannot be rotated.
 pub(crate) fn plan_rotation(
     old: &KeyRecord,
-    environment: Option<Environment>,
+    format: &KeyFormat,
     grace: Duration,
     now: SystemTime,
 ) -> Result<RotationPlan, LifecycleError> {
@@ -188,7 +188,11 @@ pub(crate) fn plan_rotation(
     let mut successor = NewKey::new(old.owner.clone())
         .name(old.name.clone())
         .scopes(old.scopes.clone());
-    successor.environment = environment;
+    // The successor's prefix names the same environment as the old one's.
+    successor.environment = old
+        .prefix
+        .as_deref()
+        .and_then(|prefix| format.environment_of_prefix(prefix));
     if let Some(expires_at) = old.expires_at {
         let lifetime = expires_at
             .duration_since(old.created_at)
@@ -403,7 +407,8 @@ mod tests {
         let now = SystemTime::now();
         let old =
             record(now - Duration::from_secs(100)).with_expires_at(now + Duration::from_secs(900));
-        let plan = plan_rotation(&old, None, Duration::from_secs(60), now).unwrap();
+        let plan =
+            plan_rotation(&old, &KeyFormat::default(), Duration::from_secs(60), now).unwrap();
         assert_eq!(plan.successor.owner, old.owner);
         assert_eq!(plan.successor.scopes, old.scopes);
         assert_eq!(plan.successor.name, old.name);
@@ -420,12 +425,12 @@ mod tests {
         let now = SystemTime::now();
         let revoked = record(now).with_revoked_at(now - Duration::from_secs(1));
         assert!(matches!(
-            plan_rotation(&revoked, None, Duration::ZERO, now),
+            plan_rotation(&revoked, &KeyFormat::default(), Duration::ZERO, now),
             Err(LifecycleError::Revoked(_))
         ));
         let expired = record(now).with_expires_at(now);
         assert!(matches!(
-            plan_rotation(&expired, None, Duration::ZERO, now),
+            plan_rotation(&expired, &KeyFormat::default(), Duration::ZERO, now),
             Err(LifecycleError::Expired(_))
         ));
     }
@@ -434,9 +439,15 @@ mod tests {
     fn a_second_rotation_never_extends_the_first_grace_period() {
         let now = SystemTime::now();
         let in_grace = record(now).with_revoked_at(now + Duration::from_secs(10));
-        let plan = plan_rotation(&in_grace, None, Duration::from_secs(3600), now).unwrap();
+        let plan = plan_rotation(
+            &in_grace,
+            &KeyFormat::default(),
+            Duration::from_secs(3600),
+            now,
+        )
+        .unwrap();
         assert_eq!(plan.old_revoked_at, now + Duration::from_secs(10));
-        let plan = plan_rotation(&in_grace, None, Duration::ZERO, now).unwrap();
+        let plan = plan_rotation(&in_grace, &KeyFormat::default(), Duration::ZERO, now).unwrap();
         assert_eq!(plan.old_revoked_at, now);
     }
 }

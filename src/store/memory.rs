@@ -258,11 +258,7 @@ impl KeyLifecycle for MemoryStore {
             .keys
             .get(id)
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let environment = old
-            .prefix
-            .as_deref()
-            .and_then(|prefix| options.format.environment_of_prefix(prefix));
-        let plan = plan_rotation(old, environment, grace, now)?;
+        let plan = plan_rotation(old, &options.format, grace, now)?;
         let minted = mint_unused(&options.format, &plan.successor, |id| {
             state.keys.contains_key(id)
         })?;

@@ -19,7 +19,7 @@ use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::sql::{
     Migration, corrupt, latest_version, owner_columns, owner_from_columns, scopes_from_names,
-    spawn_usage_writer, to_micros_precision,
+    spawn_usage_writer, summaries, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyStore, StoreError, StoreOptions};
@@ -472,7 +472,7 @@ impl KeyLifecycle for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows)
+        summaries(&rows, key_from_row)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -485,7 +485,7 @@ impl KeyLifecycle for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows)
+        summaries(&rows, key_from_row)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
@@ -516,11 +516,7 @@ impl KeyLifecycle for PostgresStore {
         let old = fetch_key(&mut tx, id, true)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let environment = old
-            .prefix
-            .as_deref()
-            .and_then(|prefix| options.format.environment_of_prefix(prefix));
-        let plan = plan_rotation(&old, environment, grace, now)?;
+        let plan = plan_rotation(&old, &options.format, grace, now)?;
         let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
         sqlx::query("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1")
             .bind(id.as_str())
@@ -558,11 +554,4 @@ impl KeyLifecycle for PostgresStore {
             .map_err(StoreError::backend)?;
         Ok(())
     }
-}
-
-fn summaries(rows: &[PgRow]) -> Result<Vec<KeySummary>, LifecycleError> {
-    rows.iter()
-        .map(|row| key_from_row(row).map(|record| KeySummary::from(&record)))
-        .collect::<Result<_, _>>()
-        .map_err(LifecycleError::from)
 }

@@ -7,7 +7,8 @@ use std::sync::Weak;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ids::{OrgId, UserId, WorkspaceId};
-use crate::record::Owner;
+use crate::lifecycle::{KeySummary, LifecycleError};
+use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
 use crate::store::StoreError;
 
@@ -77,6 +78,17 @@ where
 #[cfg(feature = "sqlite")]
 pub(crate) fn scopes_from_text(text: &str) -> Result<Scopes, StoreError> {
     scopes_from_names(text.split(' ').filter(|name| !name.is_empty()))
+}
+
+/// Rows as masked summaries.
+pub(crate) fn summaries<Row>(
+    rows: &[Row],
+    key_from_row: fn(&Row) -> Result<KeyRecord, StoreError>,
+) -> Result<Vec<KeySummary>, LifecycleError> {
+    rows.iter()
+        .map(|row| key_from_row(row).map(|record| KeySummary::from(&record)))
+        .collect::<Result<_, _>>()
+        .map_err(LifecycleError::from)
 }
 
 /// Databases keep microseconds; so do the records the stores hand out, so

@@ -20,7 +20,8 @@ use crate::lifecycle::{
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::sql::{
     Migration, corrupt, from_micros, latest_version, owner_columns, owner_from_columns,
-    scopes_from_text, scopes_to_text, spawn_usage_writer, to_micros, to_micros_precision,
+    scopes_from_text, scopes_to_text, spawn_usage_writer, summaries, to_micros,
+    to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyStore, StoreError, StoreOptions};
@@ -135,10 +136,7 @@ impl SqliteStore {
                 return Ok(());
             }
         }
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::backend)?;
+        let mut tx = begin_immediate(pool).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS keyauth_migrations (
                 version INTEGER PRIMARY KEY NOT NULL,
@@ -328,6 +326,17 @@ async fn insert_new_key(
     Err(StoreError::backend("could not find an unused key id").into())
 }
 
+/// A transaction that takes the write lock at once: reading and then
+/// writing in it cannot interleave with another writer (and cannot fail to
+/// upgrade a read lock).
+async fn begin_immediate(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pool.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(StoreError::backend)
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
@@ -376,14 +385,7 @@ impl KeyLifecycle for SqliteStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
         let now = to_micros_precision(SystemTime::now());
-        // IMMEDIATE takes the write lock up front, so that counting and
-        // inserting cannot interleave with another issuer.
-        let mut tx = self
-            .inner
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::backend)?;
+        let mut tx = begin_immediate(&self.inner.pool).await?;
         let (kind, org, workspace, user) = owner_columns(&new_key.owner);
         let usable: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM keyauth_keys
@@ -439,7 +441,7 @@ impl KeyLifecycle for SqliteStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows)
+        summaries(&rows, key_from_row)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -452,17 +454,12 @@ impl KeyLifecycle for SqliteStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows)
+        summaries(&rows, key_from_row)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
         let now = to_micros(SystemTime::now());
-        let mut tx = self
-            .inner
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::backend)?;
+        let mut tx = begin_immediate(&self.inner.pool).await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keyauth_keys WHERE id = ?1")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -487,20 +484,11 @@ impl KeyLifecycle for SqliteStore {
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
         let now = to_micros_precision(SystemTime::now());
-        let mut tx = self
-            .inner
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::backend)?;
+        let mut tx = begin_immediate(&self.inner.pool).await?;
         let old = fetch_key(&mut tx, id)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let environment = old
-            .prefix
-            .as_deref()
-            .and_then(|prefix| options.format.environment_of_prefix(prefix));
-        let plan = plan_rotation(&old, environment, grace, now)?;
+        let plan = plan_rotation(&old, &options.format, grace, now)?;
         let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
         sqlx::query("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1")
             .bind(id.as_str())
@@ -538,11 +526,4 @@ impl KeyLifecycle for SqliteStore {
             .map_err(StoreError::backend)?;
         Ok(())
     }
-}
-
-fn summaries(rows: &[SqliteRow]) -> Result<Vec<KeySummary>, LifecycleError> {
-    rows.iter()
-        .map(|row| key_from_row(row).map(|record| KeySummary::from(&record)))
-        .collect::<Result<_, _>>()
-        .map_err(LifecycleError::from)
 }

@@ -307,16 +307,7 @@ pub async fn fresh_postgres_schema(url: &str) -> sqlx::postgres::PgConnectOption
             .unwrap()
             .subsec_nanos()
     );
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .expect("connect to KEYAUTH_TEST_POSTGRES_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    run_on_postgres(url, format!("CREATE SCHEMA {schema}")).await;
     sqlx::postgres::PgConnectOptions::from_str(url)
         .unwrap()
         .options([("search_path", schema.as_str())])
@@ -332,16 +323,21 @@ pub async fn fresh_postgres_database(url: &str) -> String {
             .unwrap()
             .subsec_nanos()
     );
+    run_on_postgres(url, format!("CREATE DATABASE {name}")).await;
+    let (server, _database) = url.rsplit_once('/').expect("a URL ending in /<database>");
+    format!("{server}/{name}")
+}
+
+/// Runs one statement on the test server.
+async fn run_on_postgres(url: &str, statement: String) {
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await
         .expect("connect to KEYAUTH_TEST_POSTGRES_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    sqlx::query(sqlx::AssertSqlSafe(statement))
         .execute(&admin)
         .await
         .unwrap();
     admin.close().await;
-    let (server, _database) = url.rsplit_once('/').expect("a URL ending in /<database>");
-    format!("{server}/{name}")
 }
