@@ -56,6 +56,7 @@
 //! |---|---|
 //! | `axum` | [`Principal`] and `Option<Principal>` extractors, `IntoResponse` for [`AuthError`] |
 //! | `tonic` | `NamedService` for [`KeyAuth`] and [`RequireScopesService`], `Status` from [`AuthError`], [`tonic::RequestPrincipal`] |
+//! | `cache` | `CachedStore`: positive and negative TTLs, a capacity bound, one store call per id under concurrent misses |
 //! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
 //! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
 //! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`KeySummary`] |
@@ -108,8 +109,13 @@ pub use require_scopes::{RequireScopes, RequireScopesService};
 pub use response::{DefaultResponder, Responder, is_grpc};
 pub use scope::{InvalidScope, Scope, Scopes};
 pub use service::KeyAuth;
-#[cfg(feature = "postgres")]
-pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{DEFAULT_LAST_USED_INTERVAL, KeyStore, MemoryStore, StoreError, StoreOptions};
+#[cfg(feature = "cache")]
+pub use store::{CacheInvalidator, CacheOptions, CachedStore};
+pub use store::{
+    DEFAULT_LAST_USED_INTERVAL, Invalidate, Invalidation, KeyStore, MemoryStore, StoreError,
+    StoreOptions,
+};
+#[cfg(feature = "postgres")]
+pub use store::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};

@@ -11,6 +11,8 @@ use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::KeyPolicy;
 use crate::record::{KeyRecord, Membership};
 
+#[cfg(feature = "cache")]
+mod cached;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -20,10 +22,13 @@ mod sql;
 mod sqlite;
 pub(crate) mod usage;
 
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub use cached::{CacheInvalidator, CacheOptions, CachedStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::PostgresStore;
+pub use postgres::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
@@ -244,4 +249,44 @@ impl StoreOptions {
         self.last_used_interval = None;
         self
     }
+}
+
+/// A change made elsewhere (another instance, another process) that a cache
+/// must forget, as `PostgresStore::listen_for_invalidations` announces them
+/// (feature `postgres`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// The key changed: revoked, rotated, or newly issued.
+    Key(KeyId),
+    /// The user's membership of the organization changed.
+    Membership {
+        /// The user.
+        user: UserId,
+        /// The organization.
+        org: OrgId,
+    },
+    /// Changes may have been missed (a lost connection): forget everything.
+    Everything,
+}
+
+/// Something that forgets what an [`Invalidation`] names, such as a cache.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tower_keyauth::{Invalidate, Invalidation};
+///
+/// struct Log;
+///
+/// #[async_trait]
+/// impl Invalidate for Log {
+///     async fn invalidate(&self, change: Invalidation) {
+///         println!("forget {change:?}");
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Invalidate: Send + Sync + 'static {
+    /// Forgets what `change` names.
+    async fn invalidate(&self, change: Invalidation);
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
 
 use crate::hash::KeyHash;
@@ -22,7 +22,7 @@ use crate::store::sql::{
     spawn_usage_writer, summaries, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
-use crate::store::{KeyStore, StoreError, StoreOptions};
+use crate::store::{Invalidate, Invalidation, KeyStore, StoreError, StoreOptions};
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -41,6 +41,9 @@ const SELECT_KEY: &str =
 
 /// How many times an issue draws a new id after a collision.
 const MINT_ATTEMPTS: usize = 8;
+
+/// The channel on which changes are announced to other instances.
+pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 
 /// Keys and memberships in PostgreSQL, through a sqlx connection pool.
 ///
@@ -215,6 +218,125 @@ impl Inner {
         .map_err(StoreError::backend)?;
         Ok(uses.len())
     }
+}
+
+impl PostgresStore {
+    /// Listens for the changes other instances announce (revocations,
+    /// rotations, membership changes) and hands each to `target`, typically
+    /// a [`CachedStore`](crate::CachedStore)'s
+    /// [`invalidator`](crate::CachedStore::invalidator): every instance's cache
+    /// then drops a revoked key at once instead of within its TTL. When the
+    /// connection drops, `target` is told to forget everything, since
+    /// announcements may have been missed; the listener reconnects by itself.
+    ///
+    /// Listening holds one connection of the pool for as long as the
+    /// returned [`InvalidationListener`] lives.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_keyauth::{CachedStore, KeyAuthLayer, PostgresStore};
+    ///
+    /// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+    /// let cached = CachedStore::new(store.clone());
+    /// let _listener = store.listen_for_invalidations(cached.invalidator()).await?;
+    /// let layer = KeyAuthLayer::new(cached);
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn listen_for_invalidations(
+        &self,
+        target: impl Invalidate,
+    ) -> Result<InvalidationListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        listener
+            .listen(INVALIDATION_CHANNEL)
+            .await
+            .map_err(StoreError::backend)?;
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => match decode_invalidation(notification.payload()) {
+                        Some(change) => target.invalidate(change).await,
+                        None => tracing::warn!(
+                            payload = notification.payload(),
+                            "ignoring an unreadable invalidation"
+                        ),
+                    },
+                    Ok(None) => {
+                        tracing::warn!(
+                            "invalidation listener lost its connection; forgetting all cached keys"
+                        );
+                        target.invalidate(Invalidation::Everything).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "invalidation listener failed; retrying");
+                        target.invalidate(Invalidation::Everything).await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(InvalidationListener { task })
+    }
+}
+
+/// Keeps a [`PostgresStore::listen_for_invalidations`] subscription alive;
+/// dropping it stops listening.
+#[derive(Debug)]
+pub struct InvalidationListener {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InvalidationListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Announces `change` to every listening instance when the transaction
+/// commits (and never if it rolls back).
+async fn announce(connection: &mut PgConnection, change: &Invalidation) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(INVALIDATION_CHANNEL)
+        .bind(encode_invalidation(change))
+        .execute(connection)
+        .await
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+/// `k:<key id>`, `m:<user length>:<user><org>` or `*`.
+fn encode_invalidation(change: &Invalidation) -> String {
+    match change {
+        Invalidation::Key(id) => format!("k:{id}"),
+        Invalidation::Membership { user, org } => {
+            format!("m:{}:{user}{org}", user.as_str().len())
+        }
+        _ => "*".to_owned(),
+    }
+}
+
+fn decode_invalidation(payload: &str) -> Option<Invalidation> {
+    if payload == "*" {
+        return Some(Invalidation::Everything);
+    }
+    if let Some(id) = payload.strip_prefix("k:") {
+        return Some(Invalidation::Key(KeyId::from(id)));
+    }
+    let (length, rest) = payload.strip_prefix("m:")?.split_once(':')?;
+    let length: usize = length.parse().ok()?;
+    if !rest.is_char_boundary(length) {
+        return None;
+    }
+    let (user, org) = rest.split_at(length);
+    Some(Invalidation::Membership {
+        user: UserId::from(user),
+        org: OrgId::from(org),
+    })
 }
 
 impl fmt::Debug for PostgresStore {
@@ -437,20 +559,24 @@ impl KeyLifecycle for PostgresStore {
             usable,
         )?;
         if plan == IssuePlan::RevokeOthersThenInsert {
-            sqlx::query(
+            let revoked: Vec<String> = sqlx::query_scalar(
                 "UPDATE keyauth_keys SET revoked_at = $5
                  WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
                    AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
-                   AND (revoked_at IS NULL OR revoked_at > $5)",
+                   AND (revoked_at IS NULL OR revoked_at > $5)
+                 RETURNING id",
             )
             .bind(kind)
             .bind(org)
             .bind(workspace)
             .bind(user)
             .bind(timestamp(now))
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::backend)?;
+            for id in revoked {
+                announce(&mut tx, &Invalidation::Key(KeyId::from(id))).await?;
+            }
         }
         let issued = insert_new_key(&mut tx, options, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
@@ -489,9 +615,9 @@ impl KeyLifecycle for PostgresStore {
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
-        let now = timestamp(SystemTime::now());
+        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
         let found: Option<bool> = sqlx::query_scalar(
-            "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1),
+            "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1 FOR UPDATE),
                   revoked AS (
                       UPDATE keyauth_keys SET revoked_at = $2
                       WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2)
@@ -499,14 +625,16 @@ impl KeyLifecycle for PostgresStore {
              SELECT true FROM target",
         )
         .bind(id.as_str())
-        .bind(now)
-        .fetch_optional(&self.inner.pool)
+        .bind(timestamp(SystemTime::now()))
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        match found {
-            Some(_) => Ok(()),
-            None => Err(LifecycleError::NotFound(id.clone())),
+        if found.is_none() {
+            return Err(LifecycleError::NotFound(id.clone()));
         }
+        announce(&mut tx, &Invalidation::Key(id.clone())).await?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(())
     }
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
@@ -524,6 +652,7 @@ impl KeyLifecycle for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::backend)?;
+        announce(&mut tx, &Invalidation::Key(id.clone())).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(issued)
     }
@@ -534,6 +663,7 @@ impl KeyLifecycle for PostgresStore {
         org: &OrgId,
         membership: Option<Membership>,
     ) -> Result<(), LifecycleError> {
+        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
         let query = match &membership {
             Some(membership) => sqlx::query(
                 "INSERT INTO keyauth_memberships (user_id, org_id, scopes) VALUES ($1, $2, $3)
@@ -548,10 +678,43 @@ impl KeyLifecycle for PostgresStore {
                     .bind(org.as_str())
             }
         };
-        query
-            .execute(&self.inner.pool)
-            .await
-            .map_err(StoreError::backend)?;
+        query.execute(&mut *tx).await.map_err(StoreError::backend)?;
+        let change = Invalidation::Membership {
+            user: user.clone(),
+            org: org.clone(),
+        };
+        announce(&mut tx, &change).await?;
+        tx.commit().await.map_err(StoreError::backend)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_round_trip_through_payloads() {
+        let changes = [
+            Invalidation::Key(KeyId::from("Xb3kP9qLm2Ts")),
+            Invalidation::Membership {
+                user: UserId::from("ada:lovelace"),
+                org: OrgId::from("acme:1"),
+            },
+            Invalidation::Membership {
+                user: UserId::from("é"),
+                org: OrgId::from(""),
+            },
+            Invalidation::Everything,
+        ];
+        for change in changes {
+            assert_eq!(
+                decode_invalidation(&encode_invalidation(&change)),
+                Some(change)
+            );
+        }
+        for garbage in ["", "x", "m:", "m:9:ab", "m:a:b", "m:1:\u{e9}"] {
+            assert_eq!(decode_invalidation(garbage), None, "{garbage:?}");
+        }
     }
 }

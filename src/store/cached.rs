@@ -1,0 +1,384 @@
+//! [`CachedStore`]: a cache in front of any [`KeyStore`] (feature `cache`).
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::ids::{KeyId, OrgId, UserId};
+use crate::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
+use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::{Invalidate, Invalidation, KeyStore, StoreError};
+
+/// How long answers are kept, and how many.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::CacheOptions;
+/// let options = CacheOptions::default()
+///     .positive_ttl(Duration::from_secs(60))
+///     .negative_ttl(Duration::from_secs(5))
+///     .capacity(50_000);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheOptions {
+    /// How long a found key (or membership) is kept. A revocation made
+    /// through another instance, without invalidations, is seen within it.
+    pub positive_ttl: Duration,
+    /// How long "no such key" is kept: short, but long enough that a flood
+    /// of made-up ids with valid checksums costs one lookup each per TTL.
+    pub negative_ttl: Duration,
+    /// The most keys (and, separately, memberships) kept.
+    pub capacity: u64,
+}
+
+impl Default for CacheOptions {
+    /// 30 s for found keys, 5 s for missing ones, 100 000 entries.
+    fn default() -> Self {
+        Self {
+            positive_ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            capacity: 100_000,
+        }
+    }
+}
+
+impl CacheOptions {
+    /// Sets [`positive_ttl`](Self::positive_ttl).
+    pub fn positive_ttl(mut self, ttl: Duration) -> Self {
+        self.positive_ttl = ttl;
+        self
+    }
+
+    /// Sets [`negative_ttl`](Self::negative_ttl).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Sets [`capacity`](Self::capacity).
+    pub fn capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+}
+
+/// Keeps found entries for the positive TTL and missing ones for the
+/// negative TTL.
+struct TtlBySign {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl<K, V> Expiry<K, Option<V>> for TtlBySign {
+    fn expire_after_create(&self, _: &K, value: &Option<V>, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Some(_) => self.positive,
+            None => self.negative,
+        })
+    }
+}
+
+fn build_cache<K, V>(options: &CacheOptions) -> Cache<K, Option<V>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(options.capacity)
+        .expire_after(TtlBySign {
+            positive: options.positive_ttl,
+            negative: options.negative_ttl,
+        })
+        .build()
+}
+
+/// Caches the answers of a [`KeyStore`]: keys by id (found or not) and
+/// memberships. Concurrent misses for one id make one store call; store
+/// errors are never cached (each one is a 503, and the next request asks
+/// again).
+///
+/// Revoking, rotating or issuing through the cache invalidates what it
+/// changes at once. Changes made through another instance are seen within
+/// [`CacheOptions::positive_ttl`], or at once when the store announces them
+/// (`PostgresStore::listen_for_invalidations` with
+/// [`CachedStore::invalidator`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower_keyauth::{CachedStore, KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+///
+/// let store = CachedStore::new(MemoryStore::new());
+/// let issued = store.issue(NewKey::org("acme")).await.unwrap();
+/// let layer = KeyAuthLayer::new(store.clone());
+/// store.revoke(&issued.record.id).await.unwrap(); // the cache forgets the key at once
+/// # let _ = layer;
+/// # }
+/// ```
+pub struct CachedStore<S> {
+    shared: Arc<Shared<S>>,
+}
+
+struct Shared<S> {
+    store: S,
+    keys: Cache<KeyId, Option<KeyRecord>>,
+    memberships: Cache<(UserId, OrgId), Option<Membership>>,
+    options: CacheOptions,
+}
+
+impl<S> Clone for CachedStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: KeyStore> CachedStore<S> {
+    /// A cache with the default [`CacheOptions`] in front of `store`.
+    pub fn new(store: S) -> Self {
+        Self::with_options(store, CacheOptions::default())
+    }
+
+    /// A cache with `options` in front of `store`.
+    pub fn with_options(store: S, options: CacheOptions) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                keys: build_cache(&options),
+                memberships: build_cache(&options),
+                options,
+            }),
+        }
+    }
+
+    /// The store behind the cache.
+    pub fn get_ref(&self) -> &S {
+        &self.shared.store
+    }
+
+    /// The options the cache was built with.
+    pub fn options(&self) -> &CacheOptions {
+        &self.shared.options
+    }
+
+    /// How many keys are cached (found or not). Approximate until
+    /// [`run_pending_tasks`](Self::run_pending_tasks) has run.
+    pub fn cached_keys(&self) -> u64 {
+        self.shared.keys.entry_count()
+    }
+
+    /// Applies pending evictions and expirations now (the cache otherwise
+    /// does so in small steps as it is used).
+    pub async fn run_pending_tasks(&self) {
+        self.shared.keys.run_pending_tasks().await;
+        self.shared.memberships.run_pending_tasks().await;
+    }
+
+    /// Forgets one key.
+    pub async fn invalidate_key(&self, id: &KeyId) {
+        self.shared.keys.invalidate(id).await;
+    }
+
+    /// Forgets everything.
+    pub fn invalidate_all(&self) {
+        self.shared.keys.invalidate_all();
+        self.shared.memberships.invalidate_all();
+    }
+
+    /// A handle that forgets what it is told, for a store's announcements of
+    /// changes made elsewhere.
+    pub fn invalidator(&self) -> CacheInvalidator<S> {
+        CacheInvalidator(self.clone())
+    }
+
+    /// Forgets every cached key of `owner`, after a change that may have
+    /// revoked some of them (a single-active-key issue).
+    async fn invalidate_owner(&self, owner: &Owner) -> Result<(), LifecycleError>
+    where
+        S: KeyLifecycle,
+    {
+        for key in self.shared.store.list(owner).await? {
+            self.invalidate_key(&key.id).await;
+        }
+        Ok(())
+    }
+}
+
+impl<S> fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("store", &std::any::type_name::<S>())
+            .field("options", &self.shared.options)
+            .field("keys", &self.shared.keys.entry_count())
+            .field("memberships", &self.shared.memberships.entry_count())
+            .finish()
+    }
+}
+
+/// Polls `future` once: its output if it is ready without waiting.
+fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut context = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut context) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> KeyStore for CachedStore<S> {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let store = &self.shared.store;
+        self.shared
+            .keys
+            .try_get_with(id.clone(), async { store.find_key(id).await })
+            .await
+            .map_err(shared_error)
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        let store = &self.shared.store;
+        self.shared
+            .memberships
+            .try_get_with((user.clone(), org.clone()), async {
+                store.membership(user, org).await
+            })
+            .await
+            .map_err(shared_error)
+    }
+
+    /// A cache hit answers without waiting; a miss goes through
+    /// [`find_key`](KeyStore::find_key), where concurrent misses coalesce.
+    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        ready_now(self.shared.keys.get(id)).flatten().map(Ok)
+    }
+
+    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        self.shared.store.record_use(record, at);
+    }
+}
+
+/// Many waiters may share one failed lookup; each gets the same error.
+fn shared_error(error: Arc<StoreError>) -> StoreError {
+    match Arc::try_unwrap(error) {
+        Ok(error) => error,
+        Err(shared) => StoreError::Backend(Box::new(SharedStoreError(shared))),
+    }
+}
+
+/// A store error that several waiters share.
+#[derive(Debug)]
+struct SharedStoreError(Arc<StoreError>);
+
+impl fmt::Display for SharedStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SharedStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+#[async_trait]
+impl<S: KeyLifecycle> KeyLifecycle for CachedStore<S> {
+    async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        let owner = new_key.owner.clone();
+        let issued = self.shared.store.issue(new_key).await?;
+        // A policy may have revoked the owner's other keys.
+        self.invalidate_owner(&owner).await?;
+        Ok(issued)
+    }
+
+    async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
+        self.shared.store.list(owner).await
+    }
+
+    async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
+        self.shared.store.list_in_org(org).await
+    }
+
+    async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
+        let result = self.shared.store.revoke(id).await;
+        self.invalidate_key(id).await;
+        result
+    }
+
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
+        let issued = self.shared.store.rotate(id, grace).await;
+        self.invalidate_key(id).await;
+        let issued = issued?;
+        self.invalidate_key(&issued.record.id).await;
+        Ok(issued)
+    }
+
+    async fn set_membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+        membership: Option<Membership>,
+    ) -> Result<(), LifecycleError> {
+        let result = self
+            .shared
+            .store
+            .set_membership(user, org, membership)
+            .await;
+        self.shared
+            .memberships
+            .invalidate(&(user.clone(), org.clone()))
+            .await;
+        result
+    }
+}
+
+/// Forgets what a store announces; from [`CachedStore::invalidator`].
+pub struct CacheInvalidator<S>(CachedStore<S>);
+
+impl<S> Clone for CacheInvalidator<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> fmt::Debug for CacheInvalidator<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CacheInvalidator").field(&self.0).finish()
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> Invalidate for CacheInvalidator<S> {
+    async fn invalidate(&self, change: Invalidation) {
+        let cache = &self.0;
+        match change {
+            Invalidation::Key(id) => cache.invalidate_key(&id).await,
+            Invalidation::Membership { user, org } => {
+                cache.shared.memberships.invalidate(&(user, org)).await;
+            }
+            _ => cache.invalidate_all(),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> Invalidate for CachedStore<S> {
+    async fn invalidate(&self, change: Invalidation) {
+        self.invalidator().invalidate(change).await;
+    }
+}

@@ -1,0 +1,528 @@
+//! CachedStore: store calls counted under hits, floods of unknown ids,
+//! concurrent misses and errors; invalidation, TTLs and the capacity bound;
+//! revocations announced across instances by PostgreSQL.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use common::*;
+use http::{Request, Response, StatusCode};
+use tower::{Layer, Service, ServiceExt};
+use tower_keyauth::{
+    CacheOptions, CachedStore, KeyAuthLayer, KeyFormat, KeyId, KeyKind, KeyLifecycle, KeyRecord,
+    KeyStore, Membership, MemoryStore, NewKey, OrgId, PostgresStore, Scopes, StoreError,
+    StoreOptions, UserId,
+};
+
+/// Counts calls, optionally answers slowly, optionally fails.
+#[derive(Default)]
+struct Probe {
+    inner: MemoryStore,
+    finds: AtomicUsize,
+    memberships: AtomicUsize,
+    delay: Option<Duration>,
+    failing: AtomicBool,
+}
+
+impl Probe {
+    fn new(inner: MemoryStore) -> Self {
+        Self {
+            inner,
+            ..Self::default()
+        }
+    }
+
+    fn slow(inner: MemoryStore, delay: Duration) -> Self {
+        Self {
+            delay: Some(delay),
+            ..Self::new(inner)
+        }
+    }
+
+    fn finds(&self) -> usize {
+        self.finds.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl KeyStore for Probe {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::backend(std::io::Error::other("database down")));
+        }
+        self.inner.find_key(id).await
+    }
+
+    async fn membership(
+        &self,
+        user: &UserId,
+        org: &OrgId,
+    ) -> Result<Option<Membership>, StoreError> {
+        self.memberships.fetch_add(1, Ordering::SeqCst);
+        self.inner.membership(user, org).await
+    }
+}
+
+/// The layer around a trivial service: as cheap as a request can be, so a
+/// test can send 100 000.
+fn bare_service<S: KeyStore>(
+    layer: KeyAuthLayer<S>,
+) -> impl Service<
+    Request<String>,
+    Response = Response<tower_keyauth::AuthBody<String>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
+    layer.layer(tower::service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }))
+}
+
+fn request_with(token: &str) -> Request<String> {
+    Request::get("/")
+        .header("authorization", bearer(token))
+        .body(String::new())
+        .unwrap()
+}
+
+fn minted() -> String {
+    KeyFormat::default()
+        .mint(KeyKind::Organization, None)
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn hits_do_not_reach_the_store() {
+    let demo = demo().await;
+    let probe = Arc::new(Probe::new(demo.store.clone()));
+    let cached = CachedStore::new(probe.clone());
+    let mut service = bare_service(KeyAuthLayer::new(cached));
+    for _ in 0..100 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request_with(&demo.org_key))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(probe.finds(), 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_one_unknown_id_costs_one_lookup_per_negative_ttl() {
+    let probe = Arc::new(Probe::new(MemoryStore::new()));
+    let cached = CachedStore::with_options(
+        probe.clone(),
+        CacheOptions::default().negative_ttl(Duration::from_secs(3600)),
+    );
+    let mut service = bare_service(KeyAuthLayer::new(cached));
+    let unknown = minted();
+    for _ in 0..100_000 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request_with(&unknown))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(probe.finds(), 1, "100 000 requests, one negative TTL");
+}
+
+#[tokio::test]
+async fn an_expired_negative_entry_costs_one_more_lookup() {
+    let ttl = Duration::from_millis(200);
+    let probe = Arc::new(Probe::new(MemoryStore::new()));
+    let cached =
+        CachedStore::with_options(probe.clone(), CacheOptions::default().negative_ttl(ttl));
+    let mut service = bare_service(KeyAuthLayer::new(cached));
+    let unknown = minted();
+    let started = Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_millis(1000) {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(request_with(&unknown))
+            .await
+            .unwrap();
+        requests += 1;
+        if requests % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let windows = started.elapsed().as_millis() / ttl.as_millis() + 1;
+    let finds = probe.finds() as u128;
+    assert!(
+        finds >= 2,
+        "the negative entry expired at least once ({finds} lookups)"
+    );
+    assert!(
+        finds <= windows,
+        "{finds} lookups for {requests} requests in {windows} TTL windows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_make_one_lookup() {
+    let demo = demo().await;
+    let probe = Arc::new(Probe::slow(demo.store.clone(), Duration::from_millis(200)));
+    let service = bare_service(KeyAuthLayer::new(CachedStore::new(probe.clone())));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let service = service.clone();
+            let token = demo.org_key.clone();
+            tokio::spawn(async move {
+                service
+                    .oneshot(request_with(&token))
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(probe.finds(), 1);
+}
+
+#[tokio::test]
+async fn malformed_and_mistyped_tokens_never_reach_the_store() {
+    let demo = demo().await;
+    let probe = Arc::new(Probe::new(demo.store.clone()));
+    let mut service = bare_service(KeyAuthLayer::new(CachedStore::new(probe.clone())));
+    let typo = format!("{}x", &demo.org_key[..demo.org_key.len() - 1]);
+    for token in [
+        typo.as_str(),
+        "ak_x.y",
+        "not-a-key",
+        "ak_Xb3kP9qLm2Ts.aaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        for _ in 0..100 {
+            service
+                .ready()
+                .await
+                .unwrap()
+                .call(request_with(token))
+                .await
+                .unwrap();
+        }
+    }
+    for header in ["Bearer", "Bearer a b", "Basic abc"] {
+        let request = Request::get("/")
+            .header("authorization", header)
+            .body(String::new())
+            .unwrap();
+        service.ready().await.unwrap().call(request).await.unwrap();
+    }
+    assert_eq!(probe.finds(), 0);
+}
+
+#[tokio::test]
+async fn store_errors_are_not_cached() {
+    let demo = demo().await;
+    let probe = Arc::new(Probe::new(demo.store.clone()));
+    probe.failing.store(true, Ordering::SeqCst);
+    let mut service = bare_service(KeyAuthLayer::new(CachedStore::new(probe.clone())));
+    let status = |response: Response<_>| response.status();
+    let first = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request_with(&demo.org_key))
+        .await
+        .unwrap();
+    assert_eq!(status(first), StatusCode::SERVICE_UNAVAILABLE);
+    probe.failing.store(false, Ordering::SeqCst);
+    let second = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request_with(&demo.org_key))
+        .await
+        .unwrap();
+    assert_eq!(status(second), StatusCode::OK);
+    assert_eq!(probe.finds(), 2);
+}
+
+#[tokio::test]
+async fn revoking_through_the_cache_takes_effect_at_once() {
+    let cached = CachedStore::with_options(
+        MemoryStore::new(),
+        CacheOptions::default().positive_ttl(Duration::from_secs(3600)),
+    );
+    let issued = cached.issue(NewKey::org("acme")).await.unwrap();
+    let app = app(KeyAuthLayer::new(cached.clone()));
+    let token = issued.token.expose_secret();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    cached.revoke(&issued.record.id).await.unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Rotation and single-active issuing invalidate what they change, too.
+    let rotated = cached.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", rotated.token.expose_secret())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    cached
+        .rotate(&rotated.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", rotated.token.expose_secret())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let single = cached.issue(NewKey::org("globex")).await.unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", single.token.expose_secret())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    cached
+        .issue(NewKey::org("globex").policy(tower_keyauth::KeyPolicy::SingleActive))
+        .await
+        .unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", single.token.expose_secret())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_through_another_instance_is_seen_within_the_ttl() {
+    let ttl = Duration::from_millis(300);
+    let shared = MemoryStore::new();
+    let first =
+        CachedStore::with_options(shared.clone(), CacheOptions::default().positive_ttl(ttl));
+    let second =
+        CachedStore::with_options(shared.clone(), CacheOptions::default().positive_ttl(ttl));
+    let issued = first.issue(NewKey::org("acme")).await.unwrap();
+    let token = issued.token.expose_secret();
+    let app_on_second = app(KeyAuthLayer::new(second));
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    let revoked_at = Instant::now();
+    first.revoke(&issued.record.id).await.unwrap();
+    loop {
+        let status = get_bearer(&app_on_second, "/v1/whoami", token).await.status;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() <= ttl + Duration::from_millis(100),
+            "still accepted after the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(revoked_at.elapsed() <= ttl + Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn memberships_are_cached_and_invalidated() {
+    let demo = demo().await;
+    let probe = Arc::new(Probe::new(demo.store.clone()));
+    let cached = CachedStore::new(probe.clone());
+    let app = app(KeyAuthLayer::new(cached.clone()));
+    let request = || {
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
+        )
+    };
+    for _ in 0..50 {
+        assert_eq!(send(&app, request()).await.status, StatusCode::OK);
+    }
+    assert_eq!(probe.memberships.load(Ordering::SeqCst), 1);
+    // Changing the membership through the cache is seen at once: `Probe`
+    // has no lifecycle, so change it underneath and tell the cache.
+    demo.store
+        .set_membership(&UserId::from("ada"), &OrgId::from("acme"), None)
+        .await
+        .unwrap();
+    tower_keyauth::Invalidate::invalidate(
+        &cached,
+        tower_keyauth::Invalidation::Membership {
+            user: UserId::from("ada"),
+            org: OrgId::from("acme"),
+        },
+    )
+    .await;
+    assert_eq!(send(&app, request()).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_capacity() {
+    let store = MemoryStore::new();
+    let cached = CachedStore::with_options(store.clone(), CacheOptions::default().capacity(50));
+    for _ in 0..500 {
+        let id = KeyFormat::default()
+            .mint(KeyKind::Organization, None)
+            .unwrap()
+            .id;
+        cached.find_key(&id).await.unwrap();
+    }
+    cached.run_pending_tasks().await;
+    assert!(
+        cached.cached_keys() <= 50,
+        "{} entries",
+        cached.cached_keys()
+    );
+    assert!(cached.cached_keys() > 0);
+}
+
+/// Two application instances, each with its own pool and cache (TTL one
+/// hour), on one PostgreSQL database: a revocation through one is dropped
+/// from the other's cache by LISTEN/NOTIFY, long before the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_revocations_to_every_instance() {
+    let Some(url) = postgres_url("postgres_announces_revocations_to_every_instance") else {
+        return;
+    };
+    let connect = fresh_postgres_schema(&url).await;
+    let instance = || async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect.clone())
+            .await
+            .unwrap();
+        let store = PostgresStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let cached = CachedStore::with_options(
+            store.clone(),
+            CacheOptions::default()
+                .positive_ttl(Duration::from_secs(3600))
+                .negative_ttl(Duration::from_secs(3600)),
+        );
+        let listener = store
+            .listen_for_invalidations(cached.invalidator())
+            .await
+            .unwrap();
+        (cached, listener)
+    };
+    let (first, _first_listener) = instance().await;
+    let (second, _second_listener) = instance().await;
+    let app_on_second = app(KeyAuthLayer::new(second.clone()));
+
+    let issued = first.issue(NewKey::org("acme")).await.unwrap();
+    let token = issued.token.expose_secret();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    let revoked = Instant::now();
+    first.revoke(&issued.record.id).await.unwrap();
+    wait_for_status(&app_on_second, token, &[], StatusCode::UNAUTHORIZED).await;
+    println!(
+        "revocation seen by the second instance after {:?}",
+        revoked.elapsed()
+    );
+
+    // Rotation, single-active issuing and membership changes travel too.
+    let rotated = first.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", rotated.token.expose_secret())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    first
+        .rotate(&rotated.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    wait_for_status(
+        &app_on_second,
+        rotated.token.expose_secret(),
+        &[],
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    first
+        .set_membership(
+            &UserId::from("ada"),
+            &OrgId::from("acme"),
+            Some(Membership::new(Scopes::all())),
+        )
+        .await
+        .unwrap();
+    let pat = first.issue(NewKey::personal("ada")).await.unwrap();
+    let org_header = [("x-org-id", "acme")];
+    wait_for_status(
+        &app_on_second,
+        pat.token.expose_secret(),
+        &org_header,
+        StatusCode::OK,
+    )
+    .await;
+    first
+        .set_membership(&UserId::from("ada"), &OrgId::from("acme"), None)
+        .await
+        .unwrap();
+    wait_for_status(
+        &app_on_second,
+        pat.token.expose_secret(),
+        &org_header,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+/// Polls until a request with `token` gets `expected`, for at most 5 s (a
+/// TTL-only cache would take an hour).
+async fn wait_for_status(
+    app: &axum::Router,
+    token: &str,
+    headers: &[(&str, &str)],
+    expected: StatusCode,
+) {
+    let deadline = SystemTime::now() + Duration::from_secs(5);
+    loop {
+        let mut all = vec![("authorization", bearer(token))];
+        all.extend(headers.iter().map(|(n, v)| (*n, v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let status = send(app, get_with("/v1/whoami", &all)).await.status;
+        if status == expected {
+            return;
+        }
+        assert!(
+            SystemTime::now() < deadline,
+            "still {status}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
