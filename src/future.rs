@@ -34,13 +34,10 @@ pin_project! {
     where
         Svc: Service<Request<ReqBody>>,
     {
-        /// The store is being asked.
+        /// The store is being asked. Boxed: this state is rare and large, and
+        /// the future is moved on every request.
         Checking {
-            verdict: PendingVerdict,
-            request: Option<(Parts, ReqBody)>,
-            inner: Option<Svc>,
-            public: bool,
-            context: Arc<ResponseContext>,
+            waiting: Box<Waiting<Svc, ReqBody>>,
         },
         /// The request passed; the inner service answers.
         Calling {
@@ -52,6 +49,15 @@ pin_project! {
             response: Option<Response<Bytes>>,
         },
     }
+}
+
+/// What the future holds while the store is asked.
+struct Waiting<Svc, ReqBody> {
+    verdict: PendingVerdict,
+    request: Option<(Parts, ReqBody)>,
+    inner: Option<Svc>,
+    public: bool,
+    context: Arc<ResponseContext>,
 }
 
 impl<Svc, ReqBody> ResponseFuture<Svc, ReqBody>
@@ -82,11 +88,13 @@ where
     ) -> Self {
         Self {
             state: State::Checking {
-                verdict,
-                request: Some((parts, body)),
-                inner: Some(inner),
-                public,
-                context,
+                waiting: Box::new(Waiting {
+                    verdict,
+                    request: Some((parts, body)),
+                    inner: Some(inner),
+                    public,
+                    context,
+                }),
             },
         }
     }
@@ -102,18 +110,12 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProjection::Checking {
-                    verdict,
-                    request,
-                    inner,
-                    public,
-                    context,
-                } => {
-                    let verdict = ready!(verdict.as_mut().poll(cx));
-                    let (parts, body) = request.take().expect("polled after completion");
-                    match admit(verdict, *public, context, parts) {
+                StateProjection::Checking { waiting } => {
+                    let verdict = ready!(waiting.verdict.as_mut().poll(cx));
+                    let (parts, body) = waiting.request.take().expect("polled after completion");
+                    match admit(verdict, waiting.public, &waiting.context, parts) {
                         Admission::Pass(parts) => {
-                            let mut inner = inner.take().expect("polled after completion");
+                            let mut inner = waiting.inner.take().expect("polled after completion");
                             let future = inner.call(Request::from_parts(parts, body));
                             this.state.set(State::Calling { future });
                         }

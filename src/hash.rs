@@ -113,7 +113,18 @@ impl KeyHash {
     /// Constant-time equality: the time taken does not depend on where the
     /// two hashes first differ.
     pub fn matches(&self, other: &KeyHash) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // Four 64-bit words rather than 32 bytes: the same guarantee, an
+        // eighth of the work.
+        fn words(hash: &[u8; 32]) -> [u64; 4] {
+            let mut words = [0u64; 4];
+            for (word, bytes) in words.iter_mut().zip(hash.chunks_exact(8)) {
+                let mut eight = [0u8; 8];
+                eight.copy_from_slice(bytes);
+                *word = u64::from_le_bytes(eight);
+            }
+            words
+        }
+        words(&self.0).ct_eq(&words(&other.0)).into()
     }
 }
 

@@ -100,7 +100,7 @@ pub use extract::{API_KEY_HEADER, API_KEY_QUERY, Extract, ExtractCredential, MAX
 pub use format::{Environment, KeyFormat, MintError, MintedToken, ParseError, ParsedToken};
 pub use future::ResponseFuture;
 pub use hash::{KeyHash, Token};
-pub use ids::{KeyId, OrgId, UserId, WorkspaceId};
+pub use ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
 pub use layer::{DEFAULT_ORG_HEADER, KeyAuthLayer};
 pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use principal::{CredentialSource, Principal, Tenant};

@@ -1,13 +1,12 @@
 //! Issuing, listing and revoking keys: the same API on every bundled store.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::format::{Environment, KeyFormat, MintError, MintedToken};
 use crate::hash::Token;
-use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
+use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
 use crate::record::{KeyKind, KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::{KeyStore, StoreError};
@@ -30,7 +29,7 @@ pub struct NewKey {
     /// Who the key will belong to.
     pub owner: Owner,
     /// Its label.
-    pub name: Arc<str>,
+    pub name: Label,
     /// What it may do (default: everything its owner may do).
     pub scopes: Scopes,
     /// When it stops working, if ever.
@@ -48,7 +47,7 @@ impl NewKey {
     pub fn new(owner: Owner) -> Self {
         Self {
             owner,
-            name: Arc::from(""),
+            name: Label::default(),
             scopes: Scopes::all(),
             expires_at: None,
             environment: None,
@@ -72,7 +71,7 @@ impl NewKey {
     }
 
     /// Sets the label.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+    pub fn name(mut self, name: impl Into<Label>) -> Self {
         self.name = name.into();
         self
     }
@@ -258,7 +257,7 @@ pub struct KeySummary {
     /// `ak_<id>.****`: never any character of the secret.
     pub masked: String,
     /// The label.
-    pub name: Arc<str>,
+    pub name: Label,
     /// The owner.
     pub owner: Owner,
     /// What the key may do.

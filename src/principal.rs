@@ -131,9 +131,28 @@ impl Principal {
         }
     }
 
-    pub(crate) fn with_context(mut self, context: Arc<ResponseContext>) -> Self {
-        self.context = context;
-        self
+    /// Every field at once, for the layer's hot path.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn authenticated(
+        key_id: KeyId,
+        kind: KeyKind,
+        tenant: Tenant,
+        user: Option<UserId>,
+        scopes: Scopes,
+        source: CredentialSource,
+        environment: Option<Environment>,
+        context: Arc<ResponseContext>,
+    ) -> Self {
+        Self {
+            key_id,
+            kind,
+            tenant,
+            user,
+            scopes,
+            source,
+            environment,
+            context,
+        }
     }
 
     /// How the layer that authenticated the request answers refusals.

@@ -50,6 +50,9 @@ impl PublicPaths {
     /// Whether the request's path is public. Paths are compared as they
     /// arrive, without decoding, exactly as axum's router matches them.
     pub(crate) fn matches(&self, request: &Parts) -> bool {
+        if self.exact.is_empty() && self.prefixes.is_empty() && self.predicates.is_empty() {
+            return false;
+        }
         let path = request.uri.path();
         self.exact.iter().any(|exact| **exact == *path)
             || self

@@ -2,12 +2,11 @@
 //! organization.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
-use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
+use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
 use crate::scope::Scopes;
 
 /// The three kinds of credential.
@@ -136,10 +135,10 @@ pub struct KeyRecord {
     /// access.
     pub scopes: Scopes,
     /// A label chosen by the owner, such as "CI deploys".
-    pub name: Arc<str>,
+    pub name: Label,
     /// The token prefix (`ak`), kept to show masked tokens; none for opaque
     /// legacy keys.
-    pub prefix: Option<Arc<str>>,
+    pub prefix: Option<Label>,
     /// When the key was issued.
     pub created_at: SystemTime,
     /// When the key stops working, if ever.
@@ -159,7 +158,7 @@ impl KeyRecord {
             hash,
             owner,
             scopes: Scopes::all(),
-            name: Arc::from(""),
+            name: Label::default(),
             prefix: None,
             created_at: SystemTime::now(),
             expires_at: None,
@@ -188,13 +187,13 @@ impl KeyRecord {
     }
 
     /// Sets the name.
-    pub fn with_name(mut self, name: impl Into<Arc<str>>) -> Self {
+    pub fn with_name(mut self, name: impl Into<Label>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Sets the token prefix shown in masked listings.
-    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+    pub fn with_prefix(mut self, prefix: impl Into<Label>) -> Self {
         self.prefix = Some(prefix.into());
         self
     }

@@ -8,6 +8,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 /// One scope name, such as `objects.read`, `objects.*` or `*`.
 ///
 /// Names use the characters RFC 6749 allows in a scope token (visible ASCII
@@ -22,7 +24,7 @@ use std::sync::Arc;
 /// assert!(Scope::new("obj*").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope(Arc<str>);
+pub struct Scope(SmolStr);
 
 /// The error for a scope name that breaks the rules of [`Scope`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,12 +41,12 @@ impl Scope {
             name: name.to_owned(),
             reason,
         })?;
-        Ok(Self(Arc::from(name)))
+        Ok(Self(SmolStr::new(name)))
     }
 
     /// The scope as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// Whether this scope is a wildcard (`*` or `prefix.*`).
@@ -58,7 +60,7 @@ impl Scope {
     /// `objects.read.all` and `objects.*` itself, but not `objects`; any other
     /// scope covers only itself.
     pub fn covers(&self, required: &Scope) -> bool {
-        covers(&self.0, &required.0)
+        covers(self.0.as_str(), required.0.as_str())
     }
 }
 
@@ -98,19 +100,19 @@ fn covers(granted: &str, required: &str) -> bool {
 
 impl fmt::Debug for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.0.as_str(), f)
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_str())
     }
 }
 
 impl AsRef<str> for Scope {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -141,18 +143,49 @@ impl std::str::FromStr for Scope {
 /// assert!(!granted.allows("objects.write"));
 /// assert_eq!(granted.to_string(), "objects.read workspaces.*");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Scopes(Arc<[Scope]>);
+#[derive(Clone)]
+pub struct Scopes(Repr);
+
+/// Most keys hold one or two scopes: those stay inline, so cloning a set on
+/// every request touches no shared counter.
+#[derive(Clone)]
+enum Repr {
+    One([Scope; 1]),
+    Two([Scope; 2]),
+    Many(Arc<[Scope]>),
+}
+
+impl PartialEq for Scopes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Scopes {}
+
+impl std::hash::Hash for Scopes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
 
 impl Scopes {
     /// Full access: the single scope `*`.
     pub fn all() -> Self {
-        Self(Arc::from([Scope(Arc::from("*"))]))
+        Self(Repr::One([Scope(SmolStr::new_static("*"))]))
     }
 
     /// No access at all.
     pub fn none() -> Self {
-        Self(Arc::from([]))
+        Self(Repr::Many(Arc::from([])))
+    }
+
+    fn as_slice(&self) -> &[Scope] {
+        match &self.0 {
+            Repr::One(scopes) => scopes,
+            Repr::Two(scopes) => scopes,
+            Repr::Many(scopes) => scopes,
+        }
     }
 
     /// Validates every name and builds the set (duplicates are dropped).
@@ -181,13 +214,24 @@ impl Scopes {
                 unique.push(scope);
             }
         }
-        Self(unique.into())
+        let mut inline = unique.into_iter();
+        match (inline.next(), inline.next(), inline.next()) {
+            (Some(only), None, _) => Self(Repr::One([only])),
+            (Some(first), Some(second), None) => Self(Repr::Two([first, second])),
+            (first, second, third) => Self(Repr::Many(
+                first.into_iter().chain(second).chain(third).chain(inline).collect(),
+            )),
+        }
     }
 
     /// Whether some granted scope covers `required` (see [`Scope::covers`]).
     /// A `required` name that is not a valid scope is never allowed.
     pub fn allows(&self, required: &str) -> bool {
-        validate(required).is_ok() && self.0.iter().any(|granted| covers(&granted.0, required))
+        validate(required).is_ok()
+            && self
+                .as_slice()
+                .iter()
+                .any(|granted| covers(granted.as_str(), required))
     }
 
     /// Whether every scope of `required` is allowed.
@@ -197,12 +241,12 @@ impl Scopes {
 
     /// Whether this set grants everything (`*`).
     pub fn is_all(&self) -> bool {
-        self.0.iter().any(|scope| &*scope.0 == "*")
+        self.as_slice().iter().any(|scope| scope.as_str() == "*")
     }
 
     /// Whether this set grants nothing.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 
     /// The scopes allowed by both sets, e.g. a personal token's own scopes
@@ -238,12 +282,12 @@ impl Scopes {
 
     /// The scopes in this set.
     pub fn iter(&self) -> std::slice::Iter<'_, Scope> {
-        self.0.iter()
+        self.as_slice().iter()
     }
 
     /// How many scopes the set holds.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 }
 
@@ -258,7 +302,7 @@ impl<'a> IntoIterator for &'a Scopes {
     type Item = &'a Scope;
     type IntoIter = std::slice::Iter<'a, Scope>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.as_slice().iter()
     }
 }
 
@@ -270,20 +314,20 @@ impl FromIterator<Scope> for Scopes {
 
 impl From<Scope> for Scopes {
     fn from(scope: Scope) -> Self {
-        Self(Arc::from([scope]))
+        Self(Repr::One([scope]))
     }
 }
 
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
+        f.debug_list().entries(self.as_slice()).finish()
     }
 }
 
 impl fmt::Display for Scopes {
     /// Space separated, as in an OAuth `scope` attribute.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, scope) in self.0.iter().enumerate() {
+        for (i, scope) in self.as_slice().iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
             }

@@ -206,14 +206,16 @@ impl Attempt {
                     return Err(AuthError::missing_organization());
                 };
                 return Ok(Examined::NeedsMembership(MembershipCheck {
-                    user,
-                    token_scopes: record.scopes,
-                    draft: self.draft(
+                    user: user.clone(),
+                    token_scopes: record.scopes.clone(),
+                    draft: self.into_principal(
                         kind,
                         Tenant {
                             org,
                             workspace: None,
                         },
+                        Some(user),
+                        record.scopes,
                         config,
                     ),
                 }));
@@ -225,20 +227,29 @@ impl Attempt {
                 return Err(AuthError::forbidden());
             }
         }
-        let principal = self.draft(kind, tenant, config).with_scopes(record.scopes);
+        let principal = self.into_principal(kind, tenant, None, record.scopes, config);
         tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
         Ok(Examined::Done(principal))
     }
 
-    /// The principal, before its scopes are known.
-    fn draft<S>(self, kind: KeyKind, tenant: Tenant, config: &Config<S>) -> Principal {
-        let mut principal = Principal::new(self.id, kind, tenant)
-            .with_source(self.source)
-            .with_context(config.context.clone());
-        if let Some(environment) = self.environment {
-            principal = principal.with_environment(environment);
-        }
-        principal
+    fn into_principal<S>(
+        self,
+        kind: KeyKind,
+        tenant: Tenant,
+        user: Option<UserId>,
+        scopes: Scopes,
+        config: &Config<S>,
+    ) -> Principal {
+        Principal::authenticated(
+            self.id,
+            kind,
+            tenant,
+            user,
+            scopes,
+            self.source,
+            self.environment,
+            Arc::clone(&config.context),
+        )
     }
 }
 
@@ -252,23 +263,25 @@ fn store_failed(id: &KeyId, error: &StoreError) -> AuthError {
 struct MembershipCheck {
     user: UserId,
     token_scopes: Scopes,
+    /// The principal with the token's own scopes, before the membership
+    /// narrows them.
     draft: Principal,
 }
 
 impl MembershipCheck {
     async fn resolve<S: KeyStore>(self, config: &Config<S>) -> Verdict {
-        let org = self.draft.org().clone();
-        let id = self.draft.key_id().clone();
-        match config.store.membership(&self.user, &org).await {
-            Err(error) => Verdict::Refused(store_failed(&id, &error)),
+        let (id, org, user) = (self.draft.key_id(), self.draft.org(), &self.user);
+        match config.store.membership(user, org).await {
+            Err(error) => Verdict::Refused(store_failed(id, &error)),
             Ok(None) => {
-                tracing::info!(key_id = %id, user = %self.user, org = %org, outcome = "forbidden", "personal token for an organization its user is not a member of");
+                tracing::info!(key_id = %id, user = %user, org = %org, outcome = "forbidden", "personal token for an organization its user is not a member of");
                 Verdict::Refused(AuthError::forbidden())
             }
             Ok(Some(Membership { scopes, .. })) => {
+                let id = id.clone();
+                let org = org.clone();
                 let principal = self
                     .draft
-                    .with_user(self.user)
                     .with_scopes(self.token_scopes.intersection(&scopes));
                 tracing::debug!(key_id = %id, org = %org, source = %principal.source(), "personal token accepted");
                 Verdict::Authenticated(principal)

@@ -1,0 +1,170 @@
+//! What authentication costs, measured in one run so the figures compare:
+//!
+//! * `primitives`: parsing a token (with its checksum), CRC32 alone,
+//!   SHA-256 of a token, hash-and-compare, one `HashMap` lookup, and the
+//!   target's yardstick: one SHA-256 plus one lookup;
+//! * `layer`: a trivial service bare, behind tower-http's bearer check, and
+//!   behind `KeyAuthLayer` over a `MemoryStore` for a valid key, an unknown
+//!   id, a wrong secret, a bad checksum and no credential.
+//!
+//! `scripts/bench-ratios.py` turns the results into the ratios of
+//! BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response};
+use tower::{Layer, Service};
+use tower_keyauth::{
+    KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner,
+};
+
+/// The innermost service: answers at once, allocates nothing.
+#[derive(Clone, Copy)]
+struct Trivial;
+
+impl<B> Service<Request<B>> for Trivial {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        ready(Ok(Response::new(String::new())))
+    }
+}
+
+/// Readies `service`, calls it with a fresh request carrying `authorization`
+/// and drives the answer, which must come without waiting.
+fn serve<S, B>(service: &mut S, authorization: Option<&HeaderValue>) -> u16
+where
+    S: Service<Request<String>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut context = Context::from_waker(Waker::noop());
+    assert!(service.poll_ready(&mut context).is_ready());
+    let mut request = Request::new(String::new());
+    if let Some(value) = authorization {
+        request.headers_mut().insert(AUTHORIZATION, value.clone());
+    }
+    match pin!(service.call(request)).poll(&mut context) {
+        Poll::Ready(response) => response.unwrap().status().as_u16(),
+        Poll::Pending => panic!("the benchmark expects answers without waiting"),
+    }
+}
+
+fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+}
+
+struct Fixture {
+    store: MemoryStore,
+    valid: String,
+    unknown: String,
+    wrong_secret: String,
+    bad_checksum: String,
+}
+
+/// A store of 10 000 keys, and one token of each kind the layer meets.
+fn fixture() -> Fixture {
+    let format = KeyFormat::default();
+    let store = MemoryStore::new();
+    let mut valid = String::new();
+    for i in 0..10_000 {
+        let minted = format.mint(KeyKind::Organization, None).unwrap();
+        store.insert(KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme")).with_prefix("ak"));
+        if i == 5_000 {
+            valid = minted.token.expose_secret().to_owned();
+        }
+    }
+    let unknown = format.mint(KeyKind::Organization, None).unwrap().token.expose_secret().to_owned();
+    // A stored id whose record holds another secret's hash.
+    let victim = format.mint(KeyKind::Organization, None).unwrap();
+    let other = format.mint(KeyKind::Organization, None).unwrap();
+    store.insert(KeyRecord::new(victim.id.clone(), other.token.hash(), Owner::org("acme")));
+    let wrong_secret = victim.token.expose_secret().to_owned();
+    let last = if valid.ends_with('A') { 'B' } else { 'A' };
+    let bad_checksum = format!("{}{last}", &valid[..valid.len() - 1]);
+    Fixture {
+        store,
+        valid,
+        unknown,
+        wrong_secret,
+        bad_checksum,
+    }
+}
+
+fn primitives(c: &mut Criterion) {
+    let fixture = fixture();
+    let format = KeyFormat::default();
+    let token = fixture.valid.as_str();
+    let stored = KeyHash::of(token);
+    let (body, _checksum) = token.split_at(token.len() - 6);
+
+    // The yardstick's map: as many entries as the store, keyed like ids.
+    let ids: Vec<String> = (0..10_000).map(|i| format!("{i:012}")).collect();
+    let map: HashMap<String, KeyHash> = ids.iter().map(|id| (id.clone(), stored)).collect();
+    let probe = ids[5_000].as_str();
+
+    let mut group = c.benchmark_group("primitives");
+    group.bench_function("parse_valid", |b| b.iter(|| format.parse(black_box(token)).is_ok()));
+    group.bench_function("parse_bad_checksum", |b| {
+        b.iter(|| format.parse(black_box(fixture.bad_checksum.as_str())).is_ok())
+    });
+    group.bench_function("crc32", |b| b.iter(|| crc32fast::hash(black_box(body.as_bytes()))));
+    group.bench_function("sha256", |b| b.iter(|| KeyHash::of(black_box(token))));
+    group.bench_function("hash_and_compare", |b| {
+        b.iter(|| KeyHash::of(black_box(token)).matches(&stored))
+    });
+    group.bench_function("hashmap_lookup", |b| b.iter(|| map.get(black_box(probe)).is_some()));
+    group.bench_function("sha256_plus_lookup", |b| {
+        b.iter(|| {
+            let hash = KeyHash::of(black_box(token));
+            map.get(black_box(probe)).is_some_and(|found| found.matches(&hash))
+        })
+    });
+    group.finish();
+}
+
+fn layer(c: &mut Criterion) {
+    let fixture = fixture();
+    let mut bare = Trivial;
+    #[allow(deprecated)]
+    let mut tower_http = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&fixture.valid).layer(Trivial);
+    let mut keyauth = KeyAuthLayer::new(fixture.store.clone()).layer(Trivial);
+
+    let valid = bearer(&fixture.valid);
+    let unknown = bearer(&fixture.unknown);
+    let wrong_secret = bearer(&fixture.wrong_secret);
+    let bad_checksum = bearer(&fixture.bad_checksum);
+
+    assert_eq!(serve(&mut bare, Some(&valid)), 200);
+    assert_eq!(serve(&mut tower_http, Some(&valid)), 200);
+    assert_eq!(serve(&mut keyauth, Some(&valid)), 200);
+    for refused in [&unknown, &wrong_secret, &bad_checksum] {
+        assert_eq!(serve(&mut keyauth, Some(refused)), 401);
+    }
+    assert_eq!(serve(&mut keyauth, None), 401);
+
+    let mut group = c.benchmark_group("layer");
+    group.bench_function("bare", |b| b.iter(|| serve(&mut bare, Some(&valid))));
+    group.bench_function("tower_http_bearer", |b| b.iter(|| serve(&mut tower_http, Some(&valid))));
+    group.bench_function("keyauth_valid_key", |b| b.iter(|| serve(&mut keyauth, Some(&valid))));
+    group.bench_function("keyauth_unknown_id", |b| b.iter(|| serve(&mut keyauth, Some(&unknown))));
+    group.bench_function("keyauth_wrong_secret", |b| b.iter(|| serve(&mut keyauth, Some(&wrong_secret))));
+    group.bench_function("keyauth_bad_checksum", |b| b.iter(|| serve(&mut keyauth, Some(&bad_checksum))));
+    group.bench_function("keyauth_no_credential", |b| b.iter(|| serve(&mut keyauth, None)));
+    group.finish();
+}
+
+criterion_group!(benches, primitives, layer);
+criterion_main!(benches);
