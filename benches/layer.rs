@@ -21,9 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
-use tower_keyauth::{
-    KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner,
-};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner};
 
 /// The innermost service: answers at once, allocates nothing.
 #[derive(Clone, Copy)]
@@ -81,16 +79,28 @@ fn fixture() -> Fixture {
     let mut valid = String::new();
     for i in 0..10_000 {
         let minted = format.mint(KeyKind::Organization, None).unwrap();
-        store.insert(KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme")).with_prefix("ak"));
+        store.insert(
+            KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme"))
+                .with_prefix("ak"),
+        );
         if i == 5_000 {
             valid = minted.token.expose_secret().to_owned();
         }
     }
-    let unknown = format.mint(KeyKind::Organization, None).unwrap().token.expose_secret().to_owned();
+    let unknown = format
+        .mint(KeyKind::Organization, None)
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned();
     // A stored id whose record holds another secret's hash.
     let victim = format.mint(KeyKind::Organization, None).unwrap();
     let other = format.mint(KeyKind::Organization, None).unwrap();
-    store.insert(KeyRecord::new(victim.id.clone(), other.token.hash(), Owner::org("acme")));
+    store.insert(KeyRecord::new(
+        victim.id.clone(),
+        other.token.hash(),
+        Owner::org("acme"),
+    ));
     let wrong_secret = victim.token.expose_secret().to_owned();
     let last = if valid.ends_with('A') { 'B' } else { 'A' };
     let bad_checksum = format!("{}{last}", &valid[..valid.len() - 1]);
@@ -116,20 +126,31 @@ fn primitives(c: &mut Criterion) {
     let probe = ids[5_000].as_str();
 
     let mut group = c.benchmark_group("primitives");
-    group.bench_function("parse_valid", |b| b.iter(|| format.parse(black_box(token)).is_ok()));
-    group.bench_function("parse_bad_checksum", |b| {
-        b.iter(|| format.parse(black_box(fixture.bad_checksum.as_str())).is_ok())
+    group.bench_function("parse_valid", |b| {
+        b.iter(|| format.parse(black_box(token)).is_ok())
     });
-    group.bench_function("crc32", |b| b.iter(|| crc32fast::hash(black_box(body.as_bytes()))));
+    group.bench_function("parse_bad_checksum", |b| {
+        b.iter(|| {
+            format
+                .parse(black_box(fixture.bad_checksum.as_str()))
+                .is_ok()
+        })
+    });
+    group.bench_function("crc32", |b| {
+        b.iter(|| crc32fast::hash(black_box(body.as_bytes())))
+    });
     group.bench_function("sha256", |b| b.iter(|| KeyHash::of(black_box(token))));
     group.bench_function("hash_and_compare", |b| {
         b.iter(|| KeyHash::of(black_box(token)).matches(&stored))
     });
-    group.bench_function("hashmap_lookup", |b| b.iter(|| map.get(black_box(probe)).is_some()));
+    group.bench_function("hashmap_lookup", |b| {
+        b.iter(|| map.contains_key(black_box(probe)))
+    });
     group.bench_function("sha256_plus_lookup", |b| {
         b.iter(|| {
             let hash = KeyHash::of(black_box(token));
-            map.get(black_box(probe)).is_some_and(|found| found.matches(&hash))
+            map.get(black_box(probe))
+                .is_some_and(|found| found.matches(&hash))
         })
     });
     group.finish();
@@ -139,7 +160,9 @@ fn layer(c: &mut Criterion) {
     let fixture = fixture();
     let mut bare = Trivial;
     #[allow(deprecated)]
-    let mut tower_http = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&fixture.valid).layer(Trivial);
+    let mut tower_http =
+        tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&fixture.valid)
+            .layer(Trivial);
     let mut keyauth = KeyAuthLayer::new(fixture.store.clone()).layer(Trivial);
 
     let valid = bearer(&fixture.valid);
@@ -157,12 +180,24 @@ fn layer(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("layer");
     group.bench_function("bare", |b| b.iter(|| serve(&mut bare, Some(&valid))));
-    group.bench_function("tower_http_bearer", |b| b.iter(|| serve(&mut tower_http, Some(&valid))));
-    group.bench_function("keyauth_valid_key", |b| b.iter(|| serve(&mut keyauth, Some(&valid))));
-    group.bench_function("keyauth_unknown_id", |b| b.iter(|| serve(&mut keyauth, Some(&unknown))));
-    group.bench_function("keyauth_wrong_secret", |b| b.iter(|| serve(&mut keyauth, Some(&wrong_secret))));
-    group.bench_function("keyauth_bad_checksum", |b| b.iter(|| serve(&mut keyauth, Some(&bad_checksum))));
-    group.bench_function("keyauth_no_credential", |b| b.iter(|| serve(&mut keyauth, None)));
+    group.bench_function("tower_http_bearer", |b| {
+        b.iter(|| serve(&mut tower_http, Some(&valid)))
+    });
+    group.bench_function("keyauth_valid_key", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&valid)))
+    });
+    group.bench_function("keyauth_unknown_id", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&unknown)))
+    });
+    group.bench_function("keyauth_wrong_secret", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&wrong_secret)))
+    });
+    group.bench_function("keyauth_bad_checksum", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&bad_checksum)))
+    });
+    group.bench_function("keyauth_no_credential", |b| {
+        b.iter(|| serve(&mut keyauth, None))
+    });
     group.finish();
 }
 

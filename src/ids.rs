@@ -128,13 +128,8 @@ identifier! {
     /// let name = Label::from("CI deploys");
     /// assert_eq!(name, "CI deploys");
     /// ```
+    #[derive(Default)]
     Label
-}
-
-impl Default for Label {
-    fn default() -> Self {
-        Self(SmolStr::default())
-    }
 }
 
 impl std::ops::Deref for Label {

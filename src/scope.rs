@@ -219,7 +219,12 @@ impl Scopes {
             (Some(only), None, _) => Self(Repr::One([only])),
             (Some(first), Some(second), None) => Self(Repr::Two([first, second])),
             (first, second, third) => Self(Repr::Many(
-                first.into_iter().chain(second).chain(third).chain(inline).collect(),
+                first
+                    .into_iter()
+                    .chain(second)
+                    .chain(third)
+                    .chain(inline)
+                    .collect(),
             )),
         }
     }
