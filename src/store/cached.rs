@@ -1,20 +1,15 @@
 //! [`CachedStore`]: a cache in front of any [`KeyStore`] (feature `cache`).
 
 use std::fmt;
-use std::future::Future;
-use std::hash::Hash;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use moka::Expiry;
-use moka::future::Cache;
 
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
 use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::ttl_cache::TtlCache;
 use crate::store::{Invalidate, Invalidation, KeyStore, StoreError};
 
 /// How long answers are kept, and how many.
@@ -72,40 +67,25 @@ impl CacheOptions {
     }
 }
 
-/// Keeps found entries for the positive TTL and missing ones for the
-/// negative TTL.
-struct TtlBySign {
-    positive: Duration,
-    negative: Duration,
-}
-
-impl<K, V> Expiry<K, Option<V>> for TtlBySign {
-    fn expire_after_create(&self, _: &K, value: &Option<V>, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Some(_) => self.positive,
-            None => self.negative,
-        })
-    }
-}
-
-fn build_cache<K, V>(options: &CacheOptions) -> Cache<K, Option<V>>
+/// A cache of answers that are either found (`Some`) or not (`None`), each
+/// kept for its own TTL.
+fn answer_cache<K, V>(options: &CacheOptions) -> TtlCache<K, Option<V>>
 where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Clone,
+    V: Clone,
 {
-    Cache::builder()
-        .max_capacity(options.capacity)
-        .expire_after(TtlBySign {
-            positive: options.positive_ttl,
-            negative: options.negative_ttl,
-        })
-        .build()
+    let (positive, negative) = (options.positive_ttl, options.negative_ttl);
+    TtlCache::new(options.capacity, move |answer: &Option<V>| match answer {
+        Some(_) => positive,
+        None => negative,
+    })
 }
 
 /// Caches the answers of a [`KeyStore`]: keys by id (found or not) and
 /// memberships. Concurrent misses for one id make one store call; store
 /// errors are never cached (each one is a 503, and the next request asks
-/// again).
+/// again). A lookup that was under way when its key was invalidated does not
+/// put its stale answer back.
 ///
 /// Revoking, rotating or issuing through the cache invalidates what it
 /// changes at once. Changes made through another instance are seen within
@@ -131,8 +111,8 @@ pub struct CachedStore<S> {
 
 struct Shared<S> {
     store: S,
-    keys: Cache<KeyId, Option<KeyRecord>>,
-    memberships: Cache<(UserId, OrgId), Option<Membership>>,
+    keys: TtlCache<KeyId, Option<KeyRecord>>,
+    memberships: TtlCache<(UserId, OrgId), Option<Membership>>,
     options: CacheOptions,
 }
 
@@ -155,8 +135,8 @@ impl<S: KeyStore> CachedStore<S> {
         Self {
             shared: Arc::new(Shared {
                 store,
-                keys: build_cache(&options),
-                memberships: build_cache(&options),
+                keys: answer_cache(&options),
+                memberships: answer_cache(&options),
                 options,
             }),
         }
@@ -172,28 +152,28 @@ impl<S: KeyStore> CachedStore<S> {
         &self.shared.options
     }
 
-    /// How many keys are cached (found or not). Approximate until
-    /// [`run_pending_tasks`](Self::run_pending_tasks) has run.
-    pub fn cached_keys(&self) -> u64 {
-        self.shared.keys.entry_count()
+    /// How many keys are cached (found or not).
+    pub fn cached_keys(&self) -> usize {
+        self.shared.keys.len()
     }
 
-    /// Applies pending evictions and expirations now (the cache otherwise
-    /// does so in small steps as it is used).
-    pub async fn run_pending_tasks(&self) {
-        self.shared.keys.run_pending_tasks().await;
-        self.shared.memberships.run_pending_tasks().await;
+    /// Forgets one key. A lookup of it under way still answers its own
+    /// requests, but its answer is not kept.
+    pub fn invalidate_key(&self, id: &KeyId) {
+        self.shared.keys.invalidate(id);
     }
 
-    /// Forgets one key.
-    pub async fn invalidate_key(&self, id: &KeyId) {
-        self.shared.keys.invalidate(id).await;
+    /// Forgets one membership.
+    pub fn invalidate_membership(&self, user: &UserId, org: &OrgId) {
+        self.shared
+            .memberships
+            .invalidate(&(user.clone(), org.clone()));
     }
 
     /// Forgets everything.
     pub fn invalidate_all(&self) {
-        self.shared.keys.invalidate_all();
-        self.shared.memberships.invalidate_all();
+        self.shared.keys.clear();
+        self.shared.memberships.clear();
     }
 
     /// A handle that forgets what it is told, for a store's announcements of
@@ -209,7 +189,7 @@ impl<S: KeyStore> CachedStore<S> {
         S: KeyLifecycle,
     {
         for key in self.shared.store.list(owner).await? {
-            self.invalidate_key(&key.id).await;
+            self.invalidate_key(&key.id);
         }
         Ok(())
     }
@@ -220,18 +200,9 @@ impl<S> fmt::Debug for CachedStore<S> {
         f.debug_struct("CachedStore")
             .field("store", &std::any::type_name::<S>())
             .field("options", &self.shared.options)
-            .field("keys", &self.shared.keys.entry_count())
-            .field("memberships", &self.shared.memberships.entry_count())
+            .field("keys", &self.shared.keys.len())
+            .field("memberships", &self.shared.memberships.len())
             .finish()
-    }
-}
-
-/// Polls `future` once: its output if it is ready without waiting.
-fn ready_now<F: Future>(future: F) -> Option<F::Output> {
-    let mut context = Context::from_waker(Waker::noop());
-    match pin!(future).poll(&mut context) {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => None,
     }
 }
 
@@ -241,7 +212,7 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
         let store = &self.shared.store;
         self.shared
             .keys
-            .try_get_with(id.clone(), async { store.find_key(id).await })
+            .get_or_load(id, || store.find_key(id))
             .await
             .map_err(shared_error)
     }
@@ -254,9 +225,7 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
         let store = &self.shared.store;
         self.shared
             .memberships
-            .try_get_with((user.clone(), org.clone()), async {
-                store.membership(user, org).await
-            })
+            .get_or_load(&(user.clone(), org.clone()), || store.membership(user, org))
             .await
             .map_err(shared_error)
     }
@@ -264,7 +233,7 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
     /// A cache hit answers without waiting; a miss goes through
     /// [`find_key`](KeyStore::find_key), where concurrent misses coalesce.
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
-        ready_now(self.shared.keys.get(id)).flatten().map(Ok)
+        self.shared.keys.get(id).map(Ok)
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
@@ -316,15 +285,15 @@ impl<S: KeyLifecycle> KeyLifecycle for CachedStore<S> {
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
         let result = self.shared.store.revoke(id).await;
-        self.invalidate_key(id).await;
+        self.invalidate_key(id);
         result
     }
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let issued = self.shared.store.rotate(id, grace).await;
-        self.invalidate_key(id).await;
+        self.invalidate_key(id);
         let issued = issued?;
-        self.invalidate_key(&issued.record.id).await;
+        self.invalidate_key(&issued.record.id);
         Ok(issued)
     }
 
@@ -339,10 +308,7 @@ impl<S: KeyLifecycle> KeyLifecycle for CachedStore<S> {
             .store
             .set_membership(user, org, membership)
             .await;
-        self.shared
-            .memberships
-            .invalidate(&(user.clone(), org.clone()))
-            .await;
+        self.invalidate_membership(user, org);
         result
     }
 }
@@ -367,10 +333,8 @@ impl<S: KeyStore> Invalidate for CacheInvalidator<S> {
     async fn invalidate(&self, change: Invalidation) {
         let cache = &self.0;
         match change {
-            Invalidation::Key(id) => cache.invalidate_key(&id).await,
-            Invalidation::Membership { user, org } => {
-                cache.shared.memberships.invalidate(&(user, org)).await;
-            }
+            Invalidation::Key(id) => cache.invalidate_key(&id),
+            Invalidation::Membership { user, org } => cache.invalidate_membership(&user, &org),
             _ => cache.invalidate_all(),
         }
     }

@@ -20,6 +20,8 @@ mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "cache")]
+mod ttl_cache;
 pub(crate) mod usage;
 
 #[cfg(feature = "cache")]
