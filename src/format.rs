@@ -104,7 +104,8 @@ struct PrefixRule {
 /// assert!(parsed.accepts(KeyKind::Organization));
 ///
 /// // One changed character breaks the checksum: no store call is needed.
-/// let typo = format!("{}x", &token[..token.len() - 1]);
+/// let last = if token.ends_with('x') { 'y' } else { 'x' };
+/// let typo = format!("{}{last}", &token[..token.len() - 1]);
 /// assert!(format.parse(&typo).is_err());
 /// ```
 ///

@@ -210,7 +210,7 @@ async fn malformed_and_mistyped_tokens_never_reach_the_store() {
     let demo = demo().await;
     let probe = Arc::new(Probe::new(demo.store.clone()));
     let mut service = bare_service(KeyAuthLayer::new(CachedStore::new(probe.clone())));
-    let typo = format!("{}x", &demo.org_key[..demo.org_key.len() - 1]);
+    let typo = with_typo(&demo.org_key);
     for token in [
         typo.as_str(),
         "ak_x.y",

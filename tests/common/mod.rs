@@ -126,6 +126,13 @@ pub async fn get_bearer(app: &Router, path: &str, token: &str) -> Reply {
     send(app, get_with(path, &[("authorization", &bearer(token))])).await
 }
 
+/// `token` with its last character changed (never to itself).
+pub fn with_typo(token: &str) -> String {
+    let (head, last) = token.split_at(token.len() - 1);
+    let replacement = if last == "x" { 'y' } else { 'x' };
+    format!("{head}{replacement}")
+}
+
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
