@@ -60,9 +60,55 @@ pub struct AuthError {
     message: Cow<'static, str>,
     scope: Option<Arc<str>>,
     realm: Option<Arc<str>>,
+    /// The challenge, when the layer has it ready for this kind and realm.
+    challenge: Option<HeaderValue>,
 }
 
-pub(crate) const MISSING_ORGANIZATION_MESSAGE: &str = "Token is missing organization claim.";
+/// A standard refusal: its message, and its whole JSON body, written out at
+/// compile time so that refusing (a flood of bad keys, say) builds no text.
+struct Standard {
+    message: &'static str,
+    json: &'static str,
+}
+
+macro_rules! standard {
+    ($name:ident, $code:literal, $message:literal) => {
+        const $name: Standard = Standard {
+            message: $message,
+            json: concat!(
+                r#"{"error":""#,
+                $code,
+                r#"","message":""#,
+                $message,
+                r#""}"#
+            ),
+        };
+    };
+}
+
+standard!(
+    MISSING_CREDENTIALS,
+    "missing_credentials",
+    "An API key is required."
+);
+standard!(INVALID_TOKEN, "invalid_token", "The API key is invalid.");
+standard!(REVOKED, "invalid_token", "The API key has been revoked.");
+standard!(EXPIRED, "invalid_token", "The API key has expired.");
+standard!(
+    MISSING_ORGANIZATION,
+    "missing_organization",
+    "Token is missing organization claim."
+);
+standard!(
+    FORBIDDEN,
+    "forbidden",
+    "The API key may not act for this organization."
+);
+standard!(
+    UNAVAILABLE,
+    "unavailable",
+    "Authentication is temporarily unavailable. Try again later."
+);
 
 impl AuthError {
     fn new(kind: AuthErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
@@ -71,12 +117,58 @@ impl AuthError {
             message: message.into(),
             scope: None,
             realm: None,
+            challenge: None,
         }
+    }
+
+    fn standard(kind: AuthErrorKind, standard: &Standard) -> Self {
+        Self::new(kind, standard.message)
+    }
+
+    /// The standard refusal this error is, if it is one (its kind's own
+    /// message, no scope).
+    fn as_standard(&self) -> Option<&'static Standard> {
+        let standard = match self.kind {
+            AuthErrorKind::MissingCredentials => &MISSING_CREDENTIALS,
+            AuthErrorKind::InvalidToken => &INVALID_TOKEN,
+            AuthErrorKind::Revoked => &REVOKED,
+            AuthErrorKind::Expired => &EXPIRED,
+            AuthErrorKind::MissingOrganization => &MISSING_ORGANIZATION,
+            AuthErrorKind::Forbidden => &FORBIDDEN,
+            AuthErrorKind::Unavailable => &UNAVAILABLE,
+            AuthErrorKind::InvalidRequest | AuthErrorKind::InsufficientScope => return None,
+        };
+        (self.message == standard.message && self.scope.is_none()).then_some(standard)
+    }
+
+    /// The JSON body of a standard refusal, ready made.
+    pub(crate) fn standard_json(&self) -> Option<&'static str> {
+        self.as_standard().map(|standard| standard.json)
+    }
+
+    /// Every kind whose standard refusal carries a challenge, for the layer
+    /// to prepare once per realm.
+    pub(crate) fn standard_challenged() -> [AuthError; 5] {
+        [
+            Self::missing_credentials(),
+            Self::invalid_token(),
+            Self::revoked(),
+            Self::expired(),
+            Self::missing_organization(),
+        ]
+    }
+
+    /// Attaches a challenge prepared for this error's kind and realm.
+    pub(crate) fn with_prepared_challenge(mut self, challenge: Option<HeaderValue>) -> Self {
+        if self.as_standard().is_some() {
+            self.challenge = challenge;
+        }
+        self
     }
 
     /// No credential was sent.
     pub fn missing_credentials() -> Self {
-        Self::new(AuthErrorKind::MissingCredentials, "An API key is required.")
+        Self::standard(AuthErrorKind::MissingCredentials, &MISSING_CREDENTIALS)
     }
 
     /// A malformed credential; `reason` is shown to the client, so it must
@@ -88,33 +180,27 @@ impl AuthError {
     /// The one answer for a wrong format, a bad checksum, an unknown id and a
     /// wrong secret.
     pub fn invalid_token() -> Self {
-        Self::new(AuthErrorKind::InvalidToken, "The API key is invalid.")
+        Self::standard(AuthErrorKind::InvalidToken, &INVALID_TOKEN)
     }
 
     /// The key was revoked.
     pub fn revoked() -> Self {
-        Self::new(AuthErrorKind::Revoked, "The API key has been revoked.")
+        Self::standard(AuthErrorKind::Revoked, &REVOKED)
     }
 
     /// The key has expired.
     pub fn expired() -> Self {
-        Self::new(AuthErrorKind::Expired, "The API key has expired.")
+        Self::standard(AuthErrorKind::Expired, &EXPIRED)
     }
 
     /// A personal token without the organization header.
     pub fn missing_organization() -> Self {
-        Self::new(
-            AuthErrorKind::MissingOrganization,
-            MISSING_ORGANIZATION_MESSAGE,
-        )
+        Self::standard(AuthErrorKind::MissingOrganization, &MISSING_ORGANIZATION)
     }
 
     /// The credential may not act for the organization named in the request.
     pub fn forbidden() -> Self {
-        Self::new(
-            AuthErrorKind::Forbidden,
-            "The API key may not act for this organization.",
-        )
+        Self::standard(AuthErrorKind::Forbidden, &FORBIDDEN)
     }
 
     /// The credential lacks `scope`.
@@ -130,16 +216,14 @@ impl AuthError {
 
     /// The key store failed or timed out.
     pub fn unavailable() -> Self {
-        Self::new(
-            AuthErrorKind::Unavailable,
-            "Authentication is temporarily unavailable. Try again later.",
-        )
+        Self::standard(AuthErrorKind::Unavailable, &UNAVAILABLE)
     }
 
     /// Sets the realm named in the `WWW-Authenticate` challenge. The layer
     /// sets its own before responding.
     pub fn with_realm(mut self, realm: impl Into<Arc<str>>) -> Self {
         self.realm = Some(realm.into());
+        self.challenge = None;
         self
     }
 
@@ -220,6 +304,9 @@ impl AuthError {
     ///   `error_description`;
     /// * missing scope: `error="insufficient_scope", scope="…"`.
     pub fn www_authenticate(&self) -> Option<HeaderValue> {
+        if let Some(challenge) = &self.challenge {
+            return Some(challenge.clone());
+        }
         let error = self.challenge_error();
         if error.is_none() && self.kind != AuthErrorKind::MissingCredentials {
             return None;
@@ -368,6 +455,53 @@ mod tests {
         assert_eq!(
             error.www_authenticate().unwrap(),
             r#"Bearer realm="a \"quoted\" realm", error="invalid_request""#
+        );
+    }
+}
+
+#[cfg(test)]
+mod standard_tests {
+    use super::*;
+
+    #[test]
+    fn ready_made_bodies_are_the_json_of_their_error() {
+        for error in [
+            AuthError::missing_credentials(),
+            AuthError::invalid_token(),
+            AuthError::revoked(),
+            AuthError::expired(),
+            AuthError::missing_organization(),
+            AuthError::forbidden(),
+            AuthError::unavailable(),
+        ] {
+            let body = error.standard_json().expect("a standard refusal");
+            assert_eq!(
+                body,
+                format!(
+                    r#"{{"error":"{}","message":"{}"}}"#,
+                    error.error_code(),
+                    error.message()
+                )
+            );
+        }
+        assert_eq!(AuthError::invalid_request("x").standard_json(), None);
+        assert_eq!(AuthError::insufficient_scope("a").standard_json(), None);
+    }
+
+    #[test]
+    fn a_prepared_challenge_equals_the_computed_one() {
+        for error in AuthError::standard_challenged() {
+            let error = error.with_realm("api");
+            let computed = error.www_authenticate();
+            let prepared = error.clone().with_prepared_challenge(computed.clone());
+            assert_eq!(prepared.www_authenticate(), computed);
+        }
+        // Only standard refusals take one.
+        let other = AuthError::invalid_request("x")
+            .with_prepared_challenge(Some(HeaderValue::from_static("Bearer")));
+        assert_eq!(
+            other.www_authenticate().unwrap(),
+            r#"Bearer error="invalid_request""#
         );
     }
 }

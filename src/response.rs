@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::error::AuthError;
+use crate::error::{AuthError, AuthErrorKind};
 
 /// Shapes the response for a refused request.
 ///
@@ -86,18 +86,23 @@ pub struct DefaultResponder;
 impl DefaultResponder {
     /// The JSON response for an HTTP caller.
     pub fn json(error: &AuthError) -> Response<Bytes> {
-        let mut body = String::with_capacity(96);
-        body.push_str("{\"error\":\"");
-        body.push_str(error.error_code());
-        body.push_str("\",\"message\":\"");
-        push_json_string_content(&mut body, error.message());
-        if let Some(scope) = error.required_scope() {
-            body.push_str("\",\"scope\":\"");
-            push_json_string_content(&mut body, scope);
-        }
-        body.push_str("\"}");
-
-        let mut response = Response::new(Bytes::from(body));
+        let body = match error.standard_json() {
+            Some(body) => Bytes::from_static(body.as_bytes()),
+            None => {
+                let mut body = String::with_capacity(96);
+                body.push_str("{\"error\":\"");
+                body.push_str(error.error_code());
+                body.push_str("\",\"message\":\"");
+                push_json_string_content(&mut body, error.message());
+                if let Some(scope) = error.required_scope() {
+                    body.push_str("\",\"scope\":\"");
+                    push_json_string_content(&mut body, scope);
+                }
+                body.push_str("\"}");
+                Bytes::from(body)
+            }
+        };
+        let mut response = Response::new(body);
         *response.status_mut() = error.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -189,13 +194,26 @@ fn push_json_string_content(out: &mut String, text: &str) {
 pub(crate) struct ResponseContext {
     responder: Arc<dyn Responder>,
     realm: Arc<str>,
+    /// The challenges of the standard refusals in this realm, built once.
+    challenges: Vec<(AuthErrorKind, Option<HeaderValue>)>,
 }
 
 pub(crate) const DEFAULT_REALM: &str = "api";
 
 impl ResponseContext {
     pub(crate) fn new(responder: Arc<dyn Responder>, realm: Arc<str>) -> Self {
-        Self { responder, realm }
+        let challenges = AuthError::standard_challenged()
+            .into_iter()
+            .map(|error| {
+                let kind = error.kind();
+                (kind, error.with_realm(realm.clone()).www_authenticate())
+            })
+            .collect();
+        Self {
+            responder,
+            realm,
+            challenges,
+        }
     }
 
     /// The context of a layer with default settings, for principals built by
@@ -219,20 +237,25 @@ impl ResponseContext {
     pub(crate) fn with_responder(&self, responder: Arc<dyn Responder>) -> Self {
         Self {
             responder,
-            realm: self.realm.clone(),
+            ..self.clone()
         }
     }
 
     pub(crate) fn with_realm(&self, realm: Arc<str>) -> Self {
-        Self {
-            responder: self.responder.clone(),
-            realm,
-        }
+        Self::new(self.responder.clone(), realm)
     }
 
     /// The response for `error`, in the caller's protocol.
     pub(crate) fn respond(&self, error: AuthError, request: &Parts) -> Response<Bytes> {
-        let error = error.with_realm(self.realm.clone());
+        let kind = error.kind();
+        let prepared = self
+            .challenges
+            .iter()
+            .find(|(standard, _)| *standard == kind)
+            .and_then(|(_, challenge)| challenge.clone());
+        let error = error
+            .with_realm(self.realm.clone())
+            .with_prepared_challenge(prepared);
         if is_grpc(&request.headers) {
             self.responder.respond_grpc(&error, request)
         } else {

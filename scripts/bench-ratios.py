@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Reads the estimates criterion wrote for `cargo bench --bench layer` and
+prints the figures and ratios of BENCHMARKS.md as Markdown.
+
+    cargo bench --bench layer && python3 scripts/bench-ratios.py
+"""
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+
+
+def ns(group, name):
+    path = ROOT / group / name / "new" / "estimates.json"
+    try:
+        estimates = json.loads(path.read_text())
+    except FileNotFoundError:
+        sys.exit(f"missing {path}: run `cargo bench --bench layer` first")
+    return estimates["median"]["point_estimate"]
+
+
+primitives = ["parse_valid", "parse_bad_checksum", "crc32", "sha256",
+              "hash_and_compare", "hashmap_lookup", "sha256_plus_lookup"]
+print("| primitive | median |")
+print("|---|---|")
+for name in primitives:
+    print(f"| `{name}` | {ns('primitives', name):.1f} ns |")
+
+bare = ns("layer", "bare")
+yardstick = ns("primitives", "sha256_plus_lookup")
+print()
+print("| service | median | added to the bare service | added / (SHA-256 + lookup) |")
+print("|---|---|---|---|")
+for name in ["bare", "tower_http_bearer", "keyauth_valid_key", "keyauth_unknown_id",
+             "keyauth_wrong_secret", "keyauth_bad_checksum", "keyauth_no_credential"]:
+    total = ns("layer", name)
+    added = total - bare
+    print(f"| `{name}` | {total:.1f} ns | {added:.1f} ns | {added / yardstick:.2f} |")
+
+valid_added = ns("layer", "keyauth_valid_key") - bare
+verdict = "met" if valid_added <= 2 * yardstick else "MISSED"
+print()
+print(f"Target: a valid key adds at most 2 x {yardstick:.1f} ns = {2 * yardstick:.1f} ns; "
+      f"it adds {valid_added:.1f} ns ({valid_added / yardstick:.2f} x): {verdict}.")
