@@ -5,7 +5,8 @@
 //!   target's yardstick: one SHA-256 plus one lookup;
 //! * `layer`: a trivial service bare, behind tower-http's bearer check, and
 //!   behind `KeyAuthLayer` over a `MemoryStore` for a valid key, an unknown
-//!   id, a wrong secret, a bad checksum and no credential.
+//!   id, a wrong secret, a bad checksum and no credential; and a valid key
+//!   through a `CachedStore` (a cache hit).
 //!
 //! `scripts/bench-ratios.py` turns the results into the ratios of
 //! BENCHMARKS.md.
@@ -21,7 +22,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
-use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner};
+use tower_keyauth::{
+    CachedStore, KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner,
+};
 
 /// The innermost service: answers at once, allocates nothing.
 #[derive(Clone, Copy)]
@@ -164,6 +167,7 @@ fn layer(c: &mut Criterion) {
         tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&fixture.valid)
             .layer(Trivial);
     let mut keyauth = KeyAuthLayer::new(fixture.store.clone()).layer(Trivial);
+    let mut cached = KeyAuthLayer::new(CachedStore::new(fixture.store.clone())).layer(Trivial);
 
     let valid = bearer(&fixture.valid);
     let unknown = bearer(&fixture.unknown);
@@ -177,6 +181,13 @@ fn layer(c: &mut Criterion) {
         assert_eq!(serve(&mut keyauth, Some(refused)), 401);
     }
     assert_eq!(serve(&mut keyauth, None), 401);
+    // The first request fills the cache (and waits for it), the rest hit it.
+    let mut context = Context::from_waker(Waker::noop());
+    let mut filling = Request::new(String::new());
+    filling.headers_mut().insert(AUTHORIZATION, valid.clone());
+    let mut first = std::pin::pin!(cached.call(filling));
+    while first.as_mut().poll(&mut context).is_pending() {}
+    assert_eq!(serve(&mut cached, Some(&valid)), 200);
 
     let mut group = c.benchmark_group("layer");
     group.bench_function("bare", |b| b.iter(|| serve(&mut bare, Some(&valid))));
@@ -197,6 +208,9 @@ fn layer(c: &mut Criterion) {
     });
     group.bench_function("keyauth_no_credential", |b| {
         b.iter(|| serve(&mut keyauth, None))
+    });
+    group.bench_function("keyauth_cached_valid_key", |b| {
+        b.iter(|| serve(&mut cached, Some(&valid)))
     });
     group.finish();
 }

@@ -33,7 +33,8 @@ print()
 print("| service | median | added to the bare service | added / (SHA-256 + lookup) |")
 print("|---|---|---|---|")
 for name in ["bare", "tower_http_bearer", "keyauth_valid_key", "keyauth_unknown_id",
-             "keyauth_wrong_secret", "keyauth_bad_checksum", "keyauth_no_credential"]:
+             "keyauth_wrong_secret", "keyauth_bad_checksum", "keyauth_no_credential",
+             "keyauth_cached_valid_key"]:
     total = ns("layer", name)
     added = total - bare
     print(f"| `{name}` | {total:.1f} ns | {added:.1f} ns | {added / yardstick:.2f} |")
