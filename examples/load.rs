@@ -12,13 +12,14 @@
 //! key). Each round runs the public route bare, the public route with a
 //! padding header as long as the `Authorization` header (so both requests
 //! are the same size and only the server's work differs), and the
-//! authenticated route; rounds repeat so drift on a shared machine hits all
-//! alike. The medians of the rates and of the per-round ratios are printed
-//! as a Markdown table.
+//! authenticated route, back to back and in a rotating order; rounds repeat
+//! so drift on a shared machine hits all alike. The medians of the rates and
+//! of the per-round ratios (with their interquartile range) are printed as a
+//! Markdown table.
 //!
 //! `LOAD_STORE` is `memory` (default) or `postgres` (a `PostgresStore` behind
-//! a `CachedStore` that listens for invalidations). `LOAD_SECONDS` (5),
-//! `LOAD_ROUNDS` (5), `LOAD_CONNECTIONS` (32), `LOAD_THREADS` (1, for wrk)
+//! a `CachedStore` that listens for invalidations). `LOAD_SECONDS` (2),
+//! `LOAD_ROUNDS` (15), `LOAD_CONNECTIONS` (32), `LOAD_THREADS` (1, for wrk)
 //! and `LOAD_WORKERS` (2, the server's threads) tune the run.
 
 use std::net::SocketAddr;
@@ -79,6 +80,13 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A ratio's median and interquartile range, in percent.
+fn spread(mut ratios: Vec<f64>) -> String {
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| 100.0 * ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    format!("{:.1}% (IQR {:.1}–{:.1}%)", at(0.5), at(0.25), at(0.75))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers: usize = setting("LOAD_WORKERS", "2").parse()?;
     tokio::runtime::Builder::new_multi_thread()
@@ -90,8 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let kind = setting("LOAD_STORE", "memory");
-    let seconds = setting("LOAD_SECONDS", "5");
-    let rounds: usize = setting("LOAD_ROUNDS", "5").parse()?;
+    let seconds = setting("LOAD_SECONDS", "2");
+    let rounds: usize = setting("LOAD_ROUNDS", "15").parse()?;
     let connections = setting("LOAD_CONNECTIONS", "32");
     let threads = setting("LOAD_THREADS", "1");
 
@@ -147,14 +155,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     run(&public, None, "1").await?;
     run(&authenticated, Some(&header), "1").await?;
 
+    // Each round runs the three kinds of request back to back, starting
+    // with a different one each time, so neither order nor drift favours a
+    // kind; ratios are taken within a round.
+    let kinds: [(&str, Option<&str>); 3] = [
+        (&public, None),
+        (&public, Some(&padding)),
+        (&authenticated, Some(&header)),
+    ];
     let (mut bare, mut padded, mut authed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut padded_ratios) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        let b = run(&public, None, &seconds).await?;
-        let p = run(&public, Some(&padding), &seconds).await?;
-        let a = run(&authenticated, Some(&header), &seconds).await?;
+    for round in 0..rounds {
+        let mut rates = [0.0; 3];
+        for step in 0..3 {
+            let which = (round + step) % 3;
+            let (url, header) = kinds[which];
+            rates[which] = run(url, header, &seconds).await?;
+        }
+        let [b, p, a] = rates;
         eprintln!(
-            "round {round}: public {b:.0}, public padded {p:.0}, authenticated {a:.0} req/s; {:.1}% of padded, {:.1}% of bare",
+            "round {}: public {b:.0}, public padded {p:.0}, authenticated {a:.0} req/s; {:.1}% of padded, {:.1}% of bare",
+            round + 1,
             100.0 * a / p,
             100.0 * a / b
         );
@@ -174,12 +195,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|---|---|---|");
     println!(
-        "| {label} | {:.0} | {:.0} | {:.0} | {:.1}% | {:.1}% |",
+        "| {label} | {:.0} | {:.0} | {:.0} | {} | {} |",
         median(bare),
         median(padded),
         median(authed),
-        100.0 * median(padded_ratios),
-        100.0 * median(ratios)
+        spread(padded_ratios),
+        spread(ratios)
     );
     Ok(())
 }
