@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
 use tower_layer::Layer;
@@ -58,6 +59,7 @@ pub(crate) struct Config<S> {
     pub(crate) org_header: HeaderName,
     pub(crate) hide_credentials: bool,
     pub(crate) context: Arc<ResponseContext>,
+    pub(crate) store_timeout: Option<Duration>,
 }
 
 impl<S> Clone for Config<S> {
@@ -70,6 +72,7 @@ impl<S> Clone for Config<S> {
             org_header: self.org_header.clone(),
             hide_credentials: self.hide_credentials,
             context: Arc::clone(&self.context),
+            store_timeout: self.store_timeout,
         }
     }
 }
@@ -96,6 +99,7 @@ impl<S: KeyStore> KeyAuthLayer<S> {
                     Arc::new(DefaultResponder),
                     Arc::from(DEFAULT_REALM),
                 )),
+                store_timeout: None,
             }),
         }
     }
@@ -179,6 +183,23 @@ impl<S> KeyAuthLayer<S> {
         self
     }
 
+    /// Refuses a request with 503 when the store has not answered within
+    /// `limit` (by default the layer waits as long as the store does). A
+    /// store that panics is refused with 503 either way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_keyauth::{KeyAuthLayer, MemoryStore};
+    /// let layer = KeyAuthLayer::new(MemoryStore::new()).store_timeout(Duration::from_millis(250));
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn store_timeout(mut self, limit: Duration) -> Self {
+        self.config_mut().store_timeout = Some(limit);
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.config.store
@@ -217,6 +238,7 @@ impl<S> fmt::Debug for Config<S> {
             .field("org_header", &self.org_header)
             .field("hide_credentials", &self.hide_credentials)
             .field("context", &self.context)
+            .field("store_timeout", &self.store_timeout)
             .finish()
     }
 }

@@ -71,6 +71,7 @@ mod error;
 mod extract;
 mod format;
 mod future;
+mod guard;
 mod hash;
 mod ids;
 mod layer;

@@ -8,13 +8,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderName;
 use http::request::Parts;
 
 use crate::error::AuthError;
 use crate::format::{Environment, KindSet};
+use crate::guard::{CatchUnwind, catching};
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::layer::Config;
@@ -82,21 +83,52 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
         source: credential.source,
         org_header,
     };
-    let store_answer = config.store.find_key_now(&attempt.id);
+    let store_answer = catching(|| config.store.find_key_now(&attempt.id))
+        .unwrap_or_else(|panic| Some(Err(panic)));
     match store_answer {
         Some(found) => match attempt.examine(found, config) {
             Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
             Ok(Examined::NeedsMembership(pending)) => {
+                let id = pending.draft.key_id().clone();
                 let config = Arc::clone(config);
-                Check::Pending(Box::pin(async move { pending.resolve(&config).await }))
+                let timeout = config.store_timeout;
+                Check::Pending(contained(id, timeout, async move {
+                    pending.resolve(&config).await
+                }))
             }
             Err(error) => refuse(error),
         },
         None => {
+            let id = attempt.id.clone();
             let config = Arc::clone(config);
-            Check::Pending(Box::pin(async move { attempt.run(&config).await }))
+            let timeout = config.store_timeout;
+            Check::Pending(contained(
+                id,
+                timeout,
+                async move { attempt.run(&config).await },
+            ))
         }
     }
+}
+
+/// The pending part of a check, contained: a store that panics or does not
+/// answer within `timeout` refuses the request with 503.
+fn contained(
+    id: KeyId,
+    timeout: Option<Duration>,
+    verdict: impl Future<Output = Verdict> + Send + 'static,
+) -> PendingVerdict {
+    Box::pin(async move {
+        let verdict = CatchUnwind::new(verdict);
+        let outcome = match timeout {
+            #[cfg(feature = "tokio")]
+            Some(limit) => tokio::time::timeout(limit, verdict)
+                .await
+                .unwrap_or(Err(StoreError::Timeout)),
+            _ => verdict.await,
+        };
+        outcome.unwrap_or_else(|error| Verdict::Refused(store_failed(&id, &error)))
+    })
 }
 
 fn refuse(error: AuthError) -> Check {
@@ -189,7 +221,9 @@ impl Attempt {
             tracing::info!(key_id = %id, outcome = "expired", "credential refused");
             return Err(AuthError::expired());
         }
-        config.store.record_use(&record, now);
+        if let Err(panic) = catching(|| config.store.record_use(&record, now)) {
+            tracing::error!(key_id = %id, error = %panic, "recording a key's use failed; the request goes on");
+        }
         let kind = record.kind();
         let tenant = match record.owner {
             Owner::Organization(org) => Tenant {

@@ -172,6 +172,9 @@ pub enum StoreError {
     /// The backend failed (connection lost, query error, …).
     #[error("the key store failed")]
     Backend(#[source] Box<dyn StdError + Send + Sync>),
+    /// Store code panicked; the panic's message is kept for the log.
+    #[error("the key store panicked: {0}")]
+    Panicked(String),
 }
 
 impl StoreError {
