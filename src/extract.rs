@@ -225,7 +225,9 @@ impl Extract {
     }
 
     /// Removes query credentials from the URI, and with `hide_headers` also
-    /// the credential headers, so the inner service never sees them.
+    /// the credential headers, so the inner service never sees them. Headers
+    /// that stay are marked sensitive: their `Debug` shows `Sensitive`, and
+    /// HTTP/2 never puts them in its header table.
     pub(crate) fn scrub(&self, request: &mut Parts, hide_headers: bool) {
         for source in self.sources.iter() {
             match source {
@@ -237,9 +239,17 @@ impl Extract {
                     request.headers.remove(name);
                 }
                 Source::Custom(custom) if hide_headers => custom.hide(request),
-                _ => {}
+                Source::Bearer => mark_sensitive(request, &AUTHORIZATION),
+                Source::Header(name) => mark_sensitive(request, name),
+                Source::Custom(_) => {}
             }
         }
+    }
+}
+
+fn mark_sensitive(request: &mut Parts, name: &HeaderName) {
+    if let Some(value) = request.headers.get_mut(name) {
+        value.set_sensitive(true);
     }
 }
 
@@ -627,6 +637,21 @@ mod tests {
         assert!(request.headers.get("authorization").is_none());
         assert!(request.headers.get("x-api-key").is_none());
         assert!(request.headers.get("accept").is_some());
+    }
+
+    #[test]
+    fn credential_headers_that_stay_are_marked_sensitive() {
+        let policy = Extract::bearer_or_api_key();
+        let mut request = parts(|b| {
+            b.header("authorization", "Bearer secret-value")
+                .header("x-api-key", "secret-value")
+                .header("accept", "*/*")
+        });
+        policy.scrub(&mut request, false);
+        assert!(request.headers["authorization"].is_sensitive());
+        assert!(request.headers["x-api-key"].is_sensitive());
+        assert!(!request.headers["accept"].is_sensitive());
+        assert!(!format!("{:?}", request.headers).contains("secret-value"));
     }
 
     #[test]
