@@ -68,9 +68,8 @@ mod tests {
 
     #[tokio::test]
     async fn panicking_futures_become_errors() {
-        let failed = CatchUnwind::new(async { panic!("{}", String::from("boom")) })
-            .await
-            .map(|()| ());
+        let failed: Result<(), StoreError> =
+            CatchUnwind::new(async { panic!("{}", String::from("boom")) }).await;
         assert!(matches!(failed, Err(StoreError::Panicked(message)) if message == "boom"));
         assert_eq!(CatchUnwind::new(async { 3 }).await.unwrap(), 3);
     }
