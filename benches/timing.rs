@@ -1,0 +1,157 @@
+//! Timing: does refusing a key reveal anything? Compares, in one run:
+//!
+//! * the layer refusing an unknown id and refusing a wrong secret for a
+//!   known id (the dummy compare is meant to make these cost the same);
+//! * the layer refusing secrets that differ from the stored one in their
+//!   first and in their last character (both with valid checksums, so both
+//!   reach the hash comparison);
+//! * the constant-time hash comparison itself, for hashes that are equal,
+//!   differ in their first byte, or differ in their last byte.
+//!
+//! `scripts/timing-ratios.py` turns the results into the ratios of
+//! BENCHMARKS.md.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response};
+use tower::{Layer, Service};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner};
+
+#[derive(Clone, Copy)]
+struct Trivial;
+
+impl<B> Service<Request<B>> for Trivial {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        ready(Ok(Response::new(String::new())))
+    }
+}
+
+fn refuse<S>(service: &mut S, authorization: &HeaderValue) -> u16
+where
+    S: Service<
+            Request<String>,
+            Response = Response<tower_keyauth::AuthBody<String>>,
+            Error = Infallible,
+        >,
+{
+    let mut context = Context::from_waker(Waker::noop());
+    let mut request = Request::new(String::new());
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, authorization.clone());
+    match pin!(service.call(request)).poll(&mut context) {
+        Poll::Ready(response) => response.unwrap().status().as_u16(),
+        Poll::Pending => panic!("a memory store answers at once"),
+    }
+}
+
+/// The documented checksum, written independently of the crate: CRC32 of
+/// everything before it, as six base62 digits, most significant first.
+fn seal(body: &str) -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut value = crc32fast::hash(body.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    format!("{body}{}", std::str::from_utf8(&digits).unwrap())
+}
+
+/// `token` with the secret character at `index` changed, checksum redone.
+fn with_secret_changed(token: &str, index: usize) -> String {
+    let body = &token[..token.len() - 6];
+    let dot = body.find('.').unwrap();
+    let position = dot + 1 + index;
+    let mut bytes = body.as_bytes().to_vec();
+    bytes[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
+    seal(std::str::from_utf8(&bytes).unwrap())
+}
+
+fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+}
+
+fn timing(c: &mut Criterion) {
+    let format = KeyFormat::default();
+    let store = MemoryStore::new();
+    let mut known = String::new();
+    for i in 0..10_000 {
+        let minted = format.mint(KeyKind::Organization, None).unwrap();
+        store.insert(
+            KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme"))
+                .with_prefix("ak"),
+        );
+        if i == 5_000 {
+            known = minted.token.expose_secret().to_owned();
+        }
+    }
+    assert_eq!(
+        seal(&known[..known.len() - 6]),
+        known,
+        "the checksum is as documented"
+    );
+    let secret_length = known.len() - 6 - known.find('.').unwrap() - 1;
+    let unknown = format
+        .mint(KeyKind::Organization, None)
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned();
+    let first = with_secret_changed(&known, 0);
+    let last = with_secret_changed(&known, secret_length - 1);
+    assert!(format.parse(&first).is_ok() && format.parse(&last).is_ok());
+
+    let mut service = KeyAuthLayer::new(store).layer(Trivial);
+    let (unknown, first, last) = (bearer(&unknown), bearer(&first), bearer(&last));
+    for refused in [&unknown, &first, &last] {
+        assert_eq!(refuse(&mut service, refused), 401);
+    }
+
+    let mut group = c.benchmark_group("timing");
+    group.bench_function("refuse_unknown_id", |b| {
+        b.iter(|| refuse(&mut service, &unknown))
+    });
+    group.bench_function("refuse_wrong_secret_first_char", |b| {
+        b.iter(|| refuse(&mut service, &first))
+    });
+    group.bench_function("refuse_wrong_secret_last_char", |b| {
+        b.iter(|| refuse(&mut service, &last))
+    });
+
+    let stored = KeyHash::of(&known);
+    let mut bytes = *stored.as_bytes();
+    let equal = KeyHash::from_bytes(bytes);
+    bytes[0] ^= 1;
+    let first_byte = KeyHash::from_bytes(bytes);
+    bytes[0] ^= 1;
+    bytes[31] ^= 1;
+    let last_byte = KeyHash::from_bytes(bytes);
+    group.bench_function("compare_equal", |b| {
+        b.iter(|| black_box(&stored).matches(black_box(&equal)))
+    });
+    group.bench_function("compare_first_byte_differs", |b| {
+        b.iter(|| black_box(&stored).matches(black_box(&first_byte)))
+    });
+    group.bench_function("compare_last_byte_differs", |b| {
+        b.iter(|| black_box(&stored).matches(black_box(&last_byte)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, timing);
+criterion_main!(benches);
