@@ -12,8 +12,7 @@
 //! BENCHMARKS.md.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -26,23 +25,9 @@ use tower_keyauth::{
     CachedStore, KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner,
 };
 
-/// The innermost service: answers at once, allocates nothing.
-#[derive(Clone, Copy)]
-struct Trivial;
-
-impl<B> Service<Request<B>> for Trivial {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<String>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(String::new())))
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{Trivial, bearer};
 
 /// Readies `service`, calls it with a fresh request carrying `authorization`
 /// and drives the answer, which must come without waiting.
@@ -61,10 +46,6 @@ where
         Poll::Ready(response) => response.unwrap().status().as_u16(),
         Poll::Pending => panic!("the benchmark expects answers without waiting"),
     }
-}
-
-fn bearer(token: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
 }
 
 struct Fixture {

@@ -12,7 +12,7 @@
 //! BENCHMARKS.md.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -23,22 +23,9 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner};
 
-#[derive(Clone, Copy)]
-struct Trivial;
-
-impl<B> Service<Request<B>> for Trivial {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<String>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(String::new())))
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{Trivial, bearer};
 
 fn refuse<S>(service: &mut S, authorization: &HeaderValue) -> u16
 where
@@ -80,10 +67,6 @@ fn with_secret_changed(token: &str, index: usize) -> String {
     let mut bytes = body.as_bytes().to_vec();
     bytes[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
     seal(std::str::from_utf8(&bytes).unwrap())
-}
-
-fn bearer(token: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
 }
 
 fn timing(c: &mut Criterion) {

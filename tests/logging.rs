@@ -3,46 +3,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use tower_keyauth::{Extract, KeyAuthLayer, KeyLifecycle};
 
-/// Collects everything a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn outcomes_are_logged_with_the_key_id_and_never_the_secret() {
-    let (captured, _guard) = capture();
+    let (captured, _guard) = capture_tracing();
     let demo = demo().await;
     let app =
         app(KeyAuthLayer::new(demo.store.clone()).extract(Extract::bearer_api_key_or_query()));
@@ -98,7 +64,7 @@ async fn outcomes_are_logged_with_the_key_id_and_never_the_secret() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn store_failures_are_logged_as_errors() {
-    let (captured, _guard) = capture();
+    let (captured, _guard) = capture_tracing();
     let app = app(KeyAuthLayer::new(FailingStore));
     let token = tower_keyauth::KeyFormat::default()
         .mint(tower_keyauth::KeyKind::Organization, None)

@@ -93,23 +93,36 @@ fn check(calls: &[Call], revoked: Instant, visible_after: Duration) {
     );
 }
 
+/// Serves `serving`, lets 16 clients use `token`, revokes it with `revoke`
+/// after 400 ms, and checks that no request sent `visible_after` later or
+/// after got through.
+async fn revoke_under_load<S, F, Fut>(serving: S, token: &str, revoke: F, visible_after: Duration)
+where
+    S: KeyStore,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let addr = serve(serving).await;
+    let until = Instant::now() + Duration::from_millis(800) + visible_after;
+    let load = tokio::spawn(hammer(addr, token.to_owned(), 16, until));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    revoke().await;
+    let revoked = Instant::now();
+    check(&load.await.unwrap(), revoked, visible_after);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cache_no_request_succeeds_once_revoked() {
     let store = MemoryStore::new();
     let issued = store.issue(NewKey::org("acme")).await.unwrap();
-    let addr = serve(store.clone()).await;
-    let until = Instant::now() + Duration::from_millis(1200);
-    let load = tokio::spawn(hammer(
-        addr,
-        issued.token.expose_secret().to_owned(),
-        16,
-        until,
-    ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    store.revoke(&issued.record.id).await.unwrap();
-    let revoked = Instant::now();
-    let calls = load.await.unwrap();
-    check(&calls, revoked, Duration::ZERO);
+    let revoke = || async { store.revoke(&issued.record.id).await.unwrap() };
+    revoke_under_load(
+        store.clone(),
+        issued.token.expose_secret(),
+        revoke,
+        Duration::ZERO,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,19 +133,8 @@ async fn with_a_cache_no_request_succeeds_once_the_ttl_has_passed() {
     // The serving instance caches; the revocation comes through another one.
     let serving =
         CachedStore::with_options(shared.clone(), CacheOptions::default().positive_ttl(ttl));
-    let addr = serve(serving).await;
-    let until = Instant::now() + Duration::from_millis(1600);
-    let load = tokio::spawn(hammer(
-        addr,
-        issued.token.expose_secret().to_owned(),
-        16,
-        until,
-    ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    shared.revoke(&issued.record.id).await.unwrap();
-    let revoked = Instant::now();
-    let calls = load.await.unwrap();
-    check(&calls, revoked, ttl);
+    let revoke = || async { shared.revoke(&issued.record.id).await.unwrap() };
+    revoke_under_load(serving, issued.token.expose_secret(), revoke, ttl).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,17 +144,12 @@ async fn revoking_through_the_serving_cache_is_visible_at_once() {
         CacheOptions::default().positive_ttl(Duration::from_secs(3600)),
     );
     let issued = store.issue(NewKey::org("acme")).await.unwrap();
-    let addr = serve(store.clone()).await;
-    let until = Instant::now() + Duration::from_millis(1200);
-    let load = tokio::spawn(hammer(
-        addr,
-        issued.token.expose_secret().to_owned(),
-        16,
-        until,
-    ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    store.revoke(&issued.record.id).await.unwrap();
-    let revoked = Instant::now();
-    let calls = load.await.unwrap();
-    check(&calls, revoked, Duration::ZERO);
+    let revoke = || async { store.revoke(&issued.record.id).await.unwrap() };
+    revoke_under_load(
+        store.clone(),
+        issued.token.expose_secret(),
+        revoke,
+        Duration::ZERO,
+    )
+    .await;
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -17,19 +15,6 @@ use tower_keyauth::{
     CachedStore, Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, NewKey, Owner, Principal,
     RequireScopes, Scopes, Token,
 };
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Every form in which a token could leak: whole, its secret part, and both
 /// percent-encoded (as a query carries them).
@@ -57,14 +42,7 @@ fn assert_no_secret(haystack: &str, tokens: &[String], context: &str) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_reaches_a_log_a_response_or_a_debug_output() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_tracing();
 
     let demo = demo().await;
     let store = demo.store.clone();
@@ -218,7 +196,7 @@ async fn no_secret_reaches_a_log_a_response_or_a_debug_output() {
     );
     assert_no_secret(&debug, &tokens, "a Debug or Display");
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     assert!(
         log.len() > 10_000,
         "the scenarios logged too little to prove anything"

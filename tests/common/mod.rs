@@ -137,22 +137,41 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// Counts the calls that reach the wrapped store. Does not answer
-/// `find_key_now`, so every lookup takes the asynchronous path.
+/// Counts the calls that reach the wrapped store, and can be told to
+/// answer slowly or to fail. Does not answer `find_key_now`, so every
+/// lookup takes the asynchronous path.
 #[derive(Debug, Default)]
 pub struct CountingStore<S> {
     pub inner: S,
     pub finds: AtomicUsize,
     pub memberships: AtomicUsize,
+    pub delay: Option<std::time::Duration>,
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl<S> CountingStore<S> {
     pub fn new(inner: S) -> Arc<Self> {
+        Self::with_delay(inner, None)
+    }
+
+    /// Every lookup of keys takes `delay`.
+    pub fn slow(inner: S, delay: std::time::Duration) -> Arc<Self> {
+        Self::with_delay(inner, Some(delay))
+    }
+
+    fn with_delay(inner: S, delay: Option<std::time::Duration>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             finds: AtomicUsize::new(0),
             memberships: AtomicUsize::new(0),
+            delay,
+            failing: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, key lookups fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     pub fn finds(&self) -> usize {
@@ -168,6 +187,12 @@ impl<S> CountingStore<S> {
 impl<S: KeyStore> KeyStore for CountingStore<S> {
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.finds.fetch_add(1, Ordering::SeqCst);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::backend(std::io::Error::other("database down")));
+        }
         self.inner.find_key(id).await
     }
 
@@ -347,4 +372,37 @@ async fn run_on_postgres(url: &str, statement: String) {
         .await
         .unwrap();
     admin.close().await;
+}
+
+/// Everything a `tracing` subscriber writes, kept for a test to read.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every `tracing` event of this thread, down to TRACE, until the
+/// guard is dropped.
+pub fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
 }
