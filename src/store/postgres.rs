@@ -51,9 +51,9 @@ pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 /// `keyauth_memberships`) through embedded migrations recorded in
 /// `keyauth_migrations` (never in sqlx's own `_sqlx_migrations`, so they
 /// do not clash with yours). Any number of application instances may share
-/// one database: issuing is serialized per owner, so limits hold under
-/// concurrency, and a revocation is seen by every instance on its next
-/// lookup.
+/// one database: issuing and rotating are serialized per owner, so limits
+/// and single-active-key policies hold under concurrency, and a revocation
+/// is seen by every instance on its next lookup.
 ///
 /// For TLS, enable one of sqlx's TLS features (for example
 /// `sqlx = { version = "0.9", features = ["tls-rustls"] }`) in your
@@ -533,9 +533,11 @@ impl KeyStore for PostgresStore {
 impl KeyLifecycle for PostgresStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let now = to_micros_precision(SystemTime::now());
         let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
         lock_owner(&mut tx, &new_key.owner).await?;
+        // The time is read once the lock is held, so it is never earlier
+        // than a change another writer made before us.
+        let now = to_micros_precision(SystemTime::now());
         let (kind, org, workspace, user) = owner_columns(&new_key.owner);
         let usable: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM keyauth_keys
@@ -639,11 +641,20 @@ impl KeyLifecycle for PostgresStore {
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let now = to_micros_precision(SystemTime::now());
         let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        // A rotation inserts a key for the owner, so it takes the owner's
+        // lock like an issue does: otherwise a single-active-key issue could
+        // miss the successor and leave two keys usable. A key's owner never
+        // changes, so it can be read before the lock.
+        let owner = fetch_key(&mut tx, id, false)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.clone()))?
+            .owner;
+        lock_owner(&mut tx, &owner).await?;
         let old = fetch_key(&mut tx, id, true)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
+        let now = to_micros_precision(SystemTime::now());
         let plan = plan_rotation(&old, &options.format, grace, now)?;
         let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
         sqlx::query("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1")

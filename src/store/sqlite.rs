@@ -384,8 +384,10 @@ impl KeyStore for SqliteStore {
 impl KeyLifecycle for SqliteStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let now = to_micros_precision(SystemTime::now());
         let mut tx = begin_immediate(&self.inner.pool).await?;
+        // The time is read once the lock is held, so it is never earlier
+        // than a change another writer made before us.
+        let now = to_micros_precision(SystemTime::now());
         let (kind, org, workspace, user) = owner_columns(&new_key.owner);
         let usable: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM keyauth_keys
@@ -483,8 +485,8 @@ impl KeyLifecycle for SqliteStore {
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let now = to_micros_precision(SystemTime::now());
         let mut tx = begin_immediate(&self.inner.pool).await?;
+        let now = to_micros_precision(SystemTime::now());
         let old = fetch_key(&mut tx, id)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;

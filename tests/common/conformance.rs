@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
             memberships_decide_personal_tokens,
             concurrent_issues_respect_the_limit,
             concurrent_issues_and_revocations_all_land,
+            rotating_while_issuing_a_single_active_key_leaves_one_usable_key,
             a_second_instance_sees_revocations,
             last_used_is_written_at_most_once_per_interval,
         );
@@ -626,6 +627,39 @@ pub async fn concurrent_issues_and_revocations_all_land<H: Harness>(h: H) {
             status_of(&store, token(issued)).await,
             StatusCode::UNAUTHORIZED
         );
+    }
+}
+
+pub async fn rotating_while_issuing_a_single_active_key_leaves_one_usable_key<H: Harness>(h: H) {
+    let store = h
+        .open(StoreOptions::default().policy(KeyPolicy::SingleActive))
+        .await;
+    for round in 0..25 {
+        let org = format!("org{round}");
+        let first = store.issue(NewKey::org(org.as_str())).await.unwrap();
+        let rotating = {
+            let store = store.clone();
+            let id = first.record.id.clone();
+            tokio::spawn(async move { store.rotate(&id, Duration::ZERO).await })
+        };
+        let issuing = {
+            let store = store.clone();
+            let org = org.clone();
+            tokio::spawn(async move { store.issue(NewKey::org(org.as_str())).await })
+        };
+        // The rotation may lose the race (its key already revoked); the
+        // policy must hold either way.
+        let _ = rotating.await.unwrap();
+        issuing.await.unwrap().unwrap();
+        let now = SystemTime::now();
+        let usable = store
+            .list(&Owner::org(org.as_str()))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none_or(|at| at > now))
+            .count();
+        assert_eq!(usable, 1, "round {round}: {usable} usable keys");
     }
 }
 
