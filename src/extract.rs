@@ -248,8 +248,12 @@ impl Extract {
 }
 
 fn mark_sensitive(request: &mut Parts, name: &HeaderName) {
-    if let Some(value) = request.headers.get_mut(name) {
-        value.set_sensitive(true);
+    // Every value: a public path lets a request with a repeated credential
+    // header through.
+    if let http::header::Entry::Occupied(mut values) = request.headers.entry(name) {
+        for value in values.iter_mut() {
+            value.set_sensitive(true);
+        }
     }
 }
 
@@ -652,6 +656,17 @@ mod tests {
         assert!(request.headers["x-api-key"].is_sensitive());
         assert!(!request.headers["accept"].is_sensitive());
         assert!(!format!("{:?}", request.headers).contains("secret-value"));
+
+        let mut repeated = parts(|b| {
+            b.header("authorization", "Bearer first-secret")
+                .header("authorization", "Bearer second-secret")
+        });
+        policy.scrub(&mut repeated, false);
+        let shown = format!("{:?}", repeated.headers);
+        assert!(
+            !shown.contains("first-secret") && !shown.contains("second-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

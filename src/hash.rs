@@ -22,8 +22,15 @@ use subtle::ConstantTimeEq;
 /// assert_eq!(token.to_string(), "<redacted>");
 /// assert_eq!(token.expose_secret(), "ak_abc.supersecret");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Eq)]
 pub struct Token(String);
+
+impl PartialEq for Token {
+    /// Constant time for tokens of equal length (the length is not secret).
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
 
 impl Token {
     /// Wraps a credential.

@@ -270,8 +270,13 @@ impl<S: KeyLifecycle> KeyLifecycle for CachedStore<S> {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         let owner = new_key.owner.clone();
         let issued = self.shared.store.issue(new_key).await?;
-        // A policy may have revoked the owner's other keys.
-        self.invalidate_owner(&owner).await?;
+        // A policy may have revoked the owner's other keys. The key exists
+        // now, so its token must reach the caller whatever happens here: if
+        // the owner's keys cannot be listed, forget every cached key.
+        if let Err(error) = self.invalidate_owner(&owner).await {
+            tracing::warn!(error = %error, "could not list the owner's keys after an issue; forgetting every cached key");
+            self.invalidate_all();
+        }
         Ok(issued)
     }
 

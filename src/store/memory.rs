@@ -15,7 +15,7 @@ use crate::lifecycle::{
     plan_rotation,
 };
 use crate::record::{KeyRecord, Membership, Owner};
-use crate::store::usage::used_recently;
+use crate::store::usage::{NotedFilter, used_recently};
 use crate::store::{KeyStore, StoreError, StoreOptions};
 
 /// Keys and memberships in memory: no I/O, nothing survives a restart.
@@ -40,10 +40,27 @@ pub struct MemoryStore {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
     options: StoreOptions,
     state: RwLock<State>,
+    /// Debounces `last_used_at` writes when tracking is on.
+    noted: Option<NotedFilter>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new(StoreOptions::default())
+    }
+}
+
+impl Shared {
+    fn new(options: StoreOptions) -> Self {
+        Self {
+            noted: options.last_used_interval.map(NotedFilter::new),
+            options,
+            state: RwLock::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -88,10 +105,7 @@ impl MemoryStore {
     /// An empty store with these options.
     pub fn with_options(options: StoreOptions) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                options,
-                state: RwLock::default(),
-            }),
+            shared: Arc::new(Shared::new(options)),
         }
     }
 
@@ -165,12 +179,14 @@ impl KeyStore for MemoryStore {
         Some(Ok(self.lookup(id)))
     }
 
+    /// Writes `last_used_at` in the map at once, at most once per key and
+    /// interval-long window (behind a cache, the record seen here is an old
+    /// copy, so its own time is not enough to debounce).
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        let Some(interval) = self.shared.options.last_used_interval else {
+        let Some(noted) = &self.shared.noted else {
             return;
         };
-        // The record is fresh from the map, so its own time debounces.
-        if used_recently(record, at, interval) {
+        if used_recently(record, at, noted.interval()) || !noted.first_in_window(record, at) {
             return;
         }
         if let Some(stored) = self.write().keys.get_mut(&record.id) {

@@ -105,9 +105,10 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Notes that `record` authenticated a request at `at`, for its
     /// `last_used_at`. Called on the request path, so it must not block:
-    /// buffer the write and make it later, at most once per key per
-    /// interval (the bundled stores do). Failures must stay inside. The
-    /// default ignores it.
+    /// debounce and buffer the write, and make it later. Failures must stay
+    /// inside. The default ignores it. (The bundled stores write at most once
+    /// per key per interval-long window: `MemoryStore` in memory at once, the
+    /// SQL stores from a background task, again after a failed attempt.)
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         let _ = (record, at);
     }

@@ -199,24 +199,25 @@ impl Inner {
         let Some(usage) = &self.usage else {
             return Ok(0);
         };
-        let uses = usage.drain(SystemTime::now());
-        if uses.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
-        let times: Vec<OffsetDateTime> = uses.iter().map(|(_, at)| timestamp(*at)).collect();
-        // One statement for the whole batch.
-        sqlx::query(
-            "UPDATE keyauth_keys AS k SET last_used_at = u.at
-             FROM UNNEST($1::TEXT[], $2::TIMESTAMPTZ[]) AS u(id, at)
-             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
-        )
-        .bind(&ids)
-        .bind(&times)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::backend)?;
-        Ok(uses.len())
+        usage
+            .flush(async |uses: &[(KeyId, SystemTime)]| {
+                let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
+                let times: Vec<OffsetDateTime> =
+                    uses.iter().map(|(_, at)| timestamp(*at)).collect();
+                // One statement for the whole batch.
+                sqlx::query(
+                    "UPDATE keyauth_keys AS k SET last_used_at = u.at
+                     FROM UNNEST($1::TEXT[], $2::TIMESTAMPTZ[]) AS u(id, at)
+                     WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+                )
+                .bind(&ids)
+                .bind(&times)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::backend)
+            })
+            .await
     }
 }
 

@@ -136,7 +136,7 @@ where
                 break;
             };
             if let Err(error) = flush(owner).await {
-                tracing::warn!(error = %error, "could not write last-used times; will retry");
+                tracing::warn!(error = %error, "could not write last-used times; they are kept for the next attempt");
             }
         }
     });

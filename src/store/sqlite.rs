@@ -193,24 +193,23 @@ impl Inner {
         let Some(usage) = &self.usage else {
             return Ok(0);
         };
-        let uses = usage.drain(SystemTime::now());
-        if uses.is_empty() {
-            return Ok(0);
-        }
-        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
-        for (id, at) in &uses {
-            sqlx::query(
-                "UPDATE keyauth_keys SET last_used_at = ?2
-                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-            )
-            .bind(id.as_str())
-            .bind(to_micros(*at))
-            .execute(&mut *tx)
+        usage
+            .flush(async |uses: &[(KeyId, SystemTime)]| {
+                let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+                for (id, at) in uses {
+                    sqlx::query(
+                        "UPDATE keyauth_keys SET last_used_at = ?2
+                         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    )
+                    .bind(id.as_str())
+                    .bind(to_micros(*at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::backend)?;
+                }
+                tx.commit().await.map_err(StoreError::backend)
+            })
             .await
-            .map_err(StoreError::backend)?;
-        }
-        tx.commit().await.map_err(StoreError::backend)?;
-        Ok(uses.len())
     }
 }
 

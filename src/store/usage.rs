@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ids::KeyId;
 use crate::record::KeyRecord;
+use crate::store::StoreError;
 
 /// Whether `record` was marked used less than `interval` before `at`, so a
 /// new write would come too soon.
@@ -16,20 +17,65 @@ pub(crate) fn used_recently(record: &KeyRecord, at: SystemTime, interval: Durati
         .is_some_and(|last| at.duration_since(last).map_or(true, |gap| gap < interval))
 }
 
-/// Uses waiting to be written. Time is cut into windows of one interval;
-/// a key is written at most once per window.
+/// Which keys were already noted in the current window (time cut into
+/// windows of one interval): one relaxed atomic load per request, no lock,
+/// no shared write for a key in steady use.
+#[derive(Debug)]
+pub(crate) struct NotedFilter {
+    interval: Duration,
+    slots: Box<[AtomicU64]>,
+}
+
+/// Slots of the filter.
+const NOTED_SLOTS: usize = 1024;
+
+impl NotedFilter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            slots: (0..NOTED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub(crate) fn window(&self, at: SystemTime) -> u64 {
+        let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let window = since_epoch.as_millis() / self.interval.as_millis().max(1);
+        u64::try_from(window).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this is the first time `record` is noted in the window of
+    /// `at` (and marks it noted). Two keys may share a slot; then both are
+    /// noted a little more often, never less.
+    ///
+    /// The fingerprint comes from the key's SHA-256 (uniform, and already at
+    /// hand); bits 1 to 15 of the tag hold the window, and bit 0 is set so
+    /// that no tag looks like an empty slot.
+    pub(crate) fn first_in_window(&self, record: &KeyRecord, at: SystemTime) -> bool {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&record.hash.as_bytes()[..8]);
+        let fingerprint = u64::from_le_bytes(first);
+        let tag = (fingerprint & !0xffff) | ((self.window(at) & 0x7fff) << 1) | 1;
+        let slot = &self.slots[(fingerprint as usize) % NOTED_SLOTS];
+        if slot.load(Ordering::Relaxed) == tag {
+            return false;
+        }
+        slot.store(tag, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Uses waiting to be written by a background task: at most one write per
+/// key and window.
 #[derive(Debug)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) struct UsageBuffer {
-    interval: Duration,
+    noted: NotedFilter,
     state: Mutex<UsageState>,
-    /// Which keys were already noted in their current window, so that a key
-    /// in steady use skips the lock: one relaxed load per request.
-    noted: Box<[AtomicU64]>,
 }
-
-/// Slots of the noted-keys filter.
-const NOTED_SLOTS: usize = 1024;
 
 #[derive(Debug, Default)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
@@ -43,66 +89,72 @@ struct UsageState {
 impl UsageBuffer {
     pub(crate) fn new(interval: Duration) -> Self {
         Self {
-            interval,
+            noted: NotedFilter::new(interval),
             state: Mutex::default(),
-            noted: (0..NOTED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     pub(crate) fn interval(&self) -> Duration {
-        self.interval
-    }
-
-    fn window(&self, at: SystemTime) -> u64 {
-        let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let window = since_epoch.as_millis() / self.interval.as_millis().max(1);
-        u64::try_from(window).unwrap_or(u64::MAX)
-    }
-
-    /// The filter slot of a key and its tag for `window`. The fingerprint
-    /// comes from the key's SHA-256 (uniform, and already at hand); bits 1
-    /// to 15 hold the window, and bit 0 is set so no tag looks empty.
-    fn slot_and_tag(record: &KeyRecord, window: u64) -> (usize, u64) {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&record.hash.as_bytes()[..8]);
-        let fingerprint = u64::from_le_bytes(first);
-        let tag = (fingerprint & !0xffff) | ((window & 0x7fff) << 1) | 1;
-        ((fingerprint as usize) % NOTED_SLOTS, tag)
+        self.noted.interval()
     }
 
     /// Notes a use, unless the key was already noted in this window. Cheap:
     /// a time comparison, then one atomic load; the lock only once per key
     /// and window.
     pub(crate) fn note(&self, record: &KeyRecord, at: SystemTime) {
-        if used_recently(record, at, self.interval) {
-            return;
-        }
-        let window = self.window(at);
-        let (slot, tag) = Self::slot_and_tag(record, window);
-        // Cached records carry an old `last_used_at`: without this filter
+        // Cached records carry an old `last_used_at`: without the filter
         // every request through a cache would take the lock.
-        if self.noted[slot].load(Ordering::Relaxed) == tag {
+        if used_recently(record, at, self.interval()) || !self.noted.first_in_window(record, at) {
             return;
         }
+        let window = self.noted.window(at);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.written.get(&record.id) != Some(&window) {
             state.pending.entry(record.id.clone()).or_insert(at);
         }
-        self.noted[slot].store(tag, Ordering::Relaxed);
     }
 
     /// Takes the pending uses to write now, and forgets the windows that are
     /// over.
     pub(crate) fn drain(&self, now: SystemTime) -> Vec<(KeyId, SystemTime)> {
-        let current = self.window(now);
+        let current = self.noted.window(now);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.written.retain(|_, window| *window >= current);
         let pending: Vec<(KeyId, SystemTime)> = state.pending.drain().collect();
         for (id, at) in &pending {
-            let window = self.window(*at);
+            let window = self.noted.window(*at);
             state.written.insert(id.clone(), window);
         }
         pending
+    }
+
+    /// Puts back uses whose write failed, for the next flush.
+    pub(crate) fn restore(&self, uses: Vec<(KeyId, SystemTime)>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, at) in uses {
+            state.written.remove(&id);
+            let pending = state.pending.entry(id).or_insert(at);
+            *pending = (*pending).max(at);
+        }
+    }
+
+    /// Drains the pending uses and writes them with `write`; if that fails,
+    /// they are put back for the next flush. Returns how many were written.
+    pub(crate) async fn flush(
+        &self,
+        write: impl AsyncFnOnce(&[(KeyId, SystemTime)]) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let uses = self.drain(SystemTime::now());
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        match write(&uses).await {
+            Ok(()) => Ok(uses.len()),
+            Err(error) => {
+                self.restore(uses);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -169,6 +221,42 @@ mod tests {
             now,
         );
         assert_eq!(buffer.drain(now).len(), 1);
+    }
+
+    #[test]
+    fn uses_whose_write_failed_are_written_next_time() {
+        let buffer = UsageBuffer::new(Duration::from_secs(60));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(60 * 500);
+        buffer.note(&record("a"), t0);
+        let failed = buffer.drain(t0 + Duration::from_secs(1));
+        assert_eq!(failed.len(), 1);
+        buffer.restore(failed);
+        assert_eq!(
+            buffer.drain(t0 + Duration::from_secs(2)),
+            vec![(KeyId::from("a"), t0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_keeps_its_uses() {
+        let buffer = UsageBuffer::new(Duration::from_secs(60));
+        buffer.note(&record("a"), SystemTime::now());
+        let failed = buffer
+            .flush(async |_: &[(KeyId, SystemTime)]| Err(StoreError::Timeout))
+            .await;
+        assert!(failed.is_err());
+        let written = buffer.flush(async |uses: &[(KeyId, SystemTime)]| {
+            assert_eq!(uses.len(), 1);
+            Ok(())
+        });
+        assert_eq!(written.await.unwrap(), 1);
+        assert_eq!(
+            buffer
+                .flush(async |_: &[(KeyId, SystemTime)]| Ok(()))
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
