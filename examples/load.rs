@@ -20,7 +20,9 @@
 //! `LOAD_STORE` is `memory` (default) or `postgres` (a `PostgresStore` behind
 //! a `CachedStore` that listens for invalidations). `LOAD_SECONDS` (2),
 //! `LOAD_ROUNDS` (15), `LOAD_CONNECTIONS` (32), `LOAD_THREADS` (1, for wrk)
-//! and `LOAD_WORKERS` (2, the server's threads) tune the run.
+//! and `LOAD_WORKERS` (2, the server's threads) tune the run;
+//! `LOAD_WRK_CPU` pins wrk to one CPU (run the harness itself under
+//! `taskset` to keep the server on the others).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -49,7 +51,16 @@ fn app<S: KeyStore>(store: S) -> Router {
 
 /// Runs wrk against `url` and returns its requests per second.
 fn wrk(url: &str, header: Option<&str>, seconds: &str, connections: &str, threads: &str) -> f64 {
-    let mut command = Command::new("wrk");
+    // With LOAD_WRK_CPU set, wrk runs on that CPU alone (via taskset), so
+    // that it and the server do not take turns on the same core.
+    let mut command = match std::env::var("LOAD_WRK_CPU") {
+        Ok(cpu) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpu, "wrk"]);
+            command
+        }
+        Err(_) => Command::new("wrk"),
+    };
     command.args([
         "-t",
         threads,
