@@ -227,8 +227,10 @@ impl Extract {
     /// Removes query credentials from the URI, and with `hide_headers` also
     /// the credential headers, so the inner service never sees them. Headers
     /// that stay are marked sensitive: their `Debug` shows `Sensitive`, and
-    /// HTTP/2 never puts them in its header table.
-    pub(crate) fn scrub(&self, request: &mut Parts, hide_headers: bool) {
+    /// HTTP/2 never puts them in its header table. `repeats_possible` says
+    /// whether a repeated credential header may pass (on public paths only:
+    /// elsewhere repetition is refused), so that every value is marked.
+    pub(crate) fn scrub(&self, request: &mut Parts, hide_headers: bool, repeats_possible: bool) {
         for source in self.sources.iter() {
             match source {
                 Source::Query(name) => remove_query_parameter(&mut request.uri, name),
@@ -239,17 +241,21 @@ impl Extract {
                     request.headers.remove(name);
                 }
                 Source::Custom(custom) if hide_headers => custom.hide(request),
-                Source::Bearer => mark_sensitive(request, &AUTHORIZATION),
-                Source::Header(name) => mark_sensitive(request, name),
+                Source::Bearer => mark_sensitive(request, &AUTHORIZATION, repeats_possible),
+                Source::Header(name) => mark_sensitive(request, name, repeats_possible),
                 Source::Custom(_) => {}
             }
         }
     }
 }
 
-fn mark_sensitive(request: &mut Parts, name: &HeaderName) {
-    // Every value: a public path lets a request with a repeated credential
-    // header through.
+fn mark_sensitive(request: &mut Parts, name: &HeaderName, every_value: bool) {
+    if !every_value {
+        if let Some(value) = request.headers.get_mut(name) {
+            value.set_sensitive(true);
+        }
+        return;
+    }
     if let http::header::Entry::Occupied(mut values) = request.headers.entry(name) {
         for value in values.iter_mut() {
             value.set_sensitive(true);
@@ -621,11 +627,11 @@ mod tests {
         ];
         for (before, after) in cases {
             let mut request = parts(|b| b.uri(before));
-            policy.scrub(&mut request, false);
+            policy.scrub(&mut request, false, false);
             assert_eq!(request.uri.to_string(), after);
         }
         let mut absolute = parts(|b| b.uri("http://example.com/x?api-key=k&y=1"));
-        policy.scrub(&mut absolute, false);
+        policy.scrub(&mut absolute, false, false);
         assert_eq!(absolute.uri.to_string(), "http://example.com/x?y=1");
     }
 
@@ -637,7 +643,7 @@ mod tests {
                 .header("x-api-key", "a")
                 .header("accept", "*/*")
         });
-        policy.scrub(&mut request, true);
+        policy.scrub(&mut request, true, false);
         assert!(request.headers.get("authorization").is_none());
         assert!(request.headers.get("x-api-key").is_none());
         assert!(request.headers.get("accept").is_some());
@@ -651,7 +657,7 @@ mod tests {
                 .header("x-api-key", "secret-value")
                 .header("accept", "*/*")
         });
-        policy.scrub(&mut request, false);
+        policy.scrub(&mut request, false, false);
         assert!(request.headers["authorization"].is_sensitive());
         assert!(request.headers["x-api-key"].is_sensitive());
         assert!(!request.headers["accept"].is_sensitive());
@@ -661,7 +667,7 @@ mod tests {
             b.header("authorization", "Bearer first-secret")
                 .header("authorization", "Bearer second-secret")
         });
-        policy.scrub(&mut repeated, false);
+        policy.scrub(&mut repeated, false, true);
         let shown = format!("{:?}", repeated.headers);
         assert!(
             !shown.contains("first-secret") && !shown.contains("second-secret"),

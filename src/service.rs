@@ -92,7 +92,9 @@ where
         let config = &self.config;
         let public = config.public.matches(&parts);
         let check = verify::check(config, &parts);
-        config.extract.scrub(&mut parts, config.hide_credentials);
+        config
+            .extract
+            .scrub(&mut parts, config.hide_credentials, public);
         match check {
             Check::Done(verdict) => match admit(verdict, public, &config.context, parts) {
                 Admission::Pass(parts) => {
