@@ -83,43 +83,32 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
         source: credential.source,
         org_header,
     };
-    // Asking and examining in one step keeps the record from being moved
-    // around (it is the largest value on this path).
-    let id = attempt.id.clone();
-    let at_once = catching(|| match config.store.find_key_now(&attempt.id) {
-        Some(found) => AtOnce::Examined(attempt.examine(found, config)),
-        None => AtOnce::Later(attempt),
-    });
-    let examined =
-        match at_once {
-            Ok(AtOnce::Examined(examined)) => examined,
-            Ok(AtOnce::Later(attempt)) => {
+    let store_answer = catching(|| config.store.find_key_now(&attempt.id))
+        .unwrap_or_else(|panic| Some(Err(panic)));
+    match store_answer {
+        Some(found) => match attempt.examine(found, config) {
+            Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
+            Ok(Examined::NeedsMembership(pending)) => {
+                let id = pending.draft.key_id().clone();
                 let config = Arc::clone(config);
                 let timeout = config.store_timeout;
-                return Check::Pending(contained(id, timeout, async move {
-                    attempt.run(&config).await
-                }));
+                Check::Pending(contained(id, timeout, async move {
+                    pending.resolve(&config).await
+                }))
             }
-            Err(panic) => Err(store_failed(&id, &panic)),
-        };
-    match examined {
-        Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
-        Ok(Examined::NeedsMembership(pending)) => {
+            Err(error) => refuse(error),
+        },
+        None => {
+            let id = attempt.id.clone();
             let config = Arc::clone(config);
             let timeout = config.store_timeout;
-            Check::Pending(contained(id, timeout, async move {
-                pending.resolve(&config).await
-            }))
+            Check::Pending(contained(
+                id,
+                timeout,
+                async move { attempt.run(&config).await },
+            ))
         }
-        Err(error) => refuse(error),
     }
-}
-
-/// What asking the store without waiting gave.
-enum AtOnce {
-    Examined(Result<Examined, AuthError>),
-    /// The store needs to wait: ask it asynchronously.
-    Later(Attempt),
 }
 
 /// The pending part of a check, contained: a store that panics or does not
