@@ -15,7 +15,7 @@ use crate::lifecycle::{
     plan_rotation,
 };
 use crate::record::{KeyRecord, Membership, Owner};
-use crate::store::usage::{NotedFilter, used_recently};
+use crate::store::usage::NotedFilter;
 use crate::store::{KeyStore, StoreError, StoreOptions};
 
 /// Keys and memberships in memory: no I/O, nothing survives a restart.
@@ -186,7 +186,7 @@ impl KeyStore for MemoryStore {
         let Some(noted) = &self.shared.noted else {
             return;
         };
-        if used_recently(record, at, noted.interval()) || !noted.first_in_window(record, at) {
+        if noted.first_use_in_window(record, at).is_none() {
             return;
         }
         if let Some(stored) = self.write().keys.get_mut(&record.id) {

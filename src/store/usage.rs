@@ -9,14 +9,6 @@ use crate::ids::KeyId;
 use crate::record::KeyRecord;
 use crate::store::StoreError;
 
-/// Whether `record` was marked used less than `interval` before `at`, so a
-/// new write would come too soon.
-pub(crate) fn used_recently(record: &KeyRecord, at: SystemTime, interval: Duration) -> bool {
-    record
-        .last_used_at
-        .is_some_and(|last| at.duration_since(last).map_or(true, |gap| gap < interval))
-}
-
 /// Which keys were already noted in the current window (time cut into
 /// windows of one interval): one relaxed atomic load per request, no lock,
 /// no shared write for a key in steady use.
@@ -47,18 +39,35 @@ impl NotedFilter {
         u64::try_from(window).unwrap_or(u64::MAX)
     }
 
-    /// Whether this is the first time `record` is noted in the window of
-    /// `at` (and marks it noted). Two keys may share a slot; then both are
-    /// noted a little more often, never less.
+    /// The window of `at` if this use of `record` is the first to note in
+    /// it, and `None` if it can be skipped: the record itself says it was
+    /// used less than an interval ago, or the key was already noted in this
+    /// window (a cached record carries an old `last_used_at`, so its own
+    /// time is not enough). Marks the key noted.
+    pub(crate) fn first_use_in_window(&self, record: &KeyRecord, at: SystemTime) -> Option<u64> {
+        let used_recently = record.last_used_at.is_some_and(|last| {
+            at.duration_since(last)
+                .map_or(true, |gap| gap < self.interval)
+        });
+        if used_recently {
+            return None;
+        }
+        let window = self.window(at);
+        self.mark(record, window).then_some(window)
+    }
+
+    /// Whether `record` was not yet noted in `window` (and marks it noted).
+    /// Two keys may share a slot; then both are noted a little more often,
+    /// never less.
     ///
     /// The fingerprint comes from the key's SHA-256 (uniform, and already at
     /// hand); bits 1 to 15 of the tag hold the window, and bit 0 is set so
     /// that no tag looks like an empty slot.
-    pub(crate) fn first_in_window(&self, record: &KeyRecord, at: SystemTime) -> bool {
+    fn mark(&self, record: &KeyRecord, window: u64) -> bool {
         let mut first = [0u8; 8];
         first.copy_from_slice(&record.hash.as_bytes()[..8]);
         let fingerprint = u64::from_le_bytes(first);
-        let tag = (fingerprint & !0xffff) | ((self.window(at) & 0x7fff) << 1) | 1;
+        let tag = (fingerprint & !0xffff) | ((window & 0x7fff) << 1) | 1;
         let slot = &self.slots[(fingerprint as usize) % NOTED_SLOTS];
         if slot.load(Ordering::Relaxed) == tag {
             return false;
@@ -102,12 +111,11 @@ impl UsageBuffer {
     /// a time comparison, then one atomic load; the lock only once per key
     /// and window.
     pub(crate) fn note(&self, record: &KeyRecord, at: SystemTime) {
-        // Cached records carry an old `last_used_at`: without the filter
-        // every request through a cache would take the lock.
-        if used_recently(record, at, self.interval()) || !self.noted.first_in_window(record, at) {
+        // Without the filter every request through a cache would take the
+        // lock.
+        let Some(window) = self.noted.first_use_in_window(record, at) else {
             return;
-        }
-        let window = self.noted.window(at);
+        };
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.written.get(&record.id) != Some(&window) {
             state.pending.entry(record.id.clone()).or_insert(at);
