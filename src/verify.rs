@@ -91,8 +91,7 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
             Ok(Examined::NeedsMembership(pending)) => {
                 let id = pending.draft.key_id().clone();
                 let config = Arc::clone(config);
-                let timeout = config.store_timeout;
-                Check::Pending(contained(id, timeout, async move {
+                Check::Pending(contained(id, config.store_timeout, async move {
                     pending.resolve(&config).await
                 }))
             }
@@ -101,12 +100,9 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
         None => {
             let id = attempt.id.clone();
             let config = Arc::clone(config);
-            let timeout = config.store_timeout;
-            Check::Pending(contained(
-                id,
-                timeout,
-                async move { attempt.run(&config).await },
-            ))
+            Check::Pending(contained(id, config.store_timeout, async move {
+                attempt.run(&config).await
+            }))
         }
     }
 }
