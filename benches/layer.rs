@@ -27,7 +27,7 @@ use tower_keyauth::{
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Trivial, bearer};
+use support::{StoredKeys, Trivial, bearer, ten_thousand_keys};
 
 /// Readies `service`, calls it with a fresh request carrying `authorization`
 /// and drives the answer, which must come without waiting.
@@ -59,24 +59,11 @@ struct Fixture {
 /// A store of 10 000 keys, and one token of each kind the layer meets.
 fn fixture() -> Fixture {
     let format = KeyFormat::default();
-    let store = MemoryStore::new();
-    let mut valid = String::new();
-    for i in 0..10_000 {
-        let minted = format.mint(KeyKind::Organization, None).unwrap();
-        store.insert(
-            KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme"))
-                .with_prefix("ak"),
-        );
-        if i == 5_000 {
-            valid = minted.token.expose_secret().to_owned();
-        }
-    }
-    let unknown = format
-        .mint(KeyKind::Organization, None)
-        .unwrap()
-        .token
-        .expose_secret()
-        .to_owned();
+    let StoredKeys {
+        store,
+        known: valid,
+        unknown,
+    } = ten_thousand_keys(&format);
     // A stored id whose record holds another secret's hash.
     let victim = format.mint(KeyKind::Organization, None).unwrap();
     let other = format.mint(KeyKind::Organization, None).unwrap();

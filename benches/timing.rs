@@ -21,11 +21,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
-use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Trivial, bearer};
+use support::{StoredKeys, Trivial, bearer, ten_thousand_keys};
 
 /// Out of line, so every case runs the same machine code.
 #[inline(never)]
@@ -73,30 +73,17 @@ fn with_secret_changed(token: &str, index: usize) -> String {
 
 fn timing(c: &mut Criterion) {
     let format = KeyFormat::default();
-    let store = MemoryStore::new();
-    let mut known = String::new();
-    for i in 0..10_000 {
-        let minted = format.mint(KeyKind::Organization, None).unwrap();
-        store.insert(
-            KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme"))
-                .with_prefix("ak"),
-        );
-        if i == 5_000 {
-            known = minted.token.expose_secret().to_owned();
-        }
-    }
+    let StoredKeys {
+        store,
+        known,
+        unknown,
+    } = ten_thousand_keys(&format);
     assert_eq!(
         seal(&known[..known.len() - 6]),
         known,
         "the checksum is as documented"
     );
     let secret_length = known.len() - 6 - known.find('.').unwrap() - 1;
-    let unknown = format
-        .mint(KeyKind::Organization, None)
-        .unwrap()
-        .token
-        .expose_secret()
-        .to_owned();
     let first = with_secret_changed(&known, 0);
     let last = with_secret_changed(&known, secret_length - 1);
     assert!(format.parse(&first).is_ok() && format.parse(&last).is_ok());

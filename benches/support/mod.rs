@@ -1,4 +1,5 @@
-//! What the benches share: the innermost service, and a Bearer header.
+//! What the benches share: the innermost service, a Bearer header, and a
+//! store full of keys.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -6,6 +7,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
 use tower::Service;
+use tower_keyauth::{KeyFormat, KeyKind, KeyRecord, MemoryStore, Owner};
 
 /// The innermost service: answers at once, allocates nothing.
 #[derive(Clone, Copy)]
@@ -27,4 +29,38 @@ impl<B> Service<Request<B>> for Trivial {
 
 pub(crate) fn bearer(token: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+}
+
+/// A `MemoryStore` of 10 000 organization keys, the token of one of them
+/// (from the middle), and a well-formed token that is not stored.
+pub(crate) struct StoredKeys {
+    pub(crate) store: MemoryStore,
+    pub(crate) known: String,
+    pub(crate) unknown: String,
+}
+
+pub(crate) fn ten_thousand_keys(format: &KeyFormat) -> StoredKeys {
+    let store = MemoryStore::new();
+    let mut known = String::new();
+    for i in 0..10_000 {
+        let minted = format.mint(KeyKind::Organization, None).unwrap();
+        store.insert(
+            KeyRecord::new(minted.id.clone(), minted.token.hash(), Owner::org("acme"))
+                .with_prefix("ak"),
+        );
+        if i == 5_000 {
+            known = minted.token.expose_secret().to_owned();
+        }
+    }
+    let unknown = format
+        .mint(KeyKind::Organization, None)
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned();
+    StoredKeys {
+        store,
+        known,
+        unknown,
+    }
 }
