@@ -296,14 +296,8 @@ async fn memberships_are_cached_and_invalidated() {
     let probe = CountingStore::new(demo.store.clone());
     let cached = CachedStore::new(probe.clone());
     let app = app(KeyAuthLayer::new(cached.clone()));
-    let request = || {
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
-        )
-    };
     for _ in 0..50 {
-        assert_eq!(send(&app, request()).await.status, StatusCode::OK);
+        assert_eq!(send(&app, demo.pat_whoami()).await.status, StatusCode::OK);
     }
     assert_eq!(probe.memberships(), 1);
     // Changing the membership underneath the cache and telling the cache
@@ -320,7 +314,10 @@ async fn memberships_are_cached_and_invalidated() {
         },
     )
     .await;
-    assert_eq!(send(&app, request()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, demo.pat_whoami()).await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]

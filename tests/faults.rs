@@ -169,14 +169,7 @@ async fn faults_in_membership_lookups_are_503_too() {
         store.bad_id = Some(KeyId::from("none-of-these"));
         store.memberships_fail = true;
         let (app, calls) = counting_app(timeout_layer(store));
-        let reply = send(
-            &app,
-            get_with(
-                "/v1/whoami",
-                &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
-            ),
-        )
-        .await;
+        let reply = send(&app, demo.pat_whoami()).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 0);
     }

@@ -327,15 +327,8 @@ async fn a_personal_token_without_org_header_is_missing_organization() {
 #[tokio::test]
 async fn a_personal_token_acts_for_an_org_its_user_belongs_to() {
     let demo = demo().await;
-    let app = app(KeyAuthLayer::new(demo.store));
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
-        ),
-    )
-    .await;
+    let app = app(KeyAuthLayer::new(demo.store.clone()));
+    let reply = send(&app, demo.pat_whoami()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let who = reply.json();
     assert_eq!(who["kind"], "personal");
@@ -424,15 +417,8 @@ async fn a_failing_store_is_503_and_never_passes() {
 #[tokio::test]
 async fn a_failing_membership_lookup_is_503() {
     let demo = demo().await;
-    let app = app(KeyAuthLayer::new(MembershipDown(demo.store)));
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
-        ),
-    )
-    .await;
+    let app = app(KeyAuthLayer::new(MembershipDown(demo.store.clone())));
+    let reply = send(&app, demo.pat_whoami()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.error(), "unavailable");
 }

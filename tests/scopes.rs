@@ -277,18 +277,12 @@ async fn personal_tokens_get_the_intersection_of_token_and_membership() {
 async fn removing_a_membership_takes_effect_on_the_next_request() {
     let demo = demo().await;
     let app = app(KeyAuthLayer::new(demo.store.clone()));
-    let request = || {
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
-        )
-    };
-    assert_eq!(send(&app, request()).await.status, StatusCode::OK);
+    assert_eq!(send(&app, demo.pat_whoami()).await.status, StatusCode::OK);
     demo.store
         .set_membership(&UserId::from("ada"), &OrgId::from("acme"), None)
         .await
         .unwrap();
-    let reply = send(&app, request()).await;
+    let reply = send(&app, demo.pat_whoami()).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.error(), "forbidden");
 }
@@ -307,14 +301,7 @@ async fn personal_tokens_are_refused_by_stores_without_memberships() {
         }
     }
     let demo = demo().await;
-    let app = app(KeyAuthLayer::new(KeysOnly(demo.store)));
-    let reply = send(
-        &app,
-        get_with(
-            "/v1/whoami",
-            &[("authorization", &bearer(&demo.pat)), ("x-org-id", "acme")],
-        ),
-    )
-    .await;
+    let app = app(KeyAuthLayer::new(KeysOnly(demo.store.clone())));
+    let reply = send(&app, demo.pat_whoami()).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }

@@ -243,6 +243,16 @@ pub struct Demo {
     pub pat: String,
 }
 
+impl Demo {
+    /// `GET /v1/whoami` with the personal token, acting for org "acme".
+    pub fn pat_whoami(&self) -> Request<Body> {
+        get_with(
+            "/v1/whoami",
+            &[("authorization", &bearer(&self.pat)), ("x-org-id", "acme")],
+        )
+    }
+}
+
 pub async fn demo() -> Demo {
     let store = MemoryStore::new();
     let org = store
