@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, Method, Uri};
 use tower_layer::Layer;
 
+use crate::clock::{Clock, SharedClock};
 use crate::extract::Extract;
 use crate::format::KeyFormat;
 use crate::public::PublicPaths;
@@ -60,6 +61,7 @@ pub(crate) struct Config<S> {
     pub(crate) hide_credentials: bool,
     pub(crate) context: Arc<ResponseContext>,
     pub(crate) store_timeout: Option<Duration>,
+    pub(crate) clock: SharedClock,
 }
 
 impl<S> Clone for Config<S> {
@@ -73,6 +75,7 @@ impl<S> Clone for Config<S> {
             hide_credentials: self.hide_credentials,
             context: Arc::clone(&self.context),
             store_timeout: self.store_timeout,
+            clock: self.clock.clone(),
         }
     }
 }
@@ -100,6 +103,7 @@ impl<S: KeyStore> KeyAuthLayer<S> {
                     Arc::from(DEFAULT_REALM),
                 )),
                 store_timeout: None,
+                clock: SharedClock::default(),
             }),
         }
     }
@@ -200,6 +204,14 @@ impl<S> KeyAuthLayer<S> {
         self
     }
 
+    /// Where the layer reads the time to decide expiry and a rotation's
+    /// grace period, and to note a key's use (default
+    /// [`SystemClock`](crate::SystemClock)). Revocation never asks it.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config_mut().clock = SharedClock::new(clock);
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.config.store
@@ -239,6 +251,7 @@ impl<S> fmt::Debug for Config<S> {
             .field("hide_credentials", &self.hide_credentials)
             .field("context", &self.context)
             .field("store_timeout", &self.store_timeout)
+            .field("clock", &self.clock)
             .finish()
     }
 }

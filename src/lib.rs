@@ -68,6 +68,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod clock;
 mod error;
 mod extract;
 mod format;
@@ -97,6 +98,7 @@ mod serde;
 pub mod tonic;
 
 pub use body::AuthBody;
+pub use clock::{Clock, SystemClock};
 pub use error::{AuthError, AuthErrorKind};
 pub use extract::{API_KEY_HEADER, API_KEY_QUERY, Extract, ExtractCredential, MAX_CREDENTIAL_LEN};
 pub use format::{Environment, KeyFormat, MintError, MintedToken, ParseError, ParsedToken};
@@ -116,8 +118,8 @@ pub use store::SqliteStore;
 #[cfg(feature = "cache")]
 pub use store::{CacheInvalidator, CacheOptions, CachedStore};
 pub use store::{
-    DEFAULT_LAST_USED_INTERVAL, Invalidate, Invalidation, KeyStore, MemoryStore, StoreError,
-    StoreOptions,
+    DEFAULT_LAST_USED_INTERVAL, Invalidate, Invalidation, KeyMatch, KeyStore, MemoryStore,
+    StoreError, StoreOptions,
 };
 #[cfg(feature = "postgres")]
 pub use store::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};

@@ -162,11 +162,21 @@ pub(crate) fn plan_issue(
 }
 
 /// What rotating `old` at `now` means: the request for its successor, and
-/// when the old key stops working.
+/// what becomes of the old key.
 #[derive(Debug)]
 pub(crate) struct RotationPlan {
     pub(crate) successor: NewKey,
-    pub(crate) old_revoked_at: SystemTime,
+    pub(crate) old_key: OldKey,
+}
+
+/// What becomes of a rotated key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OldKey {
+    /// No grace period: revoked at once, whatever the clocks say.
+    Revoke,
+    /// It works until this time (its grace period's end, compared with the
+    /// clock like an expiry).
+    GraceEndsAt(SystemTime),
 }
 
 /// The successor keeps owner, name, scopes and lifetime length; the old key
@@ -178,7 +188,7 @@ pub(crate) fn plan_rotation(
     grace: Duration,
     now: SystemTime,
 ) -> Result<RotationPlan, LifecycleError> {
-    if old.is_revoked_at(now) {
+    if old.is_revoked() {
         return Err(LifecycleError::Revoked(old.id.clone()));
     }
     if old.is_expired_at(now) {
@@ -200,13 +210,14 @@ pub(crate) fn plan_rotation(
     }
     // A rotation replaces a key: no limit applies, and no other key goes.
     successor.policy = Some(KeyPolicy::Unlimited);
-    let grace_end = now + grace;
-    // An earlier grace end (from a previous rotation) is kept.
-    let old_revoked_at = old.revoked_at.map_or(grace_end, |at| at.min(grace_end));
-    Ok(RotationPlan {
-        successor,
-        old_revoked_at,
-    })
+    let old_key = if grace.is_zero() {
+        OldKey::Revoke
+    } else {
+        // An earlier grace end (from a previous rotation) is kept.
+        let grace_end = now + grace;
+        OldKey::GraceEndsAt(old.grace_ends_at.map_or(grace_end, |at| at.min(grace_end)))
+    };
+    Ok(RotationPlan { successor, old_key })
 }
 
 /// A key just issued. [`token`](Self::token) is the only copy of the secret:
@@ -266,7 +277,9 @@ pub struct KeySummary {
     pub created_at: SystemTime,
     /// When it expires, if ever.
     pub expires_at: Option<SystemTime>,
-    /// When it was (or, within a rotation's grace period, will be) revoked.
+    /// When a rotation's grace period ends, if it was rotated with one.
+    pub grace_ends_at: Option<SystemTime>,
+    /// When it was revoked, if it was (it is refused from then on).
     pub revoked_at: Option<SystemTime>,
     /// When it was last used, if tracked.
     pub last_used_at: Option<SystemTime>,
@@ -282,6 +295,7 @@ impl From<&KeyRecord> for KeySummary {
             scopes: record.scopes.clone(),
             created_at: record.created_at,
             expires_at: record.expires_at,
+            grace_ends_at: record.grace_ends_at,
             revoked_at: record.revoked_at,
             last_used_at: record.last_used_at,
         }
@@ -348,14 +362,17 @@ pub trait KeyLifecycle: KeyStore {
     /// (personal tokens belong to users and are not included).
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError>;
 
-    /// Revokes a key: its next request fails. Revoking a revoked key is not
-    /// an error; a key in a rotation's grace period stops at once.
+    /// Revokes a key: its next request fails on every instance, whatever
+    /// their clocks say. Revoking a revoked key is not an error (the first
+    /// time is kept); a key in a rotation's grace period stops at once.
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError>;
 
     /// Issues a successor with the same owner, name, scopes and lifetime
-    /// length, and revokes the old key once `grace` has passed
-    /// (`Duration::ZERO`: at once). The old key never outlives its own
-    /// expiry. Revoked and expired keys cannot be rotated.
+    /// length. With `Duration::ZERO` the old key is revoked at once;
+    /// otherwise it keeps working until `grace` has passed
+    /// ([`KeyRecord::grace_ends_at`], an expiry: compared with the clock),
+    /// never past its own expiry. Revoked and expired keys cannot be
+    /// rotated.
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError>;
 
     /// Makes `user` a member of `org` with `membership`, or removes them
@@ -415,14 +432,18 @@ mod tests {
             plan.successor.expires_at,
             Some(now + Duration::from_secs(1000))
         );
-        assert_eq!(plan.old_revoked_at, now + Duration::from_secs(60));
+        assert_eq!(
+            plan.old_key,
+            OldKey::GraceEndsAt(now + Duration::from_secs(60))
+        );
         assert_eq!(plan.successor.policy, Some(KeyPolicy::Unlimited));
     }
 
     #[test]
     fn revoked_and_expired_keys_cannot_be_rotated() {
         let now = SystemTime::now();
-        let revoked = record(now).with_revoked_at(now - Duration::from_secs(1));
+        // Revoked "in the future" by a clock that runs ahead: still revoked.
+        let revoked = record(now).with_revoked_at(now + Duration::from_secs(3600));
         assert!(matches!(
             plan_rotation(&revoked, &KeyFormat::default(), Duration::ZERO, now),
             Err(LifecycleError::Revoked(_))
@@ -437,7 +458,7 @@ mod tests {
     #[test]
     fn a_second_rotation_never_extends_the_first_grace_period() {
         let now = SystemTime::now();
-        let in_grace = record(now).with_revoked_at(now + Duration::from_secs(10));
+        let in_grace = record(now).with_grace_ends_at(now + Duration::from_secs(10));
         let plan = plan_rotation(
             &in_grace,
             &KeyFormat::default(),
@@ -445,8 +466,27 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(plan.old_revoked_at, now + Duration::from_secs(10));
+        assert_eq!(
+            plan.old_key,
+            OldKey::GraceEndsAt(now + Duration::from_secs(10))
+        );
         let plan = plan_rotation(&in_grace, &KeyFormat::default(), Duration::ZERO, now).unwrap();
-        assert_eq!(plan.old_revoked_at, now);
+        assert_eq!(plan.old_key, OldKey::Revoke);
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_its_own_lifetime_for_its_successor() {
+        // A retried rotation must not turn the grace period into the
+        // successor's lifetime.
+        let now = SystemTime::now();
+        let in_grace = record(now - Duration::from_secs(100))
+            .with_grace_ends_at(now + Duration::from_secs(10));
+        let plan = plan_rotation(&in_grace, &KeyFormat::default(), Duration::ZERO, now).unwrap();
+        assert_eq!(plan.successor.expires_at, None);
+        let ended = record(now).with_grace_ends_at(now);
+        assert!(matches!(
+            plan_rotation(&ended, &KeyFormat::default(), Duration::ZERO, now),
+            Err(LifecycleError::Expired(_))
+        ));
     }
 }

@@ -143,8 +143,13 @@ pub struct KeyRecord {
     pub created_at: SystemTime,
     /// When the key stops working, if ever.
     pub expires_at: Option<SystemTime>,
-    /// When the key was revoked, or, after a rotation with a grace period,
-    /// when it will stop working.
+    /// When a rotation with a grace period replaced the key, the end of that
+    /// period: like [`expires_at`](Self::expires_at), a time compared with
+    /// the clock.
+    pub grace_ends_at: Option<SystemTime>,
+    /// When the key was revoked. A revoked key is refused from the moment
+    /// this is set, whatever the time it holds and whatever the clock of the
+    /// instance that checks it: the time is a record, not a deadline.
     pub revoked_at: Option<SystemTime>,
     /// When the key was last used (tracked off the request path, so it lags).
     pub last_used_at: Option<SystemTime>,
@@ -162,6 +167,7 @@ impl KeyRecord {
             prefix: None,
             created_at: SystemTime::now(),
             expires_at: None,
+            grace_ends_at: None,
             revoked_at: None,
             last_used_at: None,
         }
@@ -210,7 +216,13 @@ impl KeyRecord {
         self
     }
 
-    /// Marks the key revoked from `at` on.
+    /// Sets the end of a rotation's grace period.
+    pub fn with_grace_ends_at(mut self, at: SystemTime) -> Self {
+        self.grace_ends_at = Some(at);
+        self
+    }
+
+    /// Marks the key revoked (at `at`, as recorded; it is refused at once).
     pub fn with_revoked_at(mut self, at: SystemTime) -> Self {
         self.revoked_at = Some(at);
         self
@@ -232,19 +244,30 @@ impl KeyRecord {
         KeyFormat::mask(self.prefix.as_deref(), &self.id)
     }
 
-    /// Whether the key has been revoked by `now`.
-    pub fn is_revoked_at(&self, now: SystemTime) -> bool {
-        self.revoked_at.is_some_and(|at| at <= now)
+    /// Whether the key has been revoked. No clock is asked: a revocation
+    /// holds from the moment it is stored.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
     }
 
-    /// Whether the key has expired by `now`.
+    /// When the key stops working by itself: the earlier of its expiry and
+    /// the end of a rotation's grace period.
+    pub fn stops_at(&self) -> Option<SystemTime> {
+        match (self.expires_at, self.grace_ends_at) {
+            (Some(expiry), Some(grace_end)) => Some(expiry.min(grace_end)),
+            (expiry, grace_end) => expiry.or(grace_end),
+        }
+    }
+
+    /// Whether the key has expired, or its rotation's grace period ended,
+    /// by `now`.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
+        self.stops_at().is_some_and(|at| at <= now)
     }
 
     /// Whether the key is neither revoked nor expired at `now`.
     pub fn is_usable_at(&self, now: SystemTime) -> bool {
-        !self.is_revoked_at(now) && !self.is_expired_at(now)
+        !self.is_revoked() && !self.is_expired_at(now)
     }
 }
 

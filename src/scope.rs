@@ -4,7 +4,11 @@
 //! wildcard: `*` grants everything, `objects.*` grants every scope that
 //! starts with `objects.`. Required scopes are matched against granted ones
 //! with [`Scopes::allows`].
+//!
+//! Every set is bounded ([`Scopes::MAX_COUNT`] names of at most
+//! [`Scope::MAX_LEN`] bytes), so no stored key can make a request expensive.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,33 +18,80 @@ use smol_str::SmolStr;
 ///
 /// Names use the characters RFC 6749 allows in a scope token (visible ASCII
 /// except `"` and `\`), so they can be echoed in a `WWW-Authenticate` header
-/// without escaping. A `*` may only stand alone or as the last segment after
-/// a dot.
+/// without escaping, and are at most [`Scope::MAX_LEN`] bytes long. A `*`
+/// may only stand alone or as the last segment after a dot.
 ///
 /// ```
 /// use tower_keyauth::Scope;
 /// let wildcard = Scope::new("objects.*").unwrap();
 /// assert!(wildcard.covers(&Scope::new("objects.read").unwrap()));
 /// assert!(Scope::new("obj*").is_err());
+/// assert!(Scope::new(&"a".repeat(Scope::MAX_LEN + 1)).is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope(SmolStr);
 
-/// The error for a scope name that breaks the rules of [`Scope`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid scope {name:?}: {reason}")]
+/// The error for a scope name that breaks the rules of [`Scope`], or a set
+/// larger than [`Scopes::MAX_COUNT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidScope {
-    name: String,
-    reason: &'static str,
+    /// The offending name, shortened for display; `None` when the set as a
+    /// whole is at fault.
+    name: Option<String>,
+    reason: Cow<'static, str>,
 }
 
+/// How much of an offending name an error shows.
+const SHOWN_NAME_CHARS: usize = 40;
+
+impl InvalidScope {
+    fn name(name: &str, reason: &'static str) -> Self {
+        let shown = match name.char_indices().nth(SHOWN_NAME_CHARS) {
+            Some((cut, _)) => format!("{}…", &name[..cut]),
+            None => name.to_owned(),
+        };
+        Self {
+            name: Some(shown),
+            reason: Cow::Borrowed(reason),
+        }
+    }
+
+    fn too_many() -> Self {
+        Self {
+            name: None,
+            reason: Cow::Owned(format!("a set holds at most {} scopes", Scopes::MAX_COUNT)),
+        }
+    }
+
+    fn text_too_long() -> Self {
+        Self {
+            name: None,
+            reason: Cow::Owned(format!(
+                "a list of scopes is at most {} bytes long",
+                MAX_TEXT_LEN
+            )),
+        }
+    }
+}
+
+impl fmt::Display for InvalidScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "invalid scope {name:?}: {}", self.reason),
+            None => write!(f, "invalid scopes: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for InvalidScope {}
+
 impl Scope {
+    /// The longest scope name, in bytes.
+    pub const MAX_LEN: usize = 128;
+
     /// Validates and wraps a scope name.
     pub fn new(name: &str) -> Result<Self, InvalidScope> {
-        validate(name).map_err(|reason| InvalidScope {
-            name: name.to_owned(),
-            reason,
-        })?;
+        validate(name).map_err(|reason| InvalidScope::name(name, reason))?;
         Ok(Self(SmolStr::new(name)))
     }
 
@@ -68,7 +119,7 @@ fn validate(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("a scope must not be empty");
     }
-    if name.len() > 128 {
+    if name.len() > Scope::MAX_LEN {
         return Err("a scope must be at most 128 bytes long");
     }
     if !name
@@ -130,14 +181,16 @@ impl std::str::FromStr for Scope {
     }
 }
 
-/// A set of granted scopes, cheap to clone.
+/// A set of granted scopes, cheap to clone, kept sorted and without
+/// duplicates (so two sets with the same scopes are equal, whatever the
+/// order they were given in).
 ///
 /// A key created without scopes holds [`Scopes::all`] (`*`): the full access
-/// of whoever issued it.
+/// of whoever issued it. A set holds at most [`Scopes::MAX_COUNT`] names.
 ///
 /// ```
 /// use tower_keyauth::Scopes;
-/// let granted = Scopes::parse(["objects.read", "workspaces.*"]).unwrap();
+/// let granted = Scopes::parse(["workspaces.*", "objects.read"]).unwrap();
 /// assert!(granted.allows("objects.read"));
 /// assert!(granted.allows("workspaces.read"));
 /// assert!(!granted.allows("objects.write"));
@@ -169,7 +222,20 @@ impl std::hash::Hash for Scopes {
     }
 }
 
+/// The longest space-separated list [`Scopes::parse_space_separated`]
+/// reads: every name at its longest, one space after each.
+const MAX_TEXT_LEN: usize = Scopes::MAX_COUNT * (Scope::MAX_LEN + 1);
+
+/// Up to this many scopes a linear scan beats binary searches.
+const LINEAR_SCAN_MAX: usize = 8;
+
 impl Scopes {
+    /// The most scopes one set may hold: what a key, a membership or a
+    /// [`RequireScopes`](crate::RequireScopes) may name. Parsing or building
+    /// a larger set fails, and a store refuses to read back a key that
+    /// holds more (the request gets a 503, never a pass).
+    pub const MAX_COUNT: usize = 256;
+
     /// Full access: the single scope `*`.
     pub fn all() -> Self {
         Self(Repr::One([Scope(SmolStr::new_static("*"))]))
@@ -189,32 +255,55 @@ impl Scopes {
     }
 
     /// Validates every name and builds the set (duplicates are dropped).
+    /// Fails on an invalid name or on more than [`Scopes::MAX_COUNT`]
+    /// names, without reading further.
+    ///
+    /// ```
+    /// use tower_keyauth::Scopes;
+    /// let too_many = (0..=Scopes::MAX_COUNT).map(|i| format!("objects.{i}"));
+    /// assert!(Scopes::parse(too_many).is_err());
+    /// ```
     pub fn parse<I>(names: I) -> Result<Self, InvalidScope>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        names
-            .into_iter()
-            .map(|name| Scope::new(name.as_ref()))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self::from_scopes)
+        let mut scopes = Vec::new();
+        for name in names {
+            if scopes.len() == Self::MAX_COUNT {
+                return Err(InvalidScope::too_many());
+            }
+            scopes.push(Scope::new(name.as_ref())?);
+        }
+        Ok(Self::from_vec(scopes))
     }
 
     /// Parses a space-separated list, as in an OAuth `scope` attribute.
     pub fn parse_space_separated(text: &str) -> Result<Self, InvalidScope> {
+        if text.len() > MAX_TEXT_LEN {
+            return Err(InvalidScope::text_too_long());
+        }
         Self::parse(text.split(' ').filter(|name| !name.is_empty()))
     }
 
-    /// Builds the set from validated scopes (duplicates are dropped).
-    pub fn from_scopes(scopes: impl IntoIterator<Item = Scope>) -> Self {
-        let mut unique: Vec<Scope> = Vec::new();
+    /// Builds the set from validated scopes (duplicates are dropped). Fails
+    /// on more than [`Scopes::MAX_COUNT`] of them.
+    pub fn from_scopes(scopes: impl IntoIterator<Item = Scope>) -> Result<Self, InvalidScope> {
+        let mut collected = Vec::new();
         for scope in scopes {
-            if !unique.contains(&scope) {
-                unique.push(scope);
+            if collected.len() == Self::MAX_COUNT {
+                return Err(InvalidScope::too_many());
             }
+            collected.push(scope);
         }
-        let mut inline = unique.into_iter();
+        Ok(Self::from_vec(collected))
+    }
+
+    /// Sorts and drops duplicates: O(n log n).
+    fn from_vec(mut scopes: Vec<Scope>) -> Self {
+        scopes.sort_unstable();
+        scopes.dedup();
+        let mut inline = scopes.into_iter();
         match (inline.next(), inline.next(), inline.next()) {
             (Some(only), None, _) => Self(Repr::One([only])),
             (Some(first), Some(second), None) => Self(Repr::Two([first, second])),
@@ -231,22 +320,41 @@ impl Scopes {
 
     /// Whether some granted scope covers `required` (see [`Scope::covers`]).
     /// A `required` name that is not a valid scope is never allowed.
+    ///
+    /// Costs O(log n) binary searches per `.` in `required` for large sets,
+    /// a scan for small ones.
     pub fn allows(&self, required: &str) -> bool {
-        validate(required).is_ok()
-            && self
-                .as_slice()
-                .iter()
-                .any(|granted| covers(granted.as_str(), required))
+        validate(required).is_ok() && self.allows_valid(required)
+    }
+
+    /// [`allows`](Self::allows) for a name known to be valid.
+    fn allows_valid(&self, required: &str) -> bool {
+        let granted = self.as_slice();
+        if granted.len() <= LINEAR_SCAN_MAX {
+            return granted.iter().any(|scope| covers(scope.as_str(), required));
+        }
+        // The scopes that can cover `required` are `*`, `required` itself,
+        // and `prefix.*` for each prefix of it that ends in a dot.
+        if contains(granted, "*", "") || contains(granted, required, "") {
+            return true;
+        }
+        required
+            .bytes()
+            .enumerate()
+            .filter(|&(_, byte)| byte == b'.')
+            .any(|(dot, _)| contains(granted, &required[..=dot], "*"))
     }
 
     /// Whether every scope of `required` is allowed.
     pub fn allows_all(&self, required: &Scopes) -> bool {
-        required.iter().all(|scope| self.allows(scope.as_str()))
+        required
+            .iter()
+            .all(|scope| self.allows_valid(scope.as_str()))
     }
 
     /// Whether this set grants everything (`*`).
     pub fn is_all(&self) -> bool {
-        self.as_slice().iter().any(|scope| scope.as_str() == "*")
+        contains(self.as_slice(), "*", "")
     }
 
     /// Whether this set grants nothing.
@@ -255,7 +363,8 @@ impl Scopes {
     }
 
     /// The scopes allowed by both sets, e.g. a personal token's own scopes
-    /// within its owner's membership of an organization.
+    /// within its owner's membership of an organization. It holds at most
+    /// the scopes of both sets together.
     ///
     /// ```
     /// use tower_keyauth::Scopes;
@@ -270,22 +379,23 @@ impl Scopes {
         if other.is_all() {
             return self.clone();
         }
-        // Scopes form a hierarchy, so two grants overlap only when one covers
-        // the other, and the overlap is the narrower of the two.
-        let mut overlap = Vec::new();
-        for mine in self.iter() {
-            for theirs in other.iter() {
-                if mine.covers(theirs) {
-                    overlap.push(theirs.clone());
-                } else if theirs.covers(mine) {
-                    overlap.push(mine.clone());
-                }
-            }
-        }
-        Self::from_scopes(overlap)
+        // Scopes form a hierarchy, so two grants overlap only when one
+        // covers the other, and the overlap is the narrower of the two: the
+        // scopes of each set that the other allows.
+        let overlap = self
+            .iter()
+            .filter(|mine| other.allows_valid(mine.as_str()))
+            .chain(
+                other
+                    .iter()
+                    .filter(|theirs| self.allows_valid(theirs.as_str())),
+            )
+            .cloned()
+            .collect();
+        Self::from_vec(overlap)
     }
 
-    /// The scopes in this set.
+    /// The scopes in this set, in order.
     pub fn iter(&self) -> std::slice::Iter<'_, Scope> {
         self.as_slice().iter()
     }
@@ -294,6 +404,20 @@ impl Scopes {
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }
+}
+
+/// Whether the sorted `scopes` hold the name `head` followed by `tail`
+/// (compared without building it).
+fn contains(scopes: &[Scope], head: &str, tail: &str) -> bool {
+    let wanted = || head.bytes().chain(tail.bytes());
+    if scopes.len() <= LINEAR_SCAN_MAX {
+        return scopes
+            .iter()
+            .any(|scope| scope.as_str().bytes().eq(wanted()));
+    }
+    scopes
+        .binary_search_by(|scope| scope.as_str().bytes().cmp(wanted()))
+        .is_ok()
 }
 
 impl Default for Scopes {
@@ -308,12 +432,6 @@ impl<'a> IntoIterator for &'a Scopes {
     type IntoIter = std::slice::Iter<'a, Scope>;
     fn into_iter(self) -> Self::IntoIter {
         self.as_slice().iter()
-    }
-}
-
-impl FromIterator<Scope> for Scopes {
-    fn from_iter<T: IntoIterator<Item = Scope>>(iter: T) -> Self {
-        Self::from_scopes(iter)
     }
 }
 
@@ -348,6 +466,11 @@ mod tests {
 
     fn scopes(names: &[&str]) -> Scopes {
         Scopes::parse(names).unwrap()
+    }
+
+    /// `count` distinct valid names under `objects.`.
+    fn many(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("objects.n{i:05}")).collect()
     }
 
     #[test]
@@ -421,13 +544,71 @@ mod tests {
         assert_eq!(Scopes::all().intersection(&member), member);
         assert_eq!(member.intersection(&Scopes::all()), member);
         assert!(token.intersection(&scopes(&["billing.read"])).is_empty());
+        let nested = scopes(&["a.*", "b.c.*"]);
+        let wide = scopes(&["a.b.*", "b.*", "c.d"]);
+        assert_eq!(nested.intersection(&wide), scopes(&["a.b.*", "b.c.*"]));
     }
 
     #[test]
-    fn duplicates_are_dropped_and_display_is_space_separated() {
-        let set = scopes(&["a.read", "a.read", "b.*"]);
+    fn duplicates_are_dropped_and_display_is_sorted_and_space_separated() {
+        let set = scopes(&["b.*", "a.read", "a.read"]);
         assert_eq!(set.len(), 2);
         assert_eq!(set.to_string(), "a.read b.*");
-        assert_eq!(Scopes::parse_space_separated(" a.read  b.* ").unwrap(), set);
+        assert_eq!(Scopes::parse_space_separated(" b.*  a.read ").unwrap(), set);
+        assert_eq!(scopes(&["x", "y", "z"]), scopes(&["z", "y", "x", "y"]));
+    }
+
+    #[test]
+    fn sets_are_bounded_in_count_and_text() {
+        assert_eq!(
+            Scopes::parse(many(Scopes::MAX_COUNT)).unwrap().len(),
+            Scopes::MAX_COUNT
+        );
+        let error = Scopes::parse(many(Scopes::MAX_COUNT + 1)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid scopes: a set holds at most 256 scopes"
+        );
+        let scopes_iter = many(Scopes::MAX_COUNT + 1)
+            .into_iter()
+            .map(|name| Scope::new(&name).unwrap());
+        assert!(Scopes::from_scopes(scopes_iter).is_err());
+        // A huge list is refused before it is split.
+        let spaces = " ".repeat(MAX_TEXT_LEN + 1);
+        assert!(Scopes::parse_space_separated(&spaces).is_err());
+        let at_the_bound = many(Scopes::MAX_COUNT).join(" ");
+        assert!(Scopes::parse_space_separated(&at_the_bound).is_ok());
+        // An error shows only the start of an overlong name.
+        let long = "x".repeat(10_000);
+        assert!(Scope::new(&long).unwrap_err().to_string().len() < 200);
+    }
+
+    #[test]
+    fn large_sets_answer_like_a_scan() {
+        let mut names = many(Scopes::MAX_COUNT - 4);
+        names.extend(["keys.*", "a.b.c.*", "z", "!first"].map(String::from));
+        let set = Scopes::parse(&names).unwrap();
+        assert!(set.len() > LINEAR_SCAN_MAX);
+        for required in [
+            "objects.n00007",
+            "objects.n99999",
+            "keys.read",
+            "keys",
+            "a.b.c.d",
+            "a.b.c",
+            "a.b",
+            "z",
+            "z.y",
+            "!first",
+            "*",
+            "keys.*",
+            "a.b.c.*",
+        ] {
+            let scan = set.iter().any(|granted| covers(granted.as_str(), required));
+            assert_eq!(set.allows(required), scan, "{required}");
+        }
+        let with_star =
+            Scopes::parse(names.iter().skip(1).map(String::as_str).chain(["*"])).unwrap();
+        assert!(with_star.is_all() && with_star.allows("anything.at.all"));
     }
 }

@@ -45,7 +45,8 @@ impl Serialize for Principal {
 }
 
 /// As `{"id", "masked", "name", "kind", "org", "workspace", "user",
-/// "scopes", "created_at", "expires_at", "revoked_at", "last_used_at"}`,
+/// "scopes", "created_at", "expires_at", "grace_ends_at", "revoked_at",
+/// "last_used_at"}`,
 /// times in seconds since the Unix epoch. There is no hash and no secret to
 /// show.
 impl Serialize for KeySummary {
@@ -57,7 +58,7 @@ impl Serialize for KeySummary {
             }
             Owner::User(user) => (None, None, Some(user.as_str())),
         };
-        let mut fields = serializer.serialize_struct("KeySummary", 12)?;
+        let mut fields = serializer.serialize_struct("KeySummary", 13)?;
         fields.serialize_field("id", self.id.as_str())?;
         fields.serialize_field("masked", &self.masked)?;
         fields.serialize_field("name", &*self.name)?;
@@ -68,6 +69,7 @@ impl Serialize for KeySummary {
         fields.serialize_field("scopes", &self.scopes)?;
         fields.serialize_field("created_at", &unix_seconds(Some(self.created_at)))?;
         fields.serialize_field("expires_at", &unix_seconds(self.expires_at))?;
+        fields.serialize_field("grace_ends_at", &unix_seconds(self.grace_ends_at))?;
         fields.serialize_field("revoked_at", &unix_seconds(self.revoked_at))?;
         fields.serialize_field("last_used_at", &unix_seconds(self.last_used_at))?;
         fields.end()

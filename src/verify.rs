@@ -22,7 +22,7 @@ use crate::layer::Config;
 use crate::principal::{CredentialSource, Principal, Tenant};
 use crate::record::{KeyKind, KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
-use crate::store::{KeyStore, StoreError};
+use crate::store::{KeyMatch, KeyStore, StoreError};
 
 /// What the layer decided about a request's credential.
 #[derive(Debug)]
@@ -86,17 +86,20 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
     let store_answer = catching(|| config.store.find_key_now(&attempt.id))
         .unwrap_or_else(|panic| Some(Err(panic)));
     match store_answer {
-        Some(found) => match attempt.examine(found, config) {
-            Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
-            Ok(Examined::NeedsMembership(pending)) => {
-                let id = pending.draft.key_id().clone();
-                let config = Arc::clone(config);
-                Check::Pending(contained(id, config.store_timeout, async move {
-                    pending.resolve(&config).await
-                }))
+        Some(found) => {
+            let matched = found.map(|found| KeyMatch::compare(found, &attempt.hash));
+            match attempt.examine(matched, config) {
+                Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
+                Ok(Examined::NeedsMembership(pending)) => {
+                    let id = pending.attempt.id.clone();
+                    let config = Arc::clone(config);
+                    Check::Pending(contained(id, config.store_timeout, async move {
+                        pending.resolve(&config).await
+                    }))
+                }
+                Err(error) => refuse(error),
             }
-            Err(error) => refuse(error),
-        },
+        }
         None => {
             let id = attempt.id.clone();
             let config = Arc::clone(config);
@@ -164,91 +167,71 @@ struct Attempt {
 
 enum Examined {
     Done(Principal),
-    NeedsMembership(MembershipCheck),
+    /// Rare (personal tokens only), and waits on the store anyway.
+    NeedsMembership(Box<MembershipCheck>),
 }
-
-/// Compared against when the id is unknown, so that an unknown id and a
-/// wrong secret cost the same.
-const DUMMY_HASH: KeyHash = KeyHash::from_bytes([0x5a; 32]);
 
 impl Attempt {
     async fn run<S: KeyStore>(self, config: &Arc<Config<S>>) -> Verdict {
-        let found = config.store.find_key(&self.id).await;
-        match self.examine(found, config) {
+        let matched = config.store.find_key_matching(&self.id, &self.hash).await;
+        match self.examine(matched, config) {
             Ok(Examined::Done(principal)) => Verdict::Authenticated(principal),
             Ok(Examined::NeedsMembership(pending)) => pending.resolve(config).await,
             Err(error) => Verdict::Refused(error),
         }
     }
 
-    /// Everything after the lookup that needs no further I/O.
+    /// Everything after the lookup that needs no further I/O. Nothing of
+    /// the record is looked at before its hash matched the token's.
     fn examine<S: KeyStore>(
         self,
-        found: Result<Option<KeyRecord>, StoreError>,
+        matched: Result<KeyMatch, StoreError>,
         config: &Config<S>,
     ) -> Result<Examined, AuthError> {
         let id = &self.id;
-        let record = found.map_err(|error| store_failed(id, &error))?;
-        let secret_matches = match &record {
-            Some(record) => record.hash.matches(&self.hash),
-            None => {
-                std::hint::black_box(DUMMY_HASH.matches(&self.hash));
-                false
-            }
-        };
-        let record = match record {
-            Some(record) if secret_matches && self.kinds.contains(record.kind()) => record,
-            Some(_) => {
+        let record = match matched.map_err(|error| store_failed(id, &error))? {
+            KeyMatch::Matches(record) if self.kinds.contains(record.kind()) => record,
+            KeyMatch::Matches(_) | KeyMatch::Differs => {
                 tracing::info!(key_id = %id, outcome = "invalid_token", reason = "secret or prefix does not match", "credential refused");
                 return Err(AuthError::invalid_token());
             }
-            None => {
+            KeyMatch::Unknown => {
                 tracing::info!(key_id = %id, outcome = "invalid_token", reason = "unknown key id", "credential refused");
                 return Err(AuthError::invalid_token());
             }
         };
-        // Only now that the secret matched may the client learn more.
-        let now = SystemTime::now();
-        if record.is_revoked_at(now) {
+        // Only now that the secret matched may the client learn more. A
+        // revocation holds whatever the clock says; expiry is a time.
+        if record.is_revoked() {
             tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
             return Err(AuthError::revoked());
         }
+        let now = config.clock.now();
         if record.is_expired_at(now) {
             tracing::info!(key_id = %id, outcome = "expired", "credential refused");
             return Err(AuthError::expired());
         }
-        if let Err(panic) = catching(|| config.store.record_use(&record, now)) {
-            tracing::error!(key_id = %id, error = %panic, "recording a key's use failed; the request goes on");
-        }
-        let kind = record.kind();
-        let tenant = match record.owner {
+        let tenant = match &record.owner {
             Owner::Organization(org) => Tenant {
-                org,
+                org: org.clone(),
                 workspace: None,
             },
             Owner::Workspace { org, workspace } => Tenant {
-                org,
-                workspace: Some(workspace),
+                org: org.clone(),
+                workspace: Some(workspace.clone()),
             },
             Owner::User(user) => {
                 let Some(org) = self.org_header.clone() else {
                     tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
                     return Err(AuthError::missing_organization());
                 };
-                return Ok(Examined::NeedsMembership(MembershipCheck {
+                return Ok(Examined::NeedsMembership(Box::new(MembershipCheck {
                     user: user.clone(),
-                    token_scopes: record.scopes.clone(),
-                    draft: self.into_principal(
-                        kind,
-                        Tenant {
-                            org,
-                            workspace: None,
-                        },
-                        Some(user),
-                        record.scopes,
-                        config,
-                    ),
-                }));
+                    attempt: self,
+                    record,
+                    org,
+                    now,
+                })));
             }
         };
         if let Some(named) = &self.org_header {
@@ -257,7 +240,8 @@ impl Attempt {
                 return Err(AuthError::forbidden());
             }
         }
-        let principal = self.into_principal(kind, tenant, None, record.scopes, config);
+        note_use(config, &record, now);
+        let principal = self.into_principal(record.kind(), tenant, None, record.scopes, config);
         tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
         Ok(Examined::Done(principal))
     }
@@ -283,6 +267,15 @@ impl Attempt {
     }
 }
 
+/// Tells the store that `record` authenticated an admitted request (never
+/// for a refused one, so `last_used_at` means "let in"). A panicking store
+/// does not fail the request.
+fn note_use<S: KeyStore>(config: &Config<S>, record: &KeyRecord, now: SystemTime) {
+    if let Err(panic) = catching(|| config.store.record_use(record, now)) {
+        tracing::error!(key_id = %record.id, error = %panic, "recording a key's use failed; the request goes on");
+    }
+}
+
 fn store_failed(id: &KeyId, error: &StoreError) -> AuthError {
     tracing::error!(key_id = %id, outcome = "unavailable", error = %ErrorChain(error), "key store failed; refusing the request");
     AuthError::unavailable()
@@ -292,15 +285,16 @@ fn store_failed(id: &KeyId, error: &StoreError) -> AuthError {
 /// user in the organization the request names.
 struct MembershipCheck {
     user: UserId,
-    token_scopes: Scopes,
-    /// The principal with the token's own scopes, before the membership
-    /// narrows them.
-    draft: Principal,
+    attempt: Attempt,
+    record: KeyRecord,
+    org: OrgId,
+    /// When the token was checked, for its use once admitted.
+    now: SystemTime,
 }
 
 impl MembershipCheck {
-    async fn resolve<S: KeyStore>(self, config: &Config<S>) -> Verdict {
-        let (id, org, user) = (self.draft.key_id(), self.draft.org(), &self.user);
+    async fn resolve<S: KeyStore>(self: Box<Self>, config: &Config<S>) -> Verdict {
+        let (id, org, user) = (&self.attempt.id, &self.org, &self.user);
         match config.store.membership(user, org).await {
             Err(error) => Verdict::Refused(store_failed(id, &error)),
             Ok(None) => {
@@ -308,13 +302,21 @@ impl MembershipCheck {
                 Verdict::Refused(AuthError::forbidden())
             }
             Ok(Some(Membership { scopes, .. })) => {
-                let id = id.clone();
-                let org = org.clone();
-                let principal = self
-                    .draft
-                    .with_scopes(self.token_scopes.intersection(&scopes));
-                tracing::debug!(key_id = %id, org = %org, source = %principal.source(), "personal token accepted");
-                Verdict::Authenticated(principal)
+                note_use(config, &self.record, self.now);
+                tracing::debug!(key_id = %id, org = %org, source = %self.attempt.source, "personal token accepted");
+                let scopes = self.record.scopes.intersection(&scopes);
+                let tenant = Tenant {
+                    org: self.org,
+                    workspace: None,
+                };
+                let kind = self.record.kind();
+                Verdict::Authenticated(self.attempt.into_principal(
+                    kind,
+                    tenant,
+                    Some(self.user),
+                    scopes,
+                    config,
+                ))
             }
         }
     }

@@ -454,6 +454,6 @@ async fn keys_with_scopes_keep_them_on_the_principal() {
     let reply = get_bearer(&app, "/v1/whoami", key.token.expose_secret()).await;
     assert_eq!(
         reply.json()["scopes"],
-        serde_json::json!(["objects.*", "keys.read"])
+        serde_json::json!(["keys.read", "objects.*"])
     );
 }

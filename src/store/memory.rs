@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::format::{KeyFormat, MintedToken};
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, plan_issue,
+    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
     plan_rotation,
 };
 use crate::record::{KeyRecord, Membership, Owner};
@@ -202,7 +202,7 @@ impl KeyLifecycle for MemoryStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         let options = &self.shared.options;
         let mut state = self.write();
-        let now = SystemTime::now();
+        let now = options.now();
         let usable = state
             .keys
             .values()
@@ -217,7 +217,7 @@ impl KeyLifecycle for MemoryStore {
         let minted = mint_unused(&options.format, &new_key, |id| state.keys.contains_key(id))?;
         if plan == IssuePlan::RevokeOthersThenInsert {
             for record in state.keys.values_mut() {
-                if record.owner == new_key.owner && !record.is_revoked_at(now) {
+                if record.owner == new_key.owner && !record.is_revoked() {
                     record.revoked_at = Some(now);
                 }
             }
@@ -259,9 +259,8 @@ impl KeyLifecycle for MemoryStore {
             .keys
             .get_mut(id)
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let now = SystemTime::now();
-        if !record.is_revoked_at(now) {
-            record.revoked_at = Some(now);
+        if !record.is_revoked() {
+            record.revoked_at = Some(self.shared.options.now());
         }
         Ok(())
     }
@@ -269,7 +268,7 @@ impl KeyLifecycle for MemoryStore {
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.shared.options;
         let mut state = self.write();
-        let now = SystemTime::now();
+        let now = options.now();
         let old = state
             .keys
             .get(id)
@@ -279,7 +278,10 @@ impl KeyLifecycle for MemoryStore {
             state.keys.contains_key(id)
         })?;
         if let Some(old) = state.keys.get_mut(id) {
-            old.revoked_at = Some(plan.old_revoked_at);
+            match plan.old_key {
+                OldKey::Revoke => old.revoked_at = Some(now),
+                OldKey::GraceEndsAt(at) => old.grace_ends_at = Some(at),
+            }
         }
         let issued = IssuedKey::new(minted, plan.successor, now);
         state

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::clock::{Clock, SharedClock};
 use crate::format::KeyFormat;
+use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::KeyPolicy;
 use crate::record::{KeyRecord, Membership};
@@ -80,6 +82,23 @@ pub trait KeyStore: Send + Sync + 'static {
     /// tells those apart), or `None` when there is no such key.
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
 
+    /// The key with this id, if the hash of the presented token (`presented`)
+    /// matches the stored one: what the layer asks for every credential.
+    ///
+    /// The default calls [`find_key`](KeyStore::find_key) and compares with
+    /// [`KeyMatch::compare`]. Override it only when decoding a whole record
+    /// costs more than reading its hash (the bundled SQL stores do, so that a
+    /// forged token never pays for parsing a record's scopes), and compare
+    /// with [`KeyMatch::compare_then`], which keeps the comparison constant
+    /// time and an unknown id as costly as a wrong secret.
+    async fn find_key_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<KeyMatch, StoreError> {
+        Ok(KeyMatch::compare(self.find_key(id).await?, presented))
+    }
+
     /// The membership of `user` in `org`, or `None` when the user is not a
     /// member. Asked only for personal access tokens.
     ///
@@ -120,6 +139,14 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
         (**self).find_key(id).await
     }
 
+    async fn find_key_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<KeyMatch, StoreError> {
+        (**self).find_key_matching(id, presented).await
+    }
+
     async fn membership(
         &self,
         user: &UserId,
@@ -143,6 +170,14 @@ impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
         (**self).find_key(id).await
     }
 
+    async fn find_key_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<KeyMatch, StoreError> {
+        (**self).find_key_matching(id, presented).await
+    }
+
     async fn membership(
         &self,
         user: &UserId,
@@ -157,6 +192,89 @@ impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         (**self).record_use(record, at);
+    }
+}
+
+/// What a lookup found for a presented token (see
+/// [`KeyStore::find_key_matching`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+// Boxing the record would cost an allocation on every request; the value
+// is moved once, straight into the layer's check.
+#[allow(clippy::large_enum_variant)]
+pub enum KeyMatch {
+    /// A key has this id and the token's hash matches it.
+    Matches(KeyRecord),
+    /// A key has this id, but the token's hash differs (a wrong secret, or
+    /// a forged token naming a real id).
+    Differs,
+    /// No key has this id.
+    Unknown,
+}
+
+/// Compared against when the id is unknown, so that an unknown id and a
+/// wrong secret cost the same.
+const DUMMY_HASH: KeyHash = KeyHash::from_bytes([0x5a; 32]);
+
+impl KeyMatch {
+    /// Compares `presented` with the hash of `found` in constant time. An
+    /// unknown id is compared against a dummy hash, so that it costs what a
+    /// wrong secret costs.
+    ///
+    /// ```
+    /// use tower_keyauth::{KeyHash, KeyMatch, KeyRecord, Owner};
+    /// let record = KeyRecord::new("Xb3kP9qLm2Ts", KeyHash::of("ak_Xb3kP9qLm2Ts.right"), Owner::org("acme"));
+    /// let wrong = KeyHash::of("ak_Xb3kP9qLm2Ts.wrong");
+    /// assert_eq!(KeyMatch::compare(Some(record), &wrong), KeyMatch::Differs);
+    /// assert_eq!(KeyMatch::compare(None, &wrong), KeyMatch::Unknown);
+    /// ```
+    pub fn compare(found: Option<KeyRecord>, presented: &KeyHash) -> Self {
+        let stored = found.as_ref().map(|record| &record.hash);
+        let matches = hash_matches(stored, presented);
+        match found {
+            Some(record) if matches => KeyMatch::Matches(record),
+            Some(_) => KeyMatch::Differs,
+            None => KeyMatch::Unknown,
+        }
+    }
+
+    /// Compares `presented` with a stored hash read on its own, and decodes
+    /// the rest of the record with `decode` only when they match: a store
+    /// that reads a row can refuse a forged token before parsing the row's
+    /// scopes. `stored` is `None` when no key has the id.
+    ///
+    /// ```
+    /// use tower_keyauth::{KeyHash, KeyMatch, KeyRecord, Owner, StoreError};
+    /// let stored = KeyHash::of("ak_Xb3kP9qLm2Ts.right");
+    /// let decode = || -> Result<KeyRecord, StoreError> {
+    ///     Ok(KeyRecord::new("Xb3kP9qLm2Ts", stored, Owner::org("acme")))
+    /// };
+    /// let forged = KeyHash::of("ak_Xb3kP9qLm2Ts.forged");
+    /// assert_eq!(KeyMatch::compare_then(Some(&stored), &forged, decode).unwrap(), KeyMatch::Differs);
+    /// ```
+    pub fn compare_then<E>(
+        stored: Option<&KeyHash>,
+        presented: &KeyHash,
+        decode: impl FnOnce() -> Result<KeyRecord, E>,
+    ) -> Result<Self, E> {
+        let matches = hash_matches(stored, presented);
+        Ok(match stored {
+            Some(_) if matches => KeyMatch::Matches(decode()?),
+            Some(_) => KeyMatch::Differs,
+            None => KeyMatch::Unknown,
+        })
+    }
+}
+
+/// The one comparison of a presented hash with a stored one (or with the
+/// dummy hash when there is none): constant time either way.
+fn hash_matches(stored: Option<&KeyHash>, presented: &KeyHash) -> bool {
+    match stored {
+        Some(stored) => stored.matches(presented),
+        None => {
+            std::hint::black_box(DUMMY_HASH.matches(presented));
+            false
+        }
     }
 }
 
@@ -215,6 +333,9 @@ pub struct StoreOptions {
     /// At most one `last_used_at` write per key per this interval; `None`
     /// turns tracking off.
     pub last_used_interval: Option<Duration>,
+    /// Where issuing, rotating and revoking read the time (set with
+    /// [`clock`](Self::clock)).
+    pub(crate) clock: SharedClock,
 }
 
 /// The default interval between two `last_used_at` writes of one key.
@@ -226,6 +347,7 @@ impl Default for StoreOptions {
             format: KeyFormat::default(),
             policy: KeyPolicy::default(),
             last_used_interval: Some(DEFAULT_LAST_USED_INTERVAL),
+            clock: SharedClock::default(),
         }
     }
 }
@@ -254,6 +376,20 @@ impl StoreOptions {
     pub fn without_last_used(mut self) -> Self {
         self.last_used_interval = None;
         self
+    }
+
+    /// Reads the time for creation, expiry, grace periods and revocation
+    /// records from `clock` (default [`SystemClock`](crate::SystemClock)),
+    /// for tests that must not wait, or to simulate an instance whose clock
+    /// is off.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = SharedClock::new(clock);
+        self
+    }
+
+    /// The time now, on this store's clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 }
 

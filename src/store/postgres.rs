@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, plan_issue,
+    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
     plan_rotation,
 };
 use crate::record::{KeyRecord, Membership, Owner};
@@ -22,13 +22,20 @@ use crate::store::sql::{
     spawn_usage_writer, summaries, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
-use crate::store::{Invalidate, Invalidation, KeyStore, StoreError, StoreOptions};
+use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "keys and memberships",
-    sql: include_str!("../../migrations/postgres/0001_keys_and_memberships.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "keys and memberships",
+        sql: include_str!("../../migrations/postgres/0001_keys_and_memberships.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "clock-free revocation",
+        sql: include_str!("../../migrations/postgres/0002_clock_free_revocation.sql"),
+    },
+];
 
 /// Serializes migrations across processes starting at once (an arbitrary
 /// constant: "keyauth" in ASCII).
@@ -36,7 +43,7 @@ const MIGRATION_LOCK: i64 = 0x006b_6579_6175_7468;
 
 const SELECT_KEY: &str =
     "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, scopes, name,
-        created_at, expires_at, revoked_at, last_used_at
+        created_at, expires_at, grace_ends_at, revoked_at, last_used_at
  FROM keyauth_keys";
 
 /// How many times an issue draws a new id after a collision.
@@ -353,12 +360,21 @@ fn timestamp(time: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(time)
 }
 
-fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    let get_error = |error: sqlx::Error| corrupt(error.to_string());
-    let hash: Vec<u8> = row.try_get("hash").map_err(get_error)?;
+fn get_error(error: sqlx::Error) -> StoreError {
+    corrupt(error.to_string())
+}
+
+/// The stored hash of a key row, read before anything else of it.
+fn hash_of_row(row: &PgRow) -> Result<KeyHash, StoreError> {
+    let hash: &[u8] = row.try_get("hash").map_err(get_error)?;
     let hash: [u8; 32] = hash
         .try_into()
         .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
+    Ok(KeyHash::from_bytes(hash))
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    let hash = hash_of_row(row)?;
     let owner = owner_from_columns(
         row.try_get::<String, _>("owner_kind")
             .map_err(get_error)?
@@ -376,7 +392,7 @@ fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
     let scopes: Vec<String> = row.try_get("scopes").map_err(get_error)?;
     let mut record = KeyRecord::new(
         row.try_get::<String, _>("id").map_err(get_error)?,
-        KeyHash::from_bytes(hash),
+        hash,
         owner,
     )
     .with_scopes(scopes_from_names(scopes)?)
@@ -387,6 +403,7 @@ fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
         .map_err(get_error)?
         .map(Into::into);
     record.expires_at = time("expires_at")?;
+    record.grace_ends_at = time("grace_ends_at")?;
     record.revoked_at = time("revoked_at")?;
     record.last_used_at = time("last_used_at")?;
     Ok(record)
@@ -396,21 +413,29 @@ fn scope_names(scopes: &Scopes) -> Vec<&str> {
     scopes.iter().map(|scope| scope.as_str()).collect()
 }
 
-async fn fetch_key(
+async fn fetch_key_row(
     connection: &mut PgConnection,
     id: &KeyId,
     for_update: bool,
-) -> Result<Option<KeyRecord>, StoreError> {
+) -> Result<Option<PgRow>, StoreError> {
     let sql = if for_update {
         format!("{SELECT_KEY} WHERE id = $1 FOR UPDATE")
     } else {
         format!("{SELECT_KEY} WHERE id = $1")
     };
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.as_str())
         .fetch_optional(connection)
         .await
-        .map_err(StoreError::backend)?;
+        .map_err(StoreError::backend)
+}
+
+async fn fetch_key(
+    connection: &mut PgConnection,
+    id: &KeyId,
+    for_update: bool,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let row = fetch_key_row(connection, id, for_update).await?;
     row.as_ref().map(key_from_row).transpose()
 }
 
@@ -418,8 +443,9 @@ async fn insert_key(connection: &mut PgConnection, record: &KeyRecord) -> Result
     let (kind, org, workspace, user) = owner_columns(&record.owner);
     sqlx::query(
         "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-                                   scopes, name, created_at, expires_at, revoked_at, last_used_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                   scopes, name, created_at, expires_at, grace_ends_at,
+                                   revoked_at, last_used_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(record.id.as_str())
     .bind(record.hash.as_bytes().as_slice())
@@ -432,6 +458,7 @@ async fn insert_key(connection: &mut PgConnection, record: &KeyRecord) -> Result
     .bind(&*record.name)
     .bind(timestamp(record.created_at))
     .bind(record.expires_at.map(timestamp))
+    .bind(record.grace_ends_at.map(timestamp))
     .bind(record.revoked_at.map(timestamp))
     .bind(record.last_used_at.map(timestamp))
     .execute(connection)
@@ -505,6 +532,27 @@ impl KeyStore for PostgresStore {
         fetch_key(&mut connection, id, false).await
     }
 
+    /// Reads the row, compares its hash, and parses the rest (scopes
+    /// included) only for a matching token.
+    async fn find_key_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<KeyMatch, StoreError> {
+        let mut connection = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::backend)?;
+        let row = fetch_key_row(&mut connection, id, false).await?;
+        drop(connection);
+        let stored = row.as_ref().map(hash_of_row).transpose()?;
+        KeyMatch::compare_then(stored.as_ref(), presented, || {
+            key_from_row(row.as_ref().expect("a stored hash comes from a row"))
+        })
+    }
+
     async fn membership(
         &self,
         user: &UserId,
@@ -538,14 +586,15 @@ impl KeyLifecycle for PostgresStore {
         lock_owner(&mut tx, &new_key.owner).await?;
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
-        let now = to_micros_precision(SystemTime::now());
+        let now = to_micros_precision(options.now());
         let (kind, org, workspace, user) = owner_columns(&new_key.owner);
         let usable: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM keyauth_keys
              WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
                AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
-               AND (revoked_at IS NULL OR revoked_at > $5)
-               AND (expires_at IS NULL OR expires_at > $5)",
+               AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $5)
+               AND (grace_ends_at IS NULL OR grace_ends_at > $5)",
         )
         .bind(kind)
         .bind(org)
@@ -566,7 +615,7 @@ impl KeyLifecycle for PostgresStore {
                 "UPDATE keyauth_keys SET revoked_at = $5
                  WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
                    AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
-                   AND (revoked_at IS NULL OR revoked_at > $5)
+                   AND revoked_at IS NULL
                  RETURNING id",
             )
             .bind(kind)
@@ -623,12 +672,12 @@ impl KeyLifecycle for PostgresStore {
             "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1 FOR UPDATE),
                   revoked AS (
                       UPDATE keyauth_keys SET revoked_at = $2
-                      WHERE id = $1 AND (revoked_at IS NULL OR revoked_at > $2)
+                      WHERE id = $1 AND revoked_at IS NULL
                   )
              SELECT true FROM target",
         )
         .bind(id.as_str())
-        .bind(timestamp(SystemTime::now()))
+        .bind(timestamp(self.inner.options.now()))
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
@@ -655,12 +704,19 @@ impl KeyLifecycle for PostgresStore {
         let old = fetch_key(&mut tx, id, true)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let now = to_micros_precision(SystemTime::now());
+        let now = to_micros_precision(options.now());
         let plan = plan_rotation(&old, &options.format, grace, now)?;
         let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
-        sqlx::query("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1")
+        let (retire, at) = match plan.old_key {
+            OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1", now),
+            OldKey::GraceEndsAt(at) => (
+                "UPDATE keyauth_keys SET grace_ends_at = $2 WHERE id = $1",
+                at,
+            ),
+        };
+        sqlx::query(retire)
             .bind(id.as_str())
-            .bind(timestamp(plan.old_revoked_at))
+            .bind(timestamp(at))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::backend)?;

@@ -14,7 +14,7 @@ use sqlx::{Row, SqliteConnection};
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, plan_issue,
+    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
     plan_rotation,
 };
 use crate::record::{KeyRecord, Membership, Owner};
@@ -24,15 +24,22 @@ use crate::store::sql::{
     to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
-use crate::store::{KeyStore, StoreError, StoreOptions};
+use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "keys and memberships",
-    sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "keys and memberships",
+        sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "clock-free revocation",
+        sql: include_str!("../../migrations/sqlite/0002_clock_free_revocation.sql"),
+    },
+];
 
-const KEY_COLUMNS: &str = "id, hash, prefix, owner_kind, org_id, workspace_id, user_id, scopes, name, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str = "id, hash, prefix, owner_kind, org_id, workspace_id, user_id, scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at";
 
 /// How many times an issue draws a new id after a collision.
 const MINT_ATTEMPTS: usize = 8;
@@ -88,8 +95,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        // A database that cannot be opened fails within seconds, not after
+        // sqlx's default 30 s.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await
             .map_err(StoreError::backend)?;
@@ -222,12 +232,21 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let get_error = |error: sqlx::Error| corrupt(error.to_string());
-    let hash: Vec<u8> = row.try_get("hash").map_err(get_error)?;
+fn get_error(error: sqlx::Error) -> StoreError {
+    corrupt(error.to_string())
+}
+
+/// The stored hash of a key row, read before anything else of it.
+fn hash_of_row(row: &SqliteRow) -> Result<KeyHash, StoreError> {
+    let hash: &[u8] = row.try_get("hash").map_err(get_error)?;
     let hash: [u8; 32] = hash
         .try_into()
         .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
+    Ok(KeyHash::from_bytes(hash))
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let hash = hash_of_row(row)?;
     let owner = owner_from_columns(
         row.try_get::<String, _>("owner_kind")
             .map_err(get_error)?
@@ -244,11 +263,11 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     };
     let mut record = KeyRecord::new(
         row.try_get::<String, _>("id").map_err(get_error)?,
-        KeyHash::from_bytes(hash),
+        hash,
         owner,
     )
     .with_scopes(scopes_from_text(
-        &row.try_get::<String, _>("scopes").map_err(get_error)?,
+        row.try_get::<&str, _>("scopes").map_err(get_error)?,
     )?)
     .with_name(row.try_get::<String, _>("name").map_err(get_error)?)
     .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
@@ -257,22 +276,30 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         .map_err(get_error)?
         .map(Into::into);
     record.expires_at = time("expires_at")?;
+    record.grace_ends_at = time("grace_ends_at")?;
     record.revoked_at = time("revoked_at")?;
     record.last_used_at = time("last_used_at")?;
     Ok(record)
+}
+
+async fn fetch_key_row(
+    connection: &mut SqliteConnection,
+    id: &KeyId,
+) -> Result<Option<SqliteRow>, StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM keyauth_keys WHERE id = ?1"
+    )))
+    .bind(id.as_str())
+    .fetch_optional(connection)
+    .await
+    .map_err(StoreError::backend)
 }
 
 async fn fetch_key(
     connection: &mut SqliteConnection,
     id: &KeyId,
 ) -> Result<Option<KeyRecord>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM keyauth_keys WHERE id = ?1"
-    )))
-    .bind(id.as_str())
-    .fetch_optional(connection)
-    .await
-    .map_err(StoreError::backend)?;
+    let row = fetch_key_row(connection, id).await?;
     row.as_ref().map(key_from_row).transpose()
 }
 
@@ -283,8 +310,9 @@ async fn insert_key(
     let (kind, org, workspace, user) = owner_columns(&record.owner);
     sqlx::query(
         "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-                                   scopes, name, created_at, expires_at, revoked_at, last_used_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                   scopes, name, created_at, expires_at, grace_ends_at,
+                                   revoked_at, last_used_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .bind(record.id.as_str())
     .bind(record.hash.as_bytes().as_slice())
@@ -297,6 +325,7 @@ async fn insert_key(
     .bind(&*record.name)
     .bind(to_micros(record.created_at))
     .bind(record.expires_at.map(to_micros))
+    .bind(record.grace_ends_at.map(to_micros))
     .bind(record.revoked_at.map(to_micros))
     .bind(record.last_used_at.map(to_micros))
     .execute(connection)
@@ -354,6 +383,27 @@ impl KeyStore for SqliteStore {
         fetch_key(&mut connection, id).await
     }
 
+    /// Reads the row, compares its hash, and parses the rest (scopes
+    /// included) only for a matching token.
+    async fn find_key_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<KeyMatch, StoreError> {
+        let mut connection = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::backend)?;
+        let row = fetch_key_row(&mut connection, id).await?;
+        drop(connection);
+        let stored = row.as_ref().map(hash_of_row).transpose()?;
+        KeyMatch::compare_then(stored.as_ref(), presented, || {
+            key_from_row(row.as_ref().expect("a stored hash comes from a row"))
+        })
+    }
+
     async fn membership(
         &self,
         user: &UserId,
@@ -386,13 +436,14 @@ impl KeyLifecycle for SqliteStore {
         let mut tx = begin_immediate(&self.inner.pool).await?;
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
-        let now = to_micros_precision(SystemTime::now());
+        let now = to_micros_precision(options.now());
         let (kind, org, workspace, user) = owner_columns(&new_key.owner);
         let usable: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM keyauth_keys
              WHERE owner_kind = ?1 AND org_id IS ?2 AND workspace_id IS ?3 AND user_id IS ?4
-               AND (revoked_at IS NULL OR revoked_at > ?5)
-               AND (expires_at IS NULL OR expires_at > ?5)",
+               AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > ?5)
+               AND (grace_ends_at IS NULL OR grace_ends_at > ?5)",
         )
         .bind(kind)
         .bind(org)
@@ -412,7 +463,7 @@ impl KeyLifecycle for SqliteStore {
             sqlx::query(
                 "UPDATE keyauth_keys SET revoked_at = ?5
                  WHERE owner_kind = ?1 AND org_id IS ?2 AND workspace_id IS ?3 AND user_id IS ?4
-                   AND (revoked_at IS NULL OR revoked_at > ?5)",
+                   AND revoked_at IS NULL",
             )
             .bind(kind)
             .bind(org)
@@ -459,7 +510,7 @@ impl KeyLifecycle for SqliteStore {
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
-        let now = to_micros(SystemTime::now());
+        let now = to_micros(self.inner.options.now());
         let mut tx = begin_immediate(&self.inner.pool).await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keyauth_keys WHERE id = ?1")
             .bind(id.as_str())
@@ -469,15 +520,12 @@ impl KeyLifecycle for SqliteStore {
         if exists.is_none() {
             return Err(LifecycleError::NotFound(id.clone()));
         }
-        sqlx::query(
-            "UPDATE keyauth_keys SET revoked_at = ?2
-             WHERE id = ?1 AND (revoked_at IS NULL OR revoked_at > ?2)",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
+        sqlx::query("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+            .bind(id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(())
     }
@@ -485,15 +533,22 @@ impl KeyLifecycle for SqliteStore {
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
         let mut tx = begin_immediate(&self.inner.pool).await?;
-        let now = to_micros_precision(SystemTime::now());
+        let now = to_micros_precision(options.now());
         let old = fetch_key(&mut tx, id)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let plan = plan_rotation(&old, &options.format, grace, now)?;
         let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
-        sqlx::query("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1")
+        let (retire, at) = match plan.old_key {
+            OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1", now),
+            OldKey::GraceEndsAt(at) => (
+                "UPDATE keyauth_keys SET grace_ends_at = ?2 WHERE id = ?1",
+                at,
+            ),
+        };
+        sqlx::query(retire)
             .bind(id.as_str())
-            .bind(to_micros(plan.old_revoked_at))
+            .bind(to_micros(at))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::backend)?;

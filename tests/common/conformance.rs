@@ -312,7 +312,13 @@ pub async fn rotation_with_grace_keeps_the_old_key_until_it_ends<H: Harness>(h: 
         .await
         .unwrap();
     let old_record = store.find_key(&old.record.id).await.unwrap().unwrap();
-    let grace_end = old_record.revoked_at.expect("the old key gets an end");
+    let grace_end = old_record
+        .grace_ends_at
+        .expect("the old key gets a grace end");
+    assert_eq!(
+        old_record.revoked_at, None,
+        "a grace period is not a revocation"
+    );
     assert!(
         grace_end >= before + Duration::from_secs(3599)
             && grace_end <= SystemTime::now() + Duration::from_secs(3600)
@@ -657,7 +663,7 @@ pub async fn rotating_while_issuing_a_single_active_key_leaves_one_usable_key<H:
             .await
             .unwrap()
             .into_iter()
-            .filter(|k| k.revoked_at.is_none_or(|at| at > now))
+            .filter(|k| k.revoked_at.is_none() && k.grace_ends_at.is_none_or(|at| at > now))
             .count();
         assert_eq!(usable, 1, "round {round}: {usable} usable keys");
     }
