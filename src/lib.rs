@@ -123,3 +123,8 @@ pub use store::{
 };
 #[cfg(feature = "postgres")]
 pub use store::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};
+
+/// The Rust blocks of README.md, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
