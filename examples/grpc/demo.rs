@@ -1,11 +1,8 @@
-//! A small gRPC API, written by hand so that no `protoc` is needed. It is
-//! what `tonic-build` would generate from:
-//!
-//! ```proto
-//! package keyauth.demo;
-//! service Whoami  { rpc Get(WhoamiRequest) returns (WhoamiReply); }
-//! service Objects { rpc Create(CreateObjectRequest) returns (ObjectReply); }
-//! ```
+//! A small gRPC API, written by hand so that no `protoc` is needed: what
+//! `tonic-build` would generate from `demo.proto` beside this file (package
+//! `keyauth.demo`, services `Whoami` and `Objects`). That file is the
+//! contract for clients in other languages; `tests/grpc_proto.rs` fails
+//! when these messages or the method paths drift from it.
 //!
 //! The handlers read the `Principal` that `KeyAuthLayer` put into the
 //! request extensions.

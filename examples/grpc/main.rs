@@ -6,10 +6,36 @@
 //! cargo run --example grpc
 //! ```
 //!
-//! It mints demo keys, serves `keyauth.demo.Whoami` (any valid key) and
-//! `keyauth.demo.Objects` (scope `objects.write`) on 127.0.0.1:50051
-//! (`KEYAUTH_ADDR` overrides), calls itself once with each key to show the
-//! gRPC statuses, and keeps serving until Ctrl-C.
+//! It mints demo keys and prints them as `export` lines, serves
+//! `keyauth.demo.Whoami` (any valid key) and `keyauth.demo.Objects` (scope
+//! `objects.write`) on 127.0.0.1:50051 (`KEYAUTH_ADDR` overrides), calls
+//! itself once with each key to show the gRPC statuses, and keeps serving
+//! until Ctrl-C.
+//!
+//! The API is defined in `examples/grpc/demo.proto`; any gRPC client can be
+//! generated from that file alone. Paste the `export` lines into a shell,
+//! then, from the crate's root:
+//!
+//! ```sh
+//! grpcurl -plaintext -import-path examples/grpc -proto demo.proto -H "authorization: Bearer $ORG_KEY" 127.0.0.1:50051 keyauth.demo.Whoami/Get
+//! grpcurl -plaintext -import-path examples/grpc -proto demo.proto -H "x-api-key: $READ_KEY" -d '{"name": "report"}' 127.0.0.1:50051 keyauth.demo.Objects/Create   # PermissionDenied
+//! ```
+//!
+//! or in Python (`pip install grpcio grpcio-tools`; `tests/grpc_client.py`
+//! is a fuller version that the tests run):
+//!
+//! ```python
+//! import os, sys, grpc
+//! sys.path.insert(0, "examples/grpc")
+//! pb, services = grpc.protos_and_services("demo.proto")
+//! channel = grpc.insecure_channel("127.0.0.1:50051")
+//! whoami = services.WhoamiStub(channel)
+//! print(whoami.Get(pb.WhoamiRequest(),
+//!                  metadata=[("authorization", "Bearer " + os.environ["ORG_KEY"])]))
+//! ```
+//!
+//! Metadata carries the credential: `authorization: Bearer <key>` or
+//! `x-api-key: <key>`, plus `x-org-id: <org>` with a personal token.
 
 mod demo;
 
@@ -62,6 +88,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    print_demo(
+        org_key.token.expose_secret(),
+        read_key.token.expose_secret(),
+        pat.token.expose_secret(),
+        addr,
+    );
 
     let server = tonic::transport::Server::builder()
         .layer(
@@ -124,4 +156,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("serving until Ctrl-C");
     server.await??;
     Ok(())
+}
+
+/// Prints the demo keys as shell `export` lines, like the quickstart, so
+/// that a client outside this process (grpcurl, a generated client) can
+/// use them; the tests read the keys from these lines too.
+fn print_demo(org_key: &str, read_key: &str, pat: &str, addr: SocketAddr) {
+    let lines = [
+        (
+            format!("export ORG_KEY={org_key}"),
+            "# org \"acme\", full access",
+        ),
+        (
+            format!("export READ_KEY={read_key}"),
+            "# workspace \"docs\" of org \"acme\", scope objects.read only",
+        ),
+        (
+            format!("export PAT={pat}"),
+            "# personal token of user \"ada\", member of org \"acme\" with objects.read and objects.write; send x-org-id: $ORG_ID",
+        ),
+    ];
+    let column = lines
+        .iter()
+        .map(|(export, _)| export.len())
+        .max()
+        .unwrap_or(0)
+        + 4;
+    for (export, comment) in &lines {
+        println!("{export:<column$} {comment}");
+    }
+    println!("export ORG_ID=acme");
+    println!();
+    println!("# try, from the crate's root:");
+    println!(
+        "grpcurl -plaintext -import-path examples/grpc -proto demo.proto -H \"authorization: Bearer $ORG_KEY\" {addr} keyauth.demo.Whoami/Get"
+    );
+    println!();
 }
