@@ -54,6 +54,9 @@ macro_rules! conformance_suite {
             rotating_while_issuing_a_single_active_key_leaves_one_usable_key,
             a_second_instance_sees_revocations,
             last_used_is_written_at_most_once_per_interval,
+            revocation_holds_whatever_the_clocks_say,
+            a_grace_period_is_an_expiry_of_the_old_key,
+            refused_requests_are_not_counted_as_use,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -743,4 +746,161 @@ pub async fn last_used_is_written_at_most_once_per_interval<H: Harness>(h: H) {
             .last_used_at,
         None
     );
+}
+
+/// A clock `offset` ahead of (or, negative, behind) the real one.
+fn clock_off_by(offset: i64) -> impl Fn() -> SystemTime + Send + Sync + 'static {
+    move || {
+        let now = SystemTime::now();
+        let by = Duration::from_secs(offset.unsigned_abs());
+        if offset >= 0 { now + by } else { now - by }
+    }
+}
+
+pub async fn revocation_holds_whatever_the_clocks_say<H: Harness>(h: H) {
+    // The instance that revokes runs an hour ahead of the one that checks;
+    // a revocation must not wait for the checker's clock to catch up.
+    let revoker = h
+        .open(StoreOptions::default().clock(clock_off_by(3600)))
+        .await;
+    let checker = h.open(StoreOptions::default()).await;
+    let issued = checker.issue(NewKey::org("acme")).await.unwrap();
+    let behind = app(KeyAuthLayer::new(checker.clone()).clock(clock_off_by(-3600)));
+    assert_eq!(
+        get_bearer(&behind, "/v1/whoami", token(&issued))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    revoker.revoke(&issued.record.id).await.unwrap();
+    for layer in [
+        KeyAuthLayer::new(checker.clone()),
+        KeyAuthLayer::new(checker.clone()).clock(clock_off_by(-3600)),
+    ] {
+        let reply = get_bearer(&app(layer), "/v1/whoami", token(&issued)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+        assert!(reply.challenge().unwrap().contains("revoked"));
+    }
+    // A rotation without grace is a revocation too.
+    let rotated = checker.issue(NewKey::org("acme")).await.unwrap();
+    revoker
+        .rotate(&rotated.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        get_bearer(&behind, "/v1/whoami", token(&rotated))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+pub async fn a_grace_period_is_an_expiry_of_the_old_key<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let old = store.issue(NewKey::org("acme")).await.unwrap();
+    let new = store
+        .rotate(&old.record.id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let now = app(KeyAuthLayer::new(store.clone()));
+    let within = app(KeyAuthLayer::new(store.clone()).clock(clock_off_by(590)));
+    let after = app(KeyAuthLayer::new(store.clone()).clock(clock_off_by(610)));
+    for (app, status) in [
+        (&now, StatusCode::OK),
+        (&within, StatusCode::OK),
+        (&after, StatusCode::UNAUTHORIZED),
+    ] {
+        assert_eq!(
+            get_bearer(app, "/v1/whoami", token(&old)).await.status,
+            status
+        );
+        assert_eq!(
+            get_bearer(app, "/v1/whoami", token(&new)).await.status,
+            StatusCode::OK
+        );
+    }
+    let reply = get_bearer(&after, "/v1/whoami", token(&old)).await;
+    assert!(
+        reply.challenge().unwrap().contains("expired"),
+        "{}",
+        reply.text
+    );
+    // Rotating the old key again (a retried request) keeps the first grace
+    // end and gives the successor the old key's own lifetime: none.
+    let again = store
+        .rotate(&old.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(again.record.expires_at, None);
+    let old_record = store.find_key(&old.record.id).await.unwrap().unwrap();
+    assert_eq!(
+        old_record.grace_ends_at,
+        store
+            .list(&Owner::org("acme"))
+            .await
+            .unwrap()
+            .iter()
+            .find(|k| k.id == old.record.id)
+            .unwrap()
+            .grace_ends_at
+    );
+    let grace_end = old_record.grace_ends_at.unwrap();
+    assert!(grace_end <= SystemTime::now() + Duration::from_secs(600));
+}
+
+pub async fn refused_requests_are_not_counted_as_use<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let org_key = store.issue(NewKey::org("acme")).await.unwrap();
+    let pat = store.issue(NewKey::personal("ada")).await.unwrap();
+    store
+        .set_membership(
+            &UserId::from("ada"),
+            &OrgId::from("acme"),
+            Some(Membership::full_access()),
+        )
+        .await
+        .unwrap();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let last_used = |id: tower_keyauth::KeyId| {
+        let store = store.clone();
+        async move {
+            H::flush_last_used(&store).await;
+            store.find_key(&id).await.unwrap().unwrap().last_used_at
+        }
+    };
+    // An org key used for another organization, a personal token for an
+    // organization its user does not belong to, and one without any.
+    let refusals = [
+        (token(&org_key), Some("globex"), StatusCode::FORBIDDEN),
+        (token(&pat), Some("globex"), StatusCode::FORBIDDEN),
+        (token(&pat), None, StatusCode::UNAUTHORIZED),
+    ];
+    for (key, org, status) in refusals {
+        let authorization = bearer(key);
+        let mut headers = vec![("authorization", authorization.as_str())];
+        headers.extend(org.map(|org| ("x-org-id", org)));
+        assert_eq!(
+            send(&app, get_with("/v1/whoami", &headers)).await.status,
+            status
+        );
+    }
+    assert_eq!(last_used(org_key.record.id.clone()).await, None);
+    assert_eq!(last_used(pat.record.id.clone()).await, None);
+
+    // Admitted requests count.
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token(&org_key)).await.status,
+        StatusCode::OK
+    );
+    let authorization = bearer(token(&pat));
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("x-org-id", "acme"),
+    ];
+    assert_eq!(
+        send(&app, get_with("/v1/whoami", &headers)).await.status,
+        StatusCode::OK
+    );
+    assert!(last_used(org_key.record.id.clone()).await.is_some());
+    assert!(last_used(pat.record.id.clone()).await.is_some());
 }
