@@ -224,7 +224,7 @@ impl std::hash::Hash for Scopes {
 
 /// The longest space-separated list [`Scopes::parse_space_separated`]
 /// reads: every name at its longest, one space after each.
-const MAX_TEXT_LEN: usize = Scopes::MAX_COUNT * (Scope::MAX_LEN + 1);
+pub(crate) const MAX_TEXT_LEN: usize = Scopes::MAX_COUNT * (Scope::MAX_LEN + 1);
 
 /// Up to this many scopes a linear scan beats binary searches.
 const LINEAR_SCAN_MAX: usize = 8;

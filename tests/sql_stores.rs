@@ -231,3 +231,146 @@ fn schema_of(connect: &sqlx::postgres::PgConnectOptions) -> String {
         })
         .expect("the test schema")
 }
+
+/// `count` distinct scope names, space separated, as the SQLite store keeps
+/// them.
+fn scope_text(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("objects.n{i:05}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn a_stored_record_beyond_the_scope_bound_is_corrupt_and_only_a_matching_token_finds_out() {
+    let dir = TempDir::new("sqlite-corrupt");
+    let store = SqliteStore::connect(&sqlite_url(&dir)).await.unwrap();
+    let valid = store.issue(NewKey::org("acme")).await.unwrap();
+    let forged = store.issue(NewKey::org("acme")).await.unwrap();
+    let too_many = scope_text(tower_keyauth::Scopes::MAX_COUNT + 1);
+    for issued in [&valid, &forged] {
+        sqlx::query("UPDATE keyauth_keys SET scopes = ?1 WHERE id = ?2")
+            .bind(&too_many)
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    // The second key's stored hash no longer matches its token: that token
+    // now names a real id with the wrong secret, like a forged one.
+    sqlx::query("UPDATE keyauth_keys SET hash = ?1 WHERE id = ?2")
+        .bind([7u8; 32].as_slice())
+        .bind(forged.record.id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let (logs, _guard) = capture_tracing();
+    // The forged token is refused on its hash alone: the scopes are never
+    // parsed, so their corruption does not even show.
+    let reply = get_bearer(&app, "/v1/whoami", forged.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    assert_eq!(reply.error(), "invalid_token");
+    assert!(!logs.text().contains("unexpected data"), "{}", logs.text());
+    // The right token finds a corrupt record: 503, logged, never a pass.
+    let reply = get_bearer(&app, "/v1/whoami", valid.token.expose_secret()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+    assert!(
+        logs.text().contains("at most 256 scopes"),
+        "{}",
+        logs.text()
+    );
+    // A list far beyond the bound is refused before it is split.
+    sqlx::query("UPDATE keyauth_keys SET scopes = ?1 WHERE id = ?2")
+        .bind(" ".repeat(10 << 20))
+        .bind(valid.record.id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let reply = get_bearer(&app, "/v1/whoami", valid.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // At the bound the key works.
+    sqlx::query("UPDATE keyauth_keys SET scopes = ?1 WHERE id = ?2")
+        .bind(scope_text(tower_keyauth::Scopes::MAX_COUNT))
+        .bind(valid.record.id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let reply = get_bearer(&app, "/v1/whoami", valid.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json()["scopes"].as_array().unwrap().len(),
+        tower_keyauth::Scopes::MAX_COUNT
+    );
+}
+
+#[tokio::test]
+async fn sqlite_migration_2_turns_a_stored_grace_period_into_a_grace_end() {
+    let dir = TempDir::new("sqlite-migration-2");
+    let url = sqlite_url(&dir);
+    // A database as version 1 left it: a grace period was a revocation time
+    // in the future.
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(include_str!(
+        "../migrations/sqlite/0001_keys_and_memberships.sql"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE keyauth_migrations (version INTEGER PRIMARY KEY NOT NULL,
+             description TEXT NOT NULL, applied_at INTEGER NOT NULL);
+         INSERT INTO keyauth_migrations VALUES (1, 'keys and memberships', 0);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let micros = |time: SystemTime| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    };
+    let in_grace = SystemTime::now() + Duration::from_secs(3600);
+    let revoked = SystemTime::now() - Duration::from_secs(3600);
+    for (id, revoked_at) in [("ingrace00001", in_grace), ("revoked00001", revoked)] {
+        sqlx::query(
+            "INSERT INTO keyauth_keys (id, hash, owner_kind, org_id, scopes, created_at, revoked_at)
+             VALUES (?1, ?2, 'organization', 'acme', '*', 0, ?3)",
+        )
+        .bind(id)
+        .bind([1u8; 32].as_slice())
+        .bind(micros(revoked_at))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let in_grace_record = store
+        .find_key(&"ingrace00001".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(in_grace_record.revoked_at, None);
+    assert_eq!(
+        in_grace_record.grace_ends_at.map(micros),
+        Some(micros(in_grace))
+    );
+    let revoked_record = store
+        .find_key(&"revoked00001".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked_record.revoked_at.map(micros), Some(micros(revoked)));
+    assert_eq!(revoked_record.grace_ends_at, None);
+}

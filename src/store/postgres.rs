@@ -41,10 +41,24 @@ const MIGRATIONS: &[Migration] = &[
 /// constant: "keyauth" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006b_6579_6175_7468;
 
-const SELECT_KEY: &str =
-    "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, scopes, name,
-        created_at, expires_at, grace_ends_at, revoked_at, last_used_at
- FROM keyauth_keys";
+/// The `scopes` column, cut just past the bounds of a valid set.
+macro_rules! bounded_scopes {
+    () => {
+        "ARRAY(SELECT left(name, 129) FROM unnest(scopes[1:257]) AS name)"
+    };
+}
+
+/// Selects a key. A stored array of scopes is read only up to one element
+/// past [`Scopes::MAX_COUNT`], each element up to one character past
+/// [`Scope::MAX_LEN`](crate::Scope::MAX_LEN) (the numbers are written out
+/// in `bounded_scopes!`), so a corrupt row costs no more to refuse than a
+/// valid one costs to read.
+const SELECT_KEY: &str = concat!(
+    "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, ",
+    bounded_scopes!(),
+    " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
+ FROM keyauth_keys"
+);
 
 /// How many times an issue draws a new id after a collision.
 const MINT_ATTEMPTS: usize = 8;
@@ -558,9 +572,11 @@ impl KeyStore for PostgresStore {
         user: &UserId,
         org: &OrgId,
     ) -> Result<Option<Membership>, StoreError> {
-        let scopes: Option<Vec<String>> = sqlx::query_scalar(
-            "SELECT scopes FROM keyauth_memberships WHERE user_id = $1 AND org_id = $2",
-        )
+        let scopes: Option<Vec<String>> = sqlx::query_scalar(concat!(
+            "SELECT ",
+            bounded_scopes!(),
+            " FROM keyauth_memberships WHERE user_id = $1 AND org_id = $2"
+        ))
         .bind(user.as_str())
         .bind(org.as_str())
         .fetch_optional(&self.inner.pool)
@@ -760,6 +776,13 @@ impl KeyLifecycle for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_arrays_are_read_just_past_their_bounds() {
+        let bounded = bounded_scopes!();
+        assert!(bounded.contains(&format!("left(name, {})", crate::Scope::MAX_LEN + 1)));
+        assert!(bounded.contains(&format!("scopes[1:{}]", Scopes::MAX_COUNT + 1)));
+    }
 
     #[test]
     fn invalidations_round_trip_through_payloads() {

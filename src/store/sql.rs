@@ -75,9 +75,11 @@ where
     Scopes::parse(names).map_err(|error| corrupt(error.to_string()))
 }
 
+/// Scopes read back from their text; a list beyond the bounds of
+/// [`Scopes`] is a corrupt record.
 #[cfg(feature = "sqlite")]
 pub(crate) fn scopes_from_text(text: &str) -> Result<Scopes, StoreError> {
-    scopes_from_names(text.split(' ').filter(|name| !name.is_empty()))
+    Scopes::parse_space_separated(text).map_err(|error| corrupt(error.to_string()))
 }
 
 /// Rows as masked summaries.

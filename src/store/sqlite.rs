@@ -39,7 +39,17 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-const KEY_COLUMNS: &str = "id, hash, prefix, owner_kind, org_id, workspace_id, user_id, scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at";
+/// The columns of a key. A stored list of scopes is read only up to one byte
+/// past the longest valid one (`MAX_SCOPE_TEXT_READ`), so a corrupt row
+/// costs no more to refuse than a valid one costs to read.
+const KEY_COLUMNS: &str = "id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
+    substr(scopes, 1, 33025) AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at,
+    last_used_at";
+
+/// How much of a stored list of scopes is read: one byte more than the
+/// longest valid list, written out in the SQL above and below.
+#[cfg(test)]
+const MAX_SCOPE_TEXT_READ: usize = 33025;
 
 /// How many times an issue draws a new id after a collision.
 const MINT_ATTEMPTS: usize = 8;
@@ -410,7 +420,8 @@ impl KeyStore for SqliteStore {
         org: &OrgId,
     ) -> Result<Option<Membership>, StoreError> {
         let scopes: Option<String> = sqlx::query_scalar(
-            "SELECT scopes FROM keyauth_memberships WHERE user_id = ?1 AND org_id = ?2",
+            "SELECT substr(scopes, 1, 33025) FROM keyauth_memberships
+             WHERE user_id = ?1 AND org_id = ?2",
         )
         .bind(user.as_str())
         .bind(org.as_str())
@@ -581,5 +592,16 @@ impl KeyLifecycle for SqliteStore {
             .await
             .map_err(StoreError::backend)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_lists_are_read_just_past_their_bound() {
+        assert_eq!(MAX_SCOPE_TEXT_READ, crate::scope::MAX_TEXT_LEN + 1);
+        assert!(KEY_COLUMNS.contains(&format!("substr(scopes, 1, {MAX_SCOPE_TEXT_READ})")));
     }
 }
