@@ -3,25 +3,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::TempDir;
-use common::client::{RawReply, request};
+use common::client::{call, request};
 use common::example::{RunningExample, start_example};
 
 /// The quickstart on the SQLite file `quickstart.db` in `dir`.
 async fn start_quickstart(dir: &TempDir) -> RunningExample {
     let url = format!("sqlite://{}", dir.join("quickstart.db").display());
     start_example("quickstart", &[("DATABASE_URL", url.as_str())]).await
-}
-
-async fn call(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> RawReply {
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}");
-    if !body.is_empty() {
-        head.push_str("\r\ncontent-type: application/json");
-    }
-    request(addr, &head, body.as_bytes()).await.unwrap()
 }
 
 fn assert_export_line(line: &str, name: &str, prefix: &str, comment: &str) {
@@ -413,26 +402,4 @@ async fn the_key_routes_check_scopes_tenants_and_input() {
     let listed = call(addr, "GET", "/v1/keys", org_key, "").await;
     assert!(!listed.body.contains(foreign.record.id.as_str()));
     example.stop().await;
-}
-
-#[tokio::test]
-async fn the_quickstart_runs_on_postgres_too() {
-    let Some(url) = common::postgres_url("the_quickstart_runs_on_postgres_too") else {
-        return;
-    };
-    let database = common::fresh_postgres_database(&url).await;
-    let first = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
-    let org_key = first.exports()["ORG_KEY"].clone();
-    let created = call(first.addr, "POST", "/v1/keys", &org_key, r#"{"name":"pg"}"#).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let token = created.json()["token"].as_str().unwrap().to_owned();
-    first.stop().await;
-
-    let second = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
-    assert!(second.exports().is_empty());
-    assert!(second.printed.join("\n").contains("DATABASE_URL"));
-    let reply = call(second.addr, "GET", "/v1/whoami", &token, "").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.json()["org"], "acme");
-    second.stop().await;
 }
