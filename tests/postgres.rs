@@ -50,6 +50,13 @@ fn main() {
             run_current_thread(the_quickstart_runs_on_postgres_too());
             Ok(())
         }),
+        Trial::test(
+            "quickstart::a_hanging_store_is_refused_within_the_store_timeout",
+            || {
+                run_current_thread(a_hanging_store_is_refused_within_the_store_timeout());
+                Ok(())
+            },
+        ),
     ];
     let trials = trials.into_iter().map(needs_postgres).collect();
     libtest_mimic::run(&args, trials).exit();
@@ -316,4 +323,35 @@ async fn the_quickstart_runs_on_postgres_too() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["org"], "acme");
     second.stop().await;
+}
+
+/// With the keys table locked, a lookup hangs; the quickstart's layer
+/// refuses with 503 within its store timeout instead of waiting for the lock.
+async fn a_hanging_store_is_refused_within_the_store_timeout() {
+    let url = require_postgres_url();
+    let database = common::fresh_postgres_database(&url).await;
+    let example = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
+    let org_key = example.exports()["ORG_KEY"].clone();
+    let whoami = || call(example.addr, "GET", "/v1/whoami", &org_key, "");
+    assert_eq!(whoami().await.status, 200);
+
+    let locker = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database)
+        .await
+        .unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE keyauth_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reply = whoami().await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "unavailable");
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    lock.rollback().await.unwrap();
+    assert_eq!(whoami().await.status, 200);
+    example.stop().await;
 }
