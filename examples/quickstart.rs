@@ -11,6 +11,9 @@
 //! commands to try; tokens are shown only that once. Credentials are
 //! accepted as `Authorization: Bearer`, `x-api-key` or the `api-key` query
 //! parameter; personal tokens name their organization in `x-org-id`.
+//! Lookups that take the store more than 2 s are refused with 503. Start-up
+//! problems (a bad or busy address, a database that cannot be opened or does
+//! not answer within 3 s) end it with one line naming the variable to change.
 //!
 //! | route | access |
 //! |---|---|
@@ -24,10 +27,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -36,12 +41,18 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_keyauth::{
     AuthError, Extract, KeyAuthLayer, KeyId, KeyLifecycle, LifecycleError, Membership, NewKey,
-    OrgId, Owner, PostgresStore, Principal, RequireScopes, Scopes, SqliteStore, UserId,
+    OrgId, Owner, PostgresStore, Principal, RequireScopes, Scopes, SqliteStore, StoreError, UserId,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DATABASE: &str = "sqlite://quickstart.db";
 const ORG_HEADER: &str = "x-org-id";
+/// How long start-up waits for the database: a quickstart that hangs on an
+/// unreachable server looks broken.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for the key store before it is refused with 503
+/// (fail closed), as recommended for production.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Any bundled store: SQLite or PostgreSQL, chosen at run time.
 type Store = Arc<dyn KeyLifecycle>;
@@ -54,7 +65,7 @@ struct AppState {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -62,18 +73,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One line naming the cause and what to change, not a Debug dump.
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    // The address first: a busy port is reported before any database wait.
+    let listener = listen().await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
     let database = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE.to_owned());
-    let store: Store =
-        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            Arc::new(PostgresStore::connect(&database).await?)
-        } else {
-            Arc::new(SqliteStore::connect(&database).await?)
-        };
-    let demo = if store.list(&Owner::org("acme")).await?.is_empty() {
-        Some(mint_demo_credentials(&store).await?)
-    } else {
-        None
+    let store = connect(&database).await?;
+    let demo = match store.list(&Owner::org("acme")).await {
+        Ok(keys) if keys.is_empty() => Some(
+            mint_demo_credentials(&store)
+                .await
+                .map_err(|e| database_failed(&database, e.as_ref()))?,
+        ),
+        Ok(_) => None,
+        Err(e) => return Err(database_failed(&database, &e)),
     };
 
     let state = AppState {
@@ -84,17 +110,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         KeyAuthLayer::new(store)
             .extract(Extract::bearer_api_key_or_query())
             .org_header(ORG_HEADER)
+            .store_timeout(STORE_TIMEOUT)
             .public("/")
             .public("/health/")
             .public("/schema/")
             .public("/docs/*"),
     );
-
-    let addr: SocketAddr = std::env::var("KEYAUTH_ADDR")
-        .unwrap_or_else(|_| DEFAULT_ADDR.to_owned())
-        .parse()?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
 
     match &demo {
         Some(demo) => print_demo(demo, addr),
@@ -106,8 +127,122 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
-        .await?;
-    Ok(())
+        .await
+        .map_err(|e| format!("the server stopped: {e}"))
+}
+
+/// Binds `KEYAUTH_ADDR` (default 127.0.0.1:3000).
+async fn listen() -> Result<tokio::net::TcpListener, String> {
+    let configured = std::env::var("KEYAUTH_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let addr: SocketAddr = configured.parse().map_err(|_| {
+        format!(
+            "KEYAUTH_ADDR={configured:?} is not an address; set KEYAUTH_ADDR to an IP address and port such as {DEFAULT_ADDR}"
+        )
+    })?;
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let mut other_port = addr;
+        other_port.set_port(addr.port().checked_add(1).unwrap_or(3001));
+        let (cause, suggestion) = match e.kind() {
+            std::io::ErrorKind::AddrInUse => (
+                "address already in use".to_owned(),
+                format!("a free address such as {other_port}"),
+            ),
+            std::io::ErrorKind::AddrNotAvailable => (
+                "no such address on this machine".to_owned(),
+                format!("an address of this machine such as {DEFAULT_ADDR}"),
+            ),
+            std::io::ErrorKind::PermissionDenied => (
+                "permission denied (ports below 1024 need privileges)".to_owned(),
+                format!("a port above 1023 such as {DEFAULT_ADDR}"),
+            ),
+            _ => (
+                e.to_string(),
+                format!("another address such as {other_port}"),
+            ),
+        };
+        format!("cannot listen on {addr}: {cause}; set KEYAUTH_ADDR to {suggestion}")
+    })
+}
+
+/// Opens the store at `database`, giving up after `CONNECT_TIMEOUT`.
+async fn connect(database: &str) -> Result<Store, String> {
+    let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    let connecting = async {
+        Ok::<Store, StoreError>(if postgres {
+            Arc::new(PostgresStore::connect(database).await?)
+        } else {
+            Arc::new(SqliteStore::connect(database).await?)
+        })
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(database_failed(database, &e)),
+        // sqlx retries a refused connection until its own timeout, so a
+        // closed port and a silent host both end here.
+        Err(_) => Err(format!(
+            "the database at {} did not answer within {} s (is the server running, on that host and port?); set DATABASE_URL to a reachable database",
+            redacted(database),
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// One line for a database failure, with the backend's own cause (the
+/// store's message alone says only that the store failed).
+fn database_failed(database: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let cause = match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(e)) => e.message().to_owned(),
+        Some(sqlx::Error::PoolTimedOut) => "no answer in time".to_owned(),
+        _ => cause.to_string(),
+    };
+    match database.strip_prefix("sqlite://") {
+        Some(path) => format!(
+            "cannot open the SQLite database {path}: {cause}; check that its directory exists and is writable, or set DATABASE_URL to another sqlite:// file"
+        ),
+        None => format!(
+            "cannot use the database at {}: {cause}; set DATABASE_URL to a reachable database",
+            redacted(database)
+        ),
+    }
+}
+
+/// `url` with any password replaced by `***`, fit to print.
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{user_info}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    // A password may also come as a query parameter.
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    if scheme.is_empty() {
+        format!("{authority}{tail}")
+    } else {
+        format!("{scheme}://{authority}{tail}")
+    }
 }
 
 fn routes(state: AppState) -> Router {
@@ -136,7 +271,44 @@ fn routes(state: AppState) -> Router {
             "/v1/keys/{id}",
             delete(revoke_key.layer(RequireScopes::new("keys.write"))),
         )
+        // Unknown routes and methods answer in the same JSON shape as
+        // every other error.
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "No such route.") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This route does not take that method.",
+            )
+        })
         .with_state(state)
+}
+
+/// An optional JSON body (none without a content type), whose rejections
+/// (415 for another content type, 400 or 422 for bad JSON, 413 for too
+/// much) are answered in the crate's JSON error shape instead of axum's
+/// plain text.
+struct JsonBody(Option<Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match Option::<Json<Value>>::from_request(request, state).await {
+            Ok(body) => Ok(Self(body.map(|Json(body)| body))),
+            Err(rejection) => Err(rejected(&rejection)),
+        }
+    }
+}
+
+fn rejected(rejection: &JsonRejection) -> Response {
+    let status = rejection.status();
+    let code = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        _ => "invalid_request",
+    };
+    error(status, code, rejection.body_text())
 }
 
 struct DemoCredentials {
@@ -206,20 +378,25 @@ fn print_demo(demo: &DemoCredentials, addr: SocketAddr) {
     println!();
     let base = format!("http://{addr}");
     println!("# try:");
-    println!("curl -s {base}/v1/whoami -H \"Authorization: Bearer $ORG_KEY\"");
-    println!("curl -s {base}/v1/objects -H \"x-api-key: $READ_KEY\"");
+    // `-w` ends every answer with a newline (JSON bodies have none), and
+    // shows the status where the comment promises one.
+    let with_status = r"-w '\nHTTP %{http_code}\n'";
+    println!("curl -s -w '\\n' {base}/v1/whoami -H \"Authorization: Bearer $ORG_KEY\"");
+    println!("curl -s -w '\\n' {base}/v1/objects -H \"x-api-key: $READ_KEY\"");
     println!(
-        "curl -s -X POST {base}/v1/objects -H \"x-api-key: $READ_KEY\"    # 403: objects.read only"
+        "curl -s {with_status} -X POST {base}/v1/objects -H \"x-api-key: $READ_KEY\"    # 403: objects.read only"
     );
     println!(
-        "curl -s -X POST {base}/v1/objects -H \"Authorization: Bearer $PAT\" -H \"{ORG_HEADER}: $ORG_ID\" -H 'content-type: application/json' -d '{{\"name\":\"report\"}}'"
+        "curl -s -w '\\n' -X POST {base}/v1/objects -H \"Authorization: Bearer $PAT\" -H \"{ORG_HEADER}: $ORG_ID\" -H 'content-type: application/json' -d '{{\"name\":\"report\"}}'"
     );
     println!(
-        "curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\" -H 'content-type: application/json' -d '{{\"name\":\"ci\",\"scopes\":[\"objects.read\"],\"expires_in_seconds\":86400}}'"
+        "curl -s -w '\\n' -X POST {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\" -H 'content-type: application/json' -d '{{\"name\":\"ci\",\"scopes\":[\"objects.read\"],\"expires_in_seconds\":86400}}'"
     );
-    println!("curl -s {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\"");
-    println!("curl -s \"{base}/v1/whoami?api-key=$READ_KEY\"    # works, but URLs get logged");
-    println!("curl -s -i {base}/v1/whoami    # 401");
+    println!("curl -s -w '\\n' {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\"");
+    println!(
+        "curl -s -w '\\n' \"{base}/v1/whoami?api-key=$READ_KEY\"    # works, but URLs get logged"
+    );
+    println!("curl -s -i -w '\\n' {base}/v1/whoami    # 401");
 }
 
 fn print_existing(database: &str) {
@@ -272,11 +449,11 @@ async fn list_objects(State(state): State<AppState>, principal: Principal) -> Js
 async fn create_object(
     State(state): State<AppState>,
     principal: Principal,
-    body: Option<Json<Value>>,
+    JsonBody(body): JsonBody,
 ) -> (StatusCode, Json<Value>) {
     let name = body
         .as_ref()
-        .and_then(|Json(body)| body.get("name").and_then(Value::as_str))
+        .and_then(|body| body.get("name").and_then(Value::as_str))
         .unwrap_or("untitled")
         .to_owned();
     let object = json!({ "name": name, "created_by": principal.key_id().as_str() });
@@ -318,9 +495,9 @@ fn tenant_owner(principal: &Principal) -> Owner {
 async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
-    body: Option<Json<Value>>,
+    JsonBody(body): JsonBody,
 ) -> Response {
-    let body = body.map(|Json(body)| body).unwrap_or_else(|| json!({}));
+    let body = body.unwrap_or_else(|| json!({}));
     let Some(name) = body
         .get("name")
         .and_then(Value::as_str)

@@ -1,18 +1,19 @@
 //! CachedStore: store calls counted under hits, floods of unknown ids,
-//! concurrent misses and errors; invalidation, TTLs and the capacity bound;
-//! revocations announced across instances by PostgreSQL.
+//! concurrent misses and errors; invalidation, TTLs and the capacity bound.
+//! Revocations announced across instances by PostgreSQL are tested in
+//! `tests/postgres.rs`.
 
 mod common;
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::*;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_keyauth::{
     CacheOptions, CachedStore, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyStore,
-    Membership, MemoryStore, NewKey, OrgId, PostgresStore, Scopes, StoreOptions, UserId,
+    Membership, MemoryStore, NewKey, OrgId, StoreOptions, UserId,
 };
 
 /// The layer around a trivial service: as cheap as a request can be, so a
@@ -337,129 +338,6 @@ async fn the_cache_holds_at_most_its_capacity() {
         cached.cached_keys()
     );
     assert!(cached.cached_keys() > 0);
-}
-
-/// Two application instances, each with its own pool and cache (TTL one
-/// hour), on one PostgreSQL database: a revocation through one is dropped
-/// from the other's cache by LISTEN/NOTIFY, long before the TTL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_announces_revocations_to_every_instance() {
-    let Some(url) = postgres_url("postgres_announces_revocations_to_every_instance") else {
-        return;
-    };
-    let connect = fresh_postgres_schema(&url).await;
-    let instance = || async {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(connect.clone())
-            .await
-            .unwrap();
-        let store = PostgresStore::from_pool(pool, StoreOptions::default())
-            .await
-            .unwrap();
-        let cached = CachedStore::with_options(
-            store.clone(),
-            CacheOptions::default()
-                .positive_ttl(Duration::from_secs(3600))
-                .negative_ttl(Duration::from_secs(3600)),
-        );
-        let listener = store
-            .listen_for_invalidations(cached.invalidator())
-            .await
-            .unwrap();
-        (cached, listener)
-    };
-    let (first, _first_listener) = instance().await;
-    let (second, _second_listener) = instance().await;
-    let app_on_second = app(KeyAuthLayer::new(second.clone()));
-
-    let issued = first.issue(NewKey::org("acme")).await.unwrap();
-    let token = issued.token.expose_secret();
-    assert_eq!(
-        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
-        StatusCode::OK
-    );
-    let revoked = Instant::now();
-    first.revoke(&issued.record.id).await.unwrap();
-    wait_for_status(&app_on_second, token, &[], StatusCode::UNAUTHORIZED).await;
-    println!(
-        "revocation seen by the second instance after {:?}",
-        revoked.elapsed()
-    );
-
-    // Rotation, single-active issuing and membership changes travel too.
-    let rotated = first.issue(NewKey::org("acme")).await.unwrap();
-    assert_eq!(
-        get_bearer(&app_on_second, "/v1/whoami", rotated.token.expose_secret())
-            .await
-            .status,
-        StatusCode::OK
-    );
-    first
-        .rotate(&rotated.record.id, Duration::ZERO)
-        .await
-        .unwrap();
-    wait_for_status(
-        &app_on_second,
-        rotated.token.expose_secret(),
-        &[],
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-
-    first
-        .set_membership(
-            &UserId::from("ada"),
-            &OrgId::from("acme"),
-            Some(Membership::new(Scopes::all())),
-        )
-        .await
-        .unwrap();
-    let pat = first.issue(NewKey::personal("ada")).await.unwrap();
-    let org_header = [("x-org-id", "acme")];
-    wait_for_status(
-        &app_on_second,
-        pat.token.expose_secret(),
-        &org_header,
-        StatusCode::OK,
-    )
-    .await;
-    first
-        .set_membership(&UserId::from("ada"), &OrgId::from("acme"), None)
-        .await
-        .unwrap();
-    wait_for_status(
-        &app_on_second,
-        pat.token.expose_secret(),
-        &org_header,
-        StatusCode::FORBIDDEN,
-    )
-    .await;
-}
-
-/// Polls until a request with `token` gets `expected`, for at most 5 s (a
-/// TTL-only cache would take an hour).
-async fn wait_for_status(
-    app: &axum::Router,
-    token: &str,
-    headers: &[(&str, &str)],
-    expected: StatusCode,
-) {
-    let deadline = SystemTime::now() + Duration::from_secs(5);
-    loop {
-        let mut all = vec![("authorization", bearer(token))];
-        all.extend(headers.iter().map(|(n, v)| (*n, v.to_string())));
-        let all: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let status = send(app, get_with("/v1/whoami", &all)).await.status;
-        if status == expected {
-            return;
-        }
-        assert!(
-            SystemTime::now() < deadline,
-            "still {status}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -3,25 +3,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::TempDir;
-use common::client::{RawReply, request};
-use common::example::{RunningExample, start_example};
+use common::client::{call, request};
+use common::example::{Exited, RunningExample, run_until_exit, start_example};
 
 /// The quickstart on the SQLite file `quickstart.db` in `dir`.
 async fn start_quickstart(dir: &TempDir) -> RunningExample {
     let url = format!("sqlite://{}", dir.join("quickstart.db").display());
     start_example("quickstart", &[("DATABASE_URL", url.as_str())]).await
-}
-
-async fn call(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> RawReply {
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}");
-    if !body.is_empty() {
-        head.push_str("\r\ncontent-type: application/json");
-    }
-    request(addr, &head, body.as_bytes()).await.unwrap()
 }
 
 fn assert_export_line(line: &str, name: &str, prefix: &str, comment: &str) {
@@ -415,24 +406,307 @@ async fn the_key_routes_check_scopes_tenants_and_input() {
     example.stop().await;
 }
 
-#[tokio::test]
-async fn the_quickstart_runs_on_postgres_too() {
-    let Some(url) = common::postgres_url("the_quickstart_runs_on_postgres_too") else {
-        return;
-    };
-    let database = common::fresh_postgres_database(&url).await;
-    let first = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
-    let org_key = first.exports()["ORG_KEY"].clone();
-    let created = call(first.addr, "POST", "/v1/keys", &org_key, r#"{"name":"pg"}"#).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let token = created.json()["token"].as_str().unwrap().to_owned();
-    first.stop().await;
+/// A start-up failure: non-zero exit, nothing on stdout, and on stderr one
+/// human line (no `Debug` dump) that names `variable`.
+fn assert_one_line_failure(exited: &Exited, variable: &str) -> String {
+    assert!(!exited.status.success(), "{exited:#?}");
+    assert_eq!(exited.stdout, "", "{exited:#?}");
+    let lines: Vec<&str> = exited.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {exited:#?}");
+    let line = lines[0];
+    assert!(line.starts_with("error: "), "{line}");
+    assert!(line.contains(variable), "names {variable}: {line}");
+    for debug in [
+        "Error:",
+        "Os {",
+        "kind:",
+        "AddrParseError",
+        "Backend(",
+        "PoolTimedOut",
+    ] {
+        assert!(!line.contains(debug), "debug output {debug:?} in {line}");
+    }
+    line.to_owned()
+}
 
-    let second = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
-    assert!(second.exports().is_empty());
-    assert!(second.printed.join("\n").contains("DATABASE_URL"));
-    let reply = call(second.addr, "GET", "/v1/whoami", &token, "").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.json()["org"], "acme");
-    second.stop().await;
+#[tokio::test]
+async fn a_bad_keyauth_addr_is_one_line_naming_the_variable() {
+    let dir = TempDir::new("quickstart-bad-addr");
+    for bad in ["nonsense", "127.0.0.1", "localhost:3000x"] {
+        let exited = run_until_exit(
+            "quickstart",
+            &dir.0,
+            &[("KEYAUTH_ADDR", bad)],
+            Duration::from_secs(20),
+        )
+        .await;
+        let line = assert_one_line_failure(&exited, "KEYAUTH_ADDR");
+        assert!(line.contains(bad), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_one_line_suggesting_another() {
+    let dir = TempDir::new("quickstart-addr-in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let exited = run_until_exit(
+        "quickstart",
+        &dir.0,
+        &[("KEYAUTH_ADDR", addr.as_str())],
+        Duration::from_secs(20),
+    )
+    .await;
+    let line = assert_one_line_failure(&exited, "KEYAUTH_ADDR");
+    assert!(
+        line.contains(&format!("cannot listen on {addr}: address already in use")),
+        "{line}"
+    );
+    assert!(line.contains("such as 127.0.0.1:"), "{line}");
+    drop(taken);
+}
+
+/// PostgreSQL on a closed port, a PostgreSQL "server" that accepts and
+/// never answers, and SQLite files in a missing directory and under a
+/// regular file: each a one-line failure within 5 s that names
+/// DATABASE_URL and never shows the password.
+#[tokio::test]
+async fn an_unreachable_database_is_given_up_within_5_s_in_one_line() {
+    let dir = TempDir::new("quickstart-no-database");
+    let closed_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    // Accepts connections and keeps them open without a word.
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    std::fs::write(dir.join("a-file"), b"").unwrap();
+    let urls = [
+        format!("postgres://keyauth:s3cret-pw@127.0.0.1:{closed_port}/keys"),
+        format!("postgres://keyauth:s3cret-pw@127.0.0.1:{silent_port}/keys"),
+        format!("sqlite://{}", dir.join("missing/keys.db").display()),
+        format!("sqlite://{}", dir.join("a-file/keys.db").display()),
+    ];
+    // Built once up front, so that the runs time the example alone.
+    common::example::example_binary("quickstart");
+    // At once, so the slow cases cost their wait only once.
+    let runs: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            let (dir, url) = (dir.0.clone(), url.clone());
+            tokio::spawn(async move {
+                run_until_exit(
+                    "quickstart",
+                    &dir,
+                    &[
+                        ("DATABASE_URL", url.as_str()),
+                        ("KEYAUTH_ADDR", "127.0.0.1:0"),
+                    ],
+                    Duration::from_secs(40),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut exits = Vec::new();
+    for run in runs {
+        exits.push(run.await.unwrap());
+    }
+    for (url, exited) in urls.iter().zip(&exits) {
+        let line = assert_one_line_failure(exited, "DATABASE_URL");
+        assert!(
+            exited.took < Duration::from_secs(5),
+            "{url}: gave up after {:?}",
+            exited.took
+        );
+        assert!(!line.contains("s3cret-pw"), "the password is shown: {line}");
+        assert!(
+            !dir.join("quickstart.db").exists(),
+            "no default database is created"
+        );
+    }
+}
+
+/// The printed curl lines end their output with a newline, show the status
+/// where their comment promises one, and work pasted into bash after the
+/// printed export lines (run for real when curl is installed).
+#[tokio::test]
+async fn the_printed_curl_lines_end_with_a_newline_and_show_promised_statuses() {
+    let dir = TempDir::new("quickstart-curl");
+    let example = start_quickstart(&dir).await;
+    let curls: Vec<&String> = example
+        .printed
+        .iter()
+        .filter(|line| line.starts_with("curl "))
+        .collect();
+    assert!(curls.len() >= 3, "{:#?}", example.printed);
+    let promises_status = |line: &str| {
+        line.split_once(" #").is_some_and(|(_, comment)| {
+            comment
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_digit())
+        })
+    };
+    for line in &curls {
+        let write_out = line
+            .split_once(" -w '")
+            .and_then(|(_, rest)| rest.split_once('\''))
+            .map(|(format, _)| format)
+            .unwrap_or_else(|| panic!("no -w '…' in {line}"));
+        assert!(write_out.ends_with("\\n"), "{line}");
+        if promises_status(line) {
+            assert!(
+                write_out.contains("%{http_code}") || line.contains(" -i "),
+                "promises a status without showing it: {line}"
+            );
+        }
+    }
+    assert!(curls.iter().any(|line| promises_status(line)));
+
+    let has_curl = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if has_curl {
+        let exports: Vec<&str> = example
+            .printed
+            .iter()
+            .filter(|line| line.starts_with("export "))
+            .map(String::as_str)
+            .collect();
+        for line in &curls {
+            let script = format!("set -e\n{}\n{line}\n", exports.join("\n"));
+            let output = tokio::process::Command::new("bash")
+                .args(["-c", &script])
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{line}: {output:?}");
+            assert!(stdout.ends_with('\n'), "{line}: {stdout:?}");
+            assert!(stdout.contains('{'), "a JSON answer: {line}: {stdout:?}");
+            if let Some((_, comment)) = line.split_once(" #").filter(|_| promises_status(line)) {
+                let promised = &comment.trim_start()[..3];
+                assert!(
+                    stdout.contains(&format!("HTTP {promised}"))
+                        || stdout.starts_with(&format!("HTTP/1.1 {promised}")),
+                    "{line}: {stdout:?}"
+                );
+            }
+        }
+    }
+    example.stop().await;
+}
+
+/// axum's own rejections and the router's 404 and 405 answer in the
+/// crate's JSON error shape, their status kept.
+#[tokio::test]
+async fn rejections_and_unknown_routes_answer_in_the_json_error_shape() {
+    let dir = TempDir::new("quickstart-rejections");
+    let example = start_quickstart(&dir).await;
+    let org_key = example.exports()["ORG_KEY"].clone();
+    let addr = example.addr;
+    let send = |method: &str, path: &str, content_type: Option<&str>, body: &str| {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {org_key}"
+        );
+        if let Some(content_type) = content_type {
+            head.push_str(&format!("\r\ncontent-type: {content_type}"));
+        }
+        let body = body.as_bytes().to_vec();
+        async move { request(addr, &head, &body).await.unwrap() }
+    };
+    let cases = [
+        (
+            "POST",
+            "/v1/keys",
+            Some("text/plain"),
+            r#"{"name":"x"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/v1/objects",
+            Some("text/plain"),
+            "x",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/v1/keys",
+            Some("application/json"),
+            r#"{"name":"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/objects",
+            Some("application/json"),
+            "{bad",
+            400,
+            "invalid_request",
+        ),
+        ("GET", "/v1/nope", None, "", 404, "not_found"),
+        ("PUT", "/v1/whoami", None, "", 405, "method_not_allowed"),
+        (
+            "GET",
+            "/v1/keys/some-id",
+            None,
+            "",
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, content_type, body, status, code) in cases {
+        let reply = send(method, path, content_type, body).await;
+        let what = format!("{method} {path} {content_type:?} {body:?}");
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{what}"
+        );
+        let json = reply.json();
+        assert_eq!(json["error"], code, "{what}: {json}");
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {json}"
+        );
+    }
+    // Still: no body at all is fine, and JSON bodies work.
+    assert_eq!(send("POST", "/v1/objects", None, "").await.status, 201);
+    assert_eq!(
+        send(
+            "POST",
+            "/v1/objects",
+            Some("application/json"),
+            r#"{"name":"a"}"#
+        )
+        .await
+        .status,
+        201
+    );
+    example.stop().await;
+}
+
+/// The layer refuses with 503 when the store does not answer within its
+/// `store_timeout`, as the README recommends for production. Read from
+/// the source here; `tests/postgres.rs` checks it against a locked table.
+#[test]
+fn the_quickstart_sets_a_store_timeout() {
+    let source = include_str!("../examples/quickstart.rs");
+    let layer = &source[source
+        .find("KeyAuthLayer::new(store)")
+        .expect("the quickstart builds its layer")..];
+    let layer = &layer[..layer.find(';').unwrap()];
+    assert!(layer.contains(".store_timeout("), "{layer}");
 }

@@ -1,5 +1,6 @@
 //! What only the SQL stores do: migrations, and last-used writes in the
-//! background that never touch a request.
+//! background that never touch a request. Their PostgreSQL versions are in
+//! `tests/postgres.rs`.
 
 mod common;
 
@@ -7,9 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use http::StatusCode;
-use tower_keyauth::{
-    KeyAuthLayer, KeyLifecycle, KeyStore, NewKey, PostgresStore, SqliteStore, StoreOptions,
-};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey, SqliteStore, StoreOptions};
 
 fn sqlite_url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.join("keys.db").display())
@@ -100,136 +99,6 @@ async fn a_failing_last_used_write_never_fails_a_request() {
             .last_used_at,
         None
     );
-}
-
-#[tokio::test]
-async fn postgres_migrations_survive_instances_starting_at_once() {
-    let Some(url) = postgres_url("postgres_migrations_survive_instances_starting_at_once") else {
-        return;
-    };
-    let connect = fresh_postgres_schema(&url).await;
-    let starts: Vec<_> = (0..4)
-        .map(|_| {
-            let connect = connect.clone();
-            tokio::spawn(async move {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect_with(connect)
-                    .await
-                    .unwrap();
-                PostgresStore::from_pool(pool, StoreOptions::default()).await
-            })
-        })
-        .collect();
-    let mut stores = Vec::new();
-    for start in starts {
-        stores.push(start.await.unwrap().expect("every instance starts"));
-    }
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM keyauth_migrations")
-        .fetch_all(stores[0].pool())
-        .await
-        .unwrap();
-    assert_eq!(versions, vec![1, 2]);
-    let issued = stores[1].issue(NewKey::org("acme")).await.unwrap();
-    assert!(
-        stores[3]
-            .find_key(&issued.record.id)
-            .await
-            .unwrap()
-            .is_some()
-    );
-}
-
-#[tokio::test]
-async fn postgres_last_used_write_failures_never_fail_a_request() {
-    let Some(url) = postgres_url("postgres_last_used_write_failures_never_fail_a_request") else {
-        return;
-    };
-    let connect = fresh_postgres_schema(&url).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(connect.clone())
-        .await
-        .unwrap();
-    let owner = PostgresStore::from_pool(pool.clone(), StoreOptions::default())
-        .await
-        .unwrap();
-    let issued = owner.issue(NewKey::org("acme")).await.unwrap();
-    // A role that may read keys but not update them.
-    let role = format!("keyauth_reader_{}", std::process::id());
-    for statement in [
-        format!("DROP ROLE IF EXISTS {role}"),
-        format!("CREATE ROLE {role}"),
-        format!("GRANT USAGE ON SCHEMA {} TO {role}", schema_of(&connect)),
-        format!(
-            "GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {role}",
-            schema_of(&connect)
-        ),
-    ] {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&pool)
-            .await;
-    }
-    let reader_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .after_connect({
-            let role = role.clone();
-            move |connection, _| {
-                let role = role.clone();
-                Box::pin(async move {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("SET ROLE {role}")))
-                        .execute(connection)
-                        .await
-                        .map(|_| ())
-                })
-            }
-        })
-        .connect_with(connect)
-        .await
-        .unwrap();
-    let reader = PostgresStore::from_pool(
-        reader_pool,
-        StoreOptions::default().last_used_interval(Duration::from_millis(50)),
-    )
-    .await
-    .unwrap();
-    let app = app(KeyAuthLayer::new(reader.clone()));
-    for _ in 0..3 {
-        assert_eq!(
-            get_bearer(&app, "/v1/whoami", issued.token.expose_secret())
-                .await
-                .status,
-            StatusCode::OK
-        );
-        tokio::time::sleep(Duration::from_millis(80)).await;
-    }
-    get_bearer(&app, "/v1/whoami", issued.token.expose_secret()).await;
-    assert!(
-        reader.flush_last_used().await.is_err(),
-        "the reader may not write"
-    );
-    assert_eq!(
-        owner
-            .find_key(&issued.record.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .last_used_at,
-        None
-    );
-}
-
-fn schema_of(connect: &sqlx::postgres::PgConnectOptions) -> String {
-    connect
-        .get_options()
-        .and_then(|options| options.split("search_path=").nth(1))
-        .map(|rest| {
-            rest.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .expect("the test schema")
 }
 
 /// `count` distinct scope names, space separated, as the SQLite store keeps

@@ -98,3 +98,14 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// `method path` with `Authorization: Bearer <token>` and, when there is a
+/// body, a JSON content type.
+pub async fn call(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> RawReply {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}");
+    if !body.is_empty() {
+        head.push_str("\r\ncontent-type: application/json");
+    }
+    request(addr, &head, body.as_bytes()).await.unwrap()
+}

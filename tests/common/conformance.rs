@@ -1,5 +1,11 @@
 //! The store conformance suite: every lifecycle rule, written once, run
-//! against every store by `conformance_suite!`.
+//! against every store. `conformance_cases!` below is the one list of cases.
+//!
+//! Included by `tests/store_conformance.rs` alone (with `#[path]`), so that
+//! an unlisted case is dead code there, which this module denies: forgetting
+//! to list a case fails the build.
+
+#![deny(dead_code)]
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -7,20 +13,22 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::StatusCode;
+use libtest_mimic::Trial;
 use tower_keyauth::{
     Environment, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyPolicy, KeyStore,
     LifecycleError, Membership, NewKey, OrgId, Owner, Scopes, StoreOptions, UserId,
 };
 
-use super::{app, bearer, get_bearer, get_with, send};
+use crate::common::{app, bearer, get_bearer, get_with, run_multi_thread, send};
 
 /// One store implementation under test.
 #[async_trait]
-pub trait Harness: Sized + Send + Sync + 'static {
+pub(crate) trait Harness: Sized + Send + Sync + 'static {
     type Store: KeyLifecycle + Clone + Debug;
 
-    /// A fresh, empty database, or `None` (after saying why) to skip.
-    async fn fresh() -> Option<Self>;
+    /// A fresh, empty database. Panics (failing the case) when it cannot
+    /// have one.
+    async fn fresh() -> Self;
 
     /// A store instance on this harness's database. Calling it twice gives
     /// two instances sharing one database, as two processes would.
@@ -30,50 +38,49 @@ pub trait Harness: Sized + Send + Sync + 'static {
     async fn flush_last_used(store: &Self::Store);
 }
 
-#[allow(unused_macros)]
-macro_rules! conformance_suite {
-    ($harness:ty) => {
-        conformance_suite!(@cases $harness;
-            issue_returns_the_token_once_and_stores_only_its_hash,
-            issued_keys_authenticate_through_the_layer,
-            listings_are_masked_and_per_owner,
-            org_listings_cover_org_and_workspace_keys,
-            revocation_takes_effect_on_the_next_request,
-            revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found,
-            expired_keys_are_refused_and_live_ones_accepted,
-            rotation_without_grace_replaces_the_key_at_once,
-            rotation_with_grace_keeps_the_old_key_until_it_ends,
-            rotation_refuses_revoked_expired_and_unknown_keys,
-            rotation_keeps_lifetime_length_and_environment,
-            a_limit_refuses_one_key_too_many,
-            a_policy_can_be_given_per_issue,
-            single_active_key_revokes_the_previous_one,
-            memberships_decide_personal_tokens,
-            concurrent_issues_respect_the_limit,
-            concurrent_issues_and_revocations_all_land,
-            rotating_while_issuing_a_single_active_key_leaves_one_usable_key,
-            a_second_instance_sees_revocations,
-            last_used_is_written_at_most_once_per_interval,
-            revocation_holds_whatever_the_clocks_say,
-            a_grace_period_is_an_expiry_of_the_old_key,
-            refused_requests_are_not_counted_as_use,
-        );
-    };
-    (@cases $harness:ty; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(harness) = <$harness as $crate::common::conformance::Harness>::fresh().await else {
-                    return;
-                };
-                $crate::common::conformance::$case(harness).await;
-            }
-        )*
+/// Defines `trials::<H>(store)`: one trial per listed case, named
+/// `<store>::<case>`, each on a fresh harness and its own runtime.
+macro_rules! conformance_cases {
+    ($($case:ident),* $(,)?) => {
+        /// One trial per case, run against the stores of harness `H`.
+        pub(crate) fn trials<H: Harness>(store: &str) -> Vec<Trial> {
+            vec![$(
+                Trial::test(format!("{store}::{}", stringify!($case)), || {
+                    run_multi_thread(async { $case(H::fresh().await).await });
+                    Ok(())
+                }),
+            )*]
+        }
     };
 }
 
-#[allow(unused_imports)]
-pub(crate) use conformance_suite;
+// Every case, once. A new case is an `async fn name<H: Harness>(h: H)` below
+// and its name here.
+conformance_cases!(
+    issue_returns_the_token_once_and_stores_only_its_hash,
+    issued_keys_authenticate_through_the_layer,
+    listings_are_masked_and_per_owner,
+    org_listings_cover_org_and_workspace_keys,
+    revocation_takes_effect_on_the_next_request,
+    revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found,
+    expired_keys_are_refused_and_live_ones_accepted,
+    rotation_without_grace_replaces_the_key_at_once,
+    rotation_with_grace_keeps_the_old_key_until_it_ends,
+    rotation_refuses_revoked_expired_and_unknown_keys,
+    rotation_keeps_lifetime_length_and_environment,
+    a_limit_refuses_one_key_too_many,
+    a_policy_can_be_given_per_issue,
+    single_active_key_revokes_the_previous_one,
+    memberships_decide_personal_tokens,
+    concurrent_issues_respect_the_limit,
+    concurrent_issues_and_revocations_all_land,
+    rotating_while_issuing_a_single_active_key_leaves_one_usable_key,
+    a_second_instance_sees_revocations,
+    last_used_is_written_at_most_once_per_interval,
+    revocation_holds_whatever_the_clocks_say,
+    a_grace_period_is_an_expiry_of_the_old_key,
+    refused_requests_are_not_counted_as_use,
+);
 
 fn token(issued: &tower_keyauth::IssuedKey) -> &str {
     issued.token.expose_secret()
@@ -85,7 +92,7 @@ async fn status_of<S: KeyStore + Clone>(store: &S, token: &str) -> StatusCode {
         .status
 }
 
-pub async fn issue_returns_the_token_once_and_stores_only_its_hash<H: Harness>(h: H) {
+async fn issue_returns_the_token_once_and_stores_only_its_hash<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let issued = store
         .issue(
@@ -122,7 +129,7 @@ pub async fn issue_returns_the_token_once_and_stores_only_its_hash<H: Harness>(h
     assert_eq!(store.find_key(&"missing".into()).await.unwrap(), None);
 }
 
-pub async fn issued_keys_authenticate_through_the_layer<H: Harness>(h: H) {
+async fn issued_keys_authenticate_through_the_layer<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let org = store.issue(NewKey::org("acme")).await.unwrap();
     let workspace = store
@@ -147,7 +154,7 @@ pub async fn issued_keys_authenticate_through_the_layer<H: Harness>(h: H) {
     );
 }
 
-pub async fn listings_are_masked_and_per_owner<H: Harness>(h: H) {
+async fn listings_are_masked_and_per_owner<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let first = store
         .issue(NewKey::org("acme").name("first"))
@@ -180,7 +187,7 @@ pub async fn listings_are_masked_and_per_owner<H: Harness>(h: H) {
     assert!(store.list(&Owner::org("initech")).await.unwrap().is_empty());
 }
 
-pub async fn org_listings_cover_org_and_workspace_keys<H: Harness>(h: H) {
+async fn org_listings_cover_org_and_workspace_keys<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let org = store.issue(NewKey::org("acme")).await.unwrap();
     let docs = store
@@ -205,7 +212,7 @@ pub async fn org_listings_cover_org_and_workspace_keys<H: Harness>(h: H) {
     assert_eq!(ids, expected);
 }
 
-pub async fn revocation_takes_effect_on_the_next_request<H: Harness>(h: H) {
+async fn revocation_takes_effect_on_the_next_request<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let issued = store.issue(NewKey::org("acme")).await.unwrap();
     let app = app(KeyAuthLayer::new(store.clone()));
@@ -221,7 +228,7 @@ pub async fn revocation_takes_effect_on_the_next_request<H: Harness>(h: H) {
     assert!(listed[0].revoked_at.is_some());
 }
 
-pub async fn revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found<H: Harness>(h: H) {
+async fn revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let issued = store.issue(NewKey::org("acme")).await.unwrap();
     store.revoke(&issued.record.id).await.unwrap();
@@ -246,7 +253,7 @@ pub async fn revoking_twice_keeps_the_first_time_and_unknown_ids_are_not_found<H
     ));
 }
 
-pub async fn expired_keys_are_refused_and_live_ones_accepted<H: Harness>(h: H) {
+async fn expired_keys_are_refused_and_live_ones_accepted<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let expired = store
         .issue(NewKey::org("acme").expires_at(SystemTime::now() - Duration::from_secs(1)))
@@ -279,7 +286,7 @@ pub async fn expired_keys_are_refused_and_live_ones_accepted<H: Harness>(h: H) {
     );
 }
 
-pub async fn rotation_without_grace_replaces_the_key_at_once<H: Harness>(h: H) {
+async fn rotation_without_grace_replaces_the_key_at_once<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let old = store
         .issue(
@@ -306,7 +313,7 @@ pub async fn rotation_without_grace_replaces_the_key_at_once<H: Harness>(h: H) {
     assert_eq!(status_of(&store, token(&new)).await, StatusCode::OK);
 }
 
-pub async fn rotation_with_grace_keeps_the_old_key_until_it_ends<H: Harness>(h: H) {
+async fn rotation_with_grace_keeps_the_old_key_until_it_ends<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let old = store.issue(NewKey::org("acme")).await.unwrap();
     let before = SystemTime::now();
@@ -368,7 +375,7 @@ pub async fn rotation_with_grace_keeps_the_old_key_until_it_ends<H: Harness>(h: 
     );
 }
 
-pub async fn rotation_refuses_revoked_expired_and_unknown_keys<H: Harness>(h: H) {
+async fn rotation_refuses_revoked_expired_and_unknown_keys<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let revoked = store.issue(NewKey::org("acme")).await.unwrap();
     store.revoke(&revoked.record.id).await.unwrap();
@@ -392,7 +399,7 @@ pub async fn rotation_refuses_revoked_expired_and_unknown_keys<H: Harness>(h: H)
     assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 2);
 }
 
-pub async fn rotation_keeps_lifetime_length_and_environment<H: Harness>(h: H) {
+async fn rotation_keeps_lifetime_length_and_environment<H: Harness>(h: H) {
     let format = KeyFormat::new()
         .prefix_for_environment("andi_live", KeyKind::Workspace, Environment::Live)
         .prefix_for_environment("andi_test", KeyKind::Workspace, Environment::Test);
@@ -423,7 +430,7 @@ pub async fn rotation_keeps_lifetime_length_and_environment<H: Harness>(h: H) {
     assert!(difference.abs() < 1.0, "lifetimes differ by {difference} s");
 }
 
-pub async fn a_limit_refuses_one_key_too_many<H: Harness>(h: H) {
+async fn a_limit_refuses_one_key_too_many<H: Harness>(h: H) {
     let store = h
         .open(StoreOptions::default().policy(KeyPolicy::AtMost(2)))
         .await;
@@ -487,7 +494,7 @@ async fn refused_message_is_clear<S: KeyLifecycle>(store: &S) -> bool {
     message.contains("2") && message.contains("most")
 }
 
-pub async fn a_policy_can_be_given_per_issue<H: Harness>(h: H) {
+async fn a_policy_can_be_given_per_issue<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     store.issue(NewKey::org("acme")).await.unwrap();
     store.issue(NewKey::org("acme")).await.unwrap();
@@ -504,7 +511,7 @@ pub async fn a_policy_can_be_given_per_issue<H: Harness>(h: H) {
         .unwrap();
 }
 
-pub async fn single_active_key_revokes_the_previous_one<H: Harness>(h: H) {
+async fn single_active_key_revokes_the_previous_one<H: Harness>(h: H) {
     let store = h
         .open(StoreOptions::default().policy(KeyPolicy::SingleActive))
         .await;
@@ -529,7 +536,7 @@ pub async fn single_active_key_revokes_the_previous_one<H: Harness>(h: H) {
     assert_eq!(usable[0].id, second.record.id);
 }
 
-pub async fn memberships_decide_personal_tokens<H: Harness>(h: H) {
+async fn memberships_decide_personal_tokens<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let (ada, acme) = (UserId::from("ada"), OrgId::from("acme"));
     assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
@@ -582,7 +589,7 @@ pub async fn memberships_decide_personal_tokens<H: Harness>(h: H) {
     assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
 }
 
-pub async fn concurrent_issues_respect_the_limit<H: Harness>(h: H) {
+async fn concurrent_issues_respect_the_limit<H: Harness>(h: H) {
     let store = h
         .open(StoreOptions::default().policy(KeyPolicy::AtMost(5)))
         .await;
@@ -605,7 +612,7 @@ pub async fn concurrent_issues_respect_the_limit<H: Harness>(h: H) {
     assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 5);
 }
 
-pub async fn concurrent_issues_and_revocations_all_land<H: Harness>(h: H) {
+async fn concurrent_issues_and_revocations_all_land<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let shared = store.issue(NewKey::org("acme")).await.unwrap();
     let shared_id = Arc::new(shared.record.id.clone());
@@ -639,7 +646,7 @@ pub async fn concurrent_issues_and_revocations_all_land<H: Harness>(h: H) {
     }
 }
 
-pub async fn rotating_while_issuing_a_single_active_key_leaves_one_usable_key<H: Harness>(h: H) {
+async fn rotating_while_issuing_a_single_active_key_leaves_one_usable_key<H: Harness>(h: H) {
     let store = h
         .open(StoreOptions::default().policy(KeyPolicy::SingleActive))
         .await;
@@ -672,7 +679,7 @@ pub async fn rotating_while_issuing_a_single_active_key_leaves_one_usable_key<H:
     }
 }
 
-pub async fn a_second_instance_sees_revocations<H: Harness>(h: H) {
+async fn a_second_instance_sees_revocations<H: Harness>(h: H) {
     let first = h.open(StoreOptions::default()).await;
     let second = h.open(StoreOptions::default()).await;
     let issued = first.issue(NewKey::org("acme")).await.unwrap();
@@ -696,7 +703,7 @@ pub async fn a_second_instance_sees_revocations<H: Harness>(h: H) {
     );
 }
 
-pub async fn last_used_is_written_at_most_once_per_interval<H: Harness>(h: H) {
+async fn last_used_is_written_at_most_once_per_interval<H: Harness>(h: H) {
     let store = h
         .open(StoreOptions::default().last_used_interval(Duration::from_secs(3600)))
         .await;
@@ -757,7 +764,7 @@ fn clock_off_by(offset: i64) -> impl Fn() -> SystemTime + Send + Sync + 'static 
     }
 }
 
-pub async fn revocation_holds_whatever_the_clocks_say<H: Harness>(h: H) {
+async fn revocation_holds_whatever_the_clocks_say<H: Harness>(h: H) {
     // The instance that revokes runs an hour ahead of the one that checks;
     // a revocation must not wait for the checker's clock to catch up.
     let revoker = h
@@ -795,7 +802,7 @@ pub async fn revocation_holds_whatever_the_clocks_say<H: Harness>(h: H) {
     );
 }
 
-pub async fn a_grace_period_is_an_expiry_of_the_old_key<H: Harness>(h: H) {
+async fn a_grace_period_is_an_expiry_of_the_old_key<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let old = store.issue(NewKey::org("acme")).await.unwrap();
     let new = store
@@ -848,7 +855,7 @@ pub async fn a_grace_period_is_an_expiry_of_the_old_key<H: Harness>(h: H) {
     assert!(grace_end <= SystemTime::now() + Duration::from_secs(600));
 }
 
-pub async fn refused_requests_are_not_counted_as_use<H: Harness>(h: H) {
+async fn refused_requests_are_not_counted_as_use<H: Harness>(h: H) {
     let store = h.open(StoreOptions::default()).await;
     let org_key = store.issue(NewKey::org("acme")).await.unwrap();
     let pat = store.issue(NewKey::personal("ada")).await.unwrap();

@@ -131,3 +131,47 @@ pub async fn output_until(name: &str, env: &[(&str, &str)], last: &str) -> Vec<S
     let _ = child.kill().await;
     printed
 }
+
+/// How an example that was expected to stop on its own ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// From start to exit.
+    pub took: Duration,
+}
+
+/// Runs example `name` in `dir` with the default log filter and the given
+/// environment until it exits; panics if it is still running after
+/// `limit`.
+pub async fn run_until_exit(
+    name: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Exited {
+    let binary = example_binary(name);
+    let started = std::time::Instant::now();
+    let child = Command::new(binary)
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL")
+        .env_remove("KEYAUTH_ADDR")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the example");
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("example {name} with {env:?} still runs after {limit:?}"))
+        .expect("the example's output");
+    Exited {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}

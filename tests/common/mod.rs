@@ -5,7 +5,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod client;
-pub mod conformance;
 pub mod example;
 
 use std::sync::Arc;
@@ -322,16 +321,55 @@ impl Drop for TempDir {
     }
 }
 
-/// The URL of the PostgreSQL server for tests, or `None` (saying so) when
-/// `KEYAUTH_TEST_POSTGRES_URL` is unset. CI always sets it.
-pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("KEYAUTH_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped {test}: KEYAUTH_TEST_POSTGRES_URL is unset");
-            None
-        }
+/// The variable naming the PostgreSQL server for tests. CI always sets it.
+pub const POSTGRES_URL_VAR: &str = "KEYAUTH_TEST_POSTGRES_URL";
+
+/// The URL of the PostgreSQL server for tests, or `None` when
+/// `KEYAUTH_TEST_POSTGRES_URL` is unset or empty.
+pub fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// The URL, for a trial that needs the server. Such trials only run
+/// without it under `--include-ignored`, and then fail rather than pass.
+pub fn require_postgres_url() -> String {
+    postgres_url().unwrap_or_else(|| panic!("this test needs {POSTGRES_URL_VAR}, which is unset"))
+}
+
+/// `trial` as a test of the PostgreSQL server: ignored, with the reason
+/// shown as its kind and counted in the summary, when the server is not
+/// named. A named server that does not answer fails the trial instead.
+pub fn needs_postgres(trial: libtest_mimic::Trial) -> libtest_mimic::Trial {
+    if postgres_url().is_some() {
+        trial
+    } else {
+        trial
+            .with_ignored_flag(true)
+            .with_kind("needs KEYAUTH_TEST_POSTGRES_URL")
     }
+}
+
+/// Runs a test body on its own multi-thread runtime with two workers, as
+/// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` would.
+pub fn run_multi_thread(test: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test);
+}
+
+/// Runs a test body on its own current-thread runtime, as `#[tokio::test]`
+/// would.
+pub fn run_current_thread(test: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test);
 }
 
 /// A fresh, empty schema on the test server, and connect options that use
@@ -374,9 +412,13 @@ pub async fn fresh_postgres_database(url: &str) -> String {
 async fn run_on_postgres(url: &str, statement: String) {
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
+        // A named server that does not answer fails the test, and soon.
+        .acquire_timeout(std::time::Duration::from_secs(10))
         .connect(url)
         .await
-        .expect("connect to KEYAUTH_TEST_POSTGRES_URL");
+        .unwrap_or_else(|e| {
+            panic!("{POSTGRES_URL_VAR} is set but the server does not answer: {e}")
+        });
     sqlx::query(sqlx::AssertSqlSafe(statement))
         .execute(&admin)
         .await

@@ -1,0 +1,357 @@
+//! The tests that need the PostgreSQL server named by
+//! `KEYAUTH_TEST_POSTGRES_URL` (CI starts one), beside the conformance
+//! suite: LISTEN/NOTIFY cache invalidation, concurrent migrations,
+//! refused last-used writes, and the quickstart on PostgreSQL.
+//!
+//! A custom harness (libtest-mimic): without the variable every test here
+//! shows as ignored, with the reason, and is counted as such in the
+//! summary; with it, a server that does not answer fails them.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::client::call;
+use common::example::start_example;
+use common::*;
+use http::StatusCode;
+use libtest_mimic::Trial;
+use tower_keyauth::{
+    CacheOptions, CachedStore, KeyAuthLayer, KeyLifecycle, KeyStore, Membership, NewKey, OrgId,
+    PostgresStore, Scopes, StoreOptions, UserId,
+};
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    // Named after the file each test lived in before.
+    let trials = vec![
+        Trial::test(
+            "cache::postgres_announces_revocations_to_every_instance",
+            || {
+                run_multi_thread(postgres_announces_revocations_to_every_instance());
+                Ok(())
+            },
+        ),
+        Trial::test(
+            "sql_stores::postgres_migrations_survive_instances_starting_at_once",
+            || {
+                run_current_thread(postgres_migrations_survive_instances_starting_at_once());
+                Ok(())
+            },
+        ),
+        Trial::test(
+            "sql_stores::postgres_last_used_write_failures_never_fail_a_request",
+            || {
+                run_current_thread(postgres_last_used_write_failures_never_fail_a_request());
+                Ok(())
+            },
+        ),
+        Trial::test("quickstart::the_quickstart_runs_on_postgres_too", || {
+            run_current_thread(the_quickstart_runs_on_postgres_too());
+            Ok(())
+        }),
+        Trial::test(
+            "quickstart::a_hanging_store_is_refused_within_the_store_timeout",
+            || {
+                run_current_thread(a_hanging_store_is_refused_within_the_store_timeout());
+                Ok(())
+            },
+        ),
+    ];
+    let trials = trials.into_iter().map(needs_postgres).collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Two application instances, each with its own pool and cache (TTL one
+/// hour), on one PostgreSQL database: a revocation through one is dropped
+/// from the other's cache by LISTEN/NOTIFY, long before the TTL.
+async fn postgres_announces_revocations_to_every_instance() {
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let instance = || async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect.clone())
+            .await
+            .unwrap();
+        let store = PostgresStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let cached = CachedStore::with_options(
+            store.clone(),
+            CacheOptions::default()
+                .positive_ttl(Duration::from_secs(3600))
+                .negative_ttl(Duration::from_secs(3600)),
+        );
+        let listener = store
+            .listen_for_invalidations(cached.invalidator())
+            .await
+            .unwrap();
+        (cached, listener)
+    };
+    let (first, _first_listener) = instance().await;
+    let (second, _second_listener) = instance().await;
+    let app_on_second = app(KeyAuthLayer::new(second.clone()));
+
+    let issued = first.issue(NewKey::org("acme")).await.unwrap();
+    let token = issued.token.expose_secret();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    let revoked = Instant::now();
+    first.revoke(&issued.record.id).await.unwrap();
+    wait_for_status(&app_on_second, token, &[], StatusCode::UNAUTHORIZED).await;
+    println!(
+        "revocation seen by the second instance after {:?}",
+        revoked.elapsed()
+    );
+
+    // Rotation, single-active issuing and membership changes travel too.
+    let rotated = first.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", rotated.token.expose_secret())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    first
+        .rotate(&rotated.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    wait_for_status(
+        &app_on_second,
+        rotated.token.expose_secret(),
+        &[],
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    first
+        .set_membership(
+            &UserId::from("ada"),
+            &OrgId::from("acme"),
+            Some(Membership::new(Scopes::all())),
+        )
+        .await
+        .unwrap();
+    let pat = first.issue(NewKey::personal("ada")).await.unwrap();
+    let org_header = [("x-org-id", "acme")];
+    wait_for_status(
+        &app_on_second,
+        pat.token.expose_secret(),
+        &org_header,
+        StatusCode::OK,
+    )
+    .await;
+    first
+        .set_membership(&UserId::from("ada"), &OrgId::from("acme"), None)
+        .await
+        .unwrap();
+    wait_for_status(
+        &app_on_second,
+        pat.token.expose_secret(),
+        &org_header,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+/// Polls until a request with `token` gets `expected`, for at most 5 s (a
+/// TTL-only cache would take an hour).
+async fn wait_for_status(
+    app: &axum::Router,
+    token: &str,
+    headers: &[(&str, &str)],
+    expected: StatusCode,
+) {
+    let deadline = SystemTime::now() + Duration::from_secs(5);
+    loop {
+        let mut all = vec![("authorization", bearer(token))];
+        all.extend(headers.iter().map(|(n, v)| (*n, v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let status = send(app, get_with("/v1/whoami", &all)).await.status;
+        if status == expected {
+            return;
+        }
+        assert!(
+            SystemTime::now() < deadline,
+            "still {status}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn postgres_migrations_survive_instances_starting_at_once() {
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let connect = connect.clone();
+            tokio::spawn(async move {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(connect)
+                    .await
+                    .unwrap();
+                PostgresStore::from_pool(pool, StoreOptions::default()).await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for start in starts {
+        stores.push(start.await.unwrap().expect("every instance starts"));
+    }
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM keyauth_migrations")
+        .fetch_all(stores[0].pool())
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![1, 2]);
+    let issued = stores[1].issue(NewKey::org("acme")).await.unwrap();
+    assert!(
+        stores[3]
+            .find_key(&issued.record.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn postgres_last_used_write_failures_never_fail_a_request() {
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let owner = PostgresStore::from_pool(pool.clone(), StoreOptions::default())
+        .await
+        .unwrap();
+    let issued = owner.issue(NewKey::org("acme")).await.unwrap();
+    // A role that may read keys but not update them.
+    let role = format!("keyauth_reader_{}", std::process::id());
+    for statement in [
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role}"),
+        format!("GRANT USAGE ON SCHEMA {} TO {role}", schema_of(&connect)),
+        format!(
+            "GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {role}",
+            schema_of(&connect)
+        ),
+    ] {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await;
+    }
+    let reader_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect({
+            let role = role.clone();
+            move |connection, _| {
+                let role = role.clone();
+                Box::pin(async move {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("SET ROLE {role}")))
+                        .execute(connection)
+                        .await
+                        .map(|_| ())
+                })
+            }
+        })
+        .connect_with(connect)
+        .await
+        .unwrap();
+    let reader = PostgresStore::from_pool(
+        reader_pool,
+        StoreOptions::default().last_used_interval(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    let app = app(KeyAuthLayer::new(reader.clone()));
+    for _ in 0..3 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", issued.token.expose_secret())
+                .await
+                .status,
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    get_bearer(&app, "/v1/whoami", issued.token.expose_secret()).await;
+    assert!(
+        reader.flush_last_used().await.is_err(),
+        "the reader may not write"
+    );
+    assert_eq!(
+        owner
+            .find_key(&issued.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        None
+    );
+}
+
+fn schema_of(connect: &sqlx::postgres::PgConnectOptions) -> String {
+    connect
+        .get_options()
+        .and_then(|options| options.split("search_path=").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .expect("the test schema")
+}
+
+async fn the_quickstart_runs_on_postgres_too() {
+    let url = require_postgres_url();
+    let database = common::fresh_postgres_database(&url).await;
+    let first = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
+    let org_key = first.exports()["ORG_KEY"].clone();
+    let created = call(first.addr, "POST", "/v1/keys", &org_key, r#"{"name":"pg"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let token = created.json()["token"].as_str().unwrap().to_owned();
+    first.stop().await;
+
+    let second = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
+    assert!(second.exports().is_empty());
+    assert!(second.printed.join("\n").contains("DATABASE_URL"));
+    let reply = call(second.addr, "GET", "/v1/whoami", &token, "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["org"], "acme");
+    second.stop().await;
+}
+
+/// With the keys table locked, a lookup hangs; the quickstart's layer
+/// refuses with 503 within its store timeout instead of waiting for the lock.
+async fn a_hanging_store_is_refused_within_the_store_timeout() {
+    let url = require_postgres_url();
+    let database = common::fresh_postgres_database(&url).await;
+    let example = start_example("quickstart", &[("DATABASE_URL", database.as_str())]).await;
+    let org_key = example.exports()["ORG_KEY"].clone();
+    let whoami = || call(example.addr, "GET", "/v1/whoami", &org_key, "");
+    assert_eq!(whoami().await.status, 200);
+
+    let locker = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database)
+        .await
+        .unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE keyauth_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reply = whoami().await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "unavailable");
+    assert!(took < Duration::from_secs(5), "refused after {took:?}");
+    lock.rollback().await.unwrap();
+    assert_eq!(whoami().await.status, 200);
+    example.stop().await;
+}
