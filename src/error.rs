@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 /// The kind of an [`AuthError`]: one per outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,11 +57,39 @@ pub enum AuthErrorKind {
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthError {
     kind: AuthErrorKind,
-    message: Cow<'static, str>,
+    message: Text,
     scope: Option<Arc<str>>,
+    /// For a personal token without its organization, the header to send.
+    org_header: Option<HeaderName>,
     realm: Option<Arc<str>>,
     /// The challenge, when the layer has it ready for this kind and realm.
     challenge: Option<HeaderValue>,
+}
+
+/// A message: written into the binary, or prepared once and shared (a
+/// layer's advice on how to send a key), so that refusing copies no text.
+#[derive(Clone, PartialEq, Eq)]
+enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Static(text) => text,
+            Text::Shared(text) => text,
+        }
+    }
+}
+
+impl From<Cow<'static, str>> for Text {
+    fn from(text: Cow<'static, str>) -> Self {
+        match text {
+            Cow::Borrowed(text) => Text::Static(text),
+            Cow::Owned(text) => Text::Shared(Arc::from(text)),
+        }
+    }
 }
 
 /// A standard refusal: its message, and its whole JSON body, written out at
@@ -112,10 +140,15 @@ standard!(
 
 impl AuthError {
     fn new(kind: AuthErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::with_text(kind, Text::from(message.into()))
+    }
+
+    fn with_text(kind: AuthErrorKind, message: Text) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message,
             scope: None,
+            org_header: None,
             realm: None,
             challenge: None,
         }
@@ -138,7 +171,8 @@ impl AuthError {
             AuthErrorKind::Unavailable => &UNAVAILABLE,
             AuthErrorKind::InvalidRequest | AuthErrorKind::InsufficientScope => return None,
         };
-        (self.message == standard.message && self.scope.is_none()).then_some(standard)
+        let plain = self.scope.is_none() && self.org_header.is_none();
+        (plain && self.message.as_str() == standard.message).then_some(standard)
     }
 
     /// The JSON body of a standard refusal, ready made.
@@ -160,7 +194,14 @@ impl AuthError {
 
     /// Attaches a challenge prepared for this error's kind and realm.
     pub(crate) fn with_prepared_challenge(mut self, challenge: Option<HeaderValue>) -> Self {
-        if self.as_standard().is_some() {
+        // These challenges name no message, so any message may take them.
+        let names_only_the_kind = matches!(
+            self.kind,
+            AuthErrorKind::MissingCredentials
+                | AuthErrorKind::InvalidToken
+                | AuthErrorKind::MissingOrganization
+        );
+        if names_only_the_kind || self.as_standard().is_some() {
             self.challenge = challenge;
         }
         self
@@ -169,6 +210,12 @@ impl AuthError {
     /// No credential was sent.
     pub fn missing_credentials() -> Self {
         Self::standard(AuthErrorKind::MissingCredentials, &MISSING_CREDENTIALS)
+    }
+
+    /// No credential the layer accepts, with advice prepared by the layer:
+    /// what was wrong (another scheme, no scheme) and how to send a key.
+    pub(crate) fn missing_credentials_with(advice: Arc<str>) -> Self {
+        Self::with_text(AuthErrorKind::MissingCredentials, Text::Shared(advice))
     }
 
     /// A malformed credential; `reason` is shown to the client, so it must
@@ -196,6 +243,13 @@ impl AuthError {
     /// A personal token without the organization header.
     pub fn missing_organization() -> Self {
         Self::standard(AuthErrorKind::MissingOrganization, &MISSING_ORGANIZATION)
+    }
+
+    /// Names the header a personal token's organization goes in, for the
+    /// client to read in the body (`"org_header": "x-org-id"`).
+    pub fn with_org_header(mut self, header: HeaderName) -> Self {
+        self.org_header = Some(header);
+        self
     }
 
     /// The credential may not act for the organization named in the request.
@@ -234,7 +288,13 @@ impl AuthError {
 
     /// A sentence for the client. Never contains a credential.
     pub fn message(&self) -> &str {
-        &self.message
+        self.message.as_str()
+    }
+
+    /// For [`AuthErrorKind::MissingOrganization`], the header the
+    /// organization goes in, when the layer named it.
+    pub fn org_header(&self) -> Option<&HeaderName> {
+        self.org_header.as_ref()
     }
 
     /// For [`AuthErrorKind::InsufficientScope`], the scope (or
@@ -365,14 +425,14 @@ impl fmt::Debug for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthError")
             .field("kind", &self.kind)
-            .field("message", &self.message)
+            .field("message", &self.message())
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message())
     }
 }
 

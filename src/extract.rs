@@ -108,6 +108,49 @@ enum Source {
 #[derive(Clone)]
 pub struct Extract {
     sources: Arc<[Source]>,
+    advice: Arc<Advice>,
+}
+
+/// What a refusal for a missing credential tells the client under one
+/// policy: what was wrong, and how to send a key. Written once per policy,
+/// so refusing copies no text.
+struct Advice {
+    nothing: Arc<str>,
+    no_scheme: Arc<str>,
+    basic: Arc<str>,
+    token_scheme: Arc<str>,
+    other_scheme: Arc<str>,
+    authorization_unread: Arc<str>,
+}
+
+impl Advice {
+    fn for_sources(sources: &[Source]) -> Self {
+        let ways: Vec<String> = sources
+            .iter()
+            .filter_map(|source| match source {
+                Source::Bearer => Some("as `Authorization: Bearer <key>`".to_owned()),
+                Source::Header(name) => Some(format!("in the `{name}` header")),
+                Source::Query(name) => Some(format!("in the `{name}` query parameter")),
+                // A custom source has no name a client would know.
+                Source::Custom(_) => None,
+            })
+            .collect();
+        let send = match ways.as_slice() {
+            [] => String::new(),
+            [only] => format!(" Send the key {only}."),
+            [first, second] => format!(" Send the key {first} or {second}."),
+            [rest @ .., last] => format!(" Send the key {}, or {last}.", rest.join(", ")),
+        };
+        let say = |what: &str| Arc::from(format!("{what}{send}"));
+        Self {
+            nothing: say("An API key is required."),
+            no_scheme: say("The Authorization header has no scheme."),
+            basic: say("Basic credentials are not accepted."),
+            token_scheme: say("The Token scheme is not accepted."),
+            other_scheme: say("Only the Bearer scheme is accepted in the Authorization header."),
+            authorization_unread: say("The Authorization header is not read here."),
+        }
+    }
 }
 
 impl Default for Extract {
@@ -120,9 +163,7 @@ impl Default for Extract {
 impl Extract {
     /// `Authorization: Bearer <token>` only (RFC 6750 §2.1).
     pub fn bearer() -> Self {
-        Self {
-            sources: Arc::from([Source::Bearer]),
-        }
+        Self::from_sources(vec![Source::Bearer])
     }
 
     /// Bearer, then the `x-api-key` header.
@@ -148,18 +189,12 @@ impl Extract {
     ///
     /// If `name` is not a valid header name.
     pub fn header(name: &str) -> Self {
-        Self {
-            sources: Arc::from([]),
-        }
-        .or_header(name)
+        Self::from_sources(Vec::new()).or_header(name)
     }
 
     /// Only a custom source.
     pub fn custom(source: impl ExtractCredential) -> Self {
-        Self {
-            sources: Arc::from([]),
-        }
-        .or_custom(source)
+        Self::from_sources(Vec::new()).or_custom(source)
     }
 
     /// Also accepts `Authorization: Bearer <token>`.
@@ -196,9 +231,46 @@ impl Extract {
     fn with(self, source: Source) -> Self {
         let mut sources = self.sources.to_vec();
         sources.push(source);
+        Self::from_sources(sources)
+    }
+
+    fn from_sources(sources: Vec<Source>) -> Self {
         Self {
+            advice: Arc::new(Advice::for_sources(&sources)),
             sources: sources.into(),
         }
+    }
+
+    /// The refusal for a request in which no source found a credential:
+    /// it says what was wrong (an `Authorization` header with another
+    /// scheme, or none) and how to send a key under this policy. It never
+    /// repeats what the client sent.
+    pub(crate) fn missing(&self, request: &Parts) -> AuthError {
+        let advice = &self.advice;
+        // A custom source may read the Authorization header itself: then
+        // what the header holds says nothing certain.
+        let custom = self.sources.iter().any(|s| matches!(s, Source::Custom(_)));
+        let text = match request.headers.get(AUTHORIZATION) {
+            None => &advice.nothing,
+            Some(_) if custom => &advice.nothing,
+            Some(_) if !self.sources.iter().any(|s| matches!(s, Source::Bearer)) => {
+                &advice.authorization_unread
+            }
+            Some(value) => {
+                // Bearer is read, so this header holds another scheme, or a
+                // bare value (often the key itself: never echoed).
+                let bytes = value.as_bytes();
+                match bytes.iter().position(|&b| b == b' ' || b == b'\t') {
+                    None => &advice.no_scheme,
+                    Some(end) if bytes[..end].eq_ignore_ascii_case(b"basic") => &advice.basic,
+                    Some(end) if bytes[..end].eq_ignore_ascii_case(b"token") => {
+                        &advice.token_scheme
+                    }
+                    Some(_) => &advice.other_scheme,
+                }
+            }
+        };
+        AuthError::missing_credentials_with(Arc::clone(text))
     }
 
     /// The credential of `request`, if any.

@@ -68,7 +68,9 @@ where
 /// {"error":"invalid_token","message":"The API key is invalid."}
 /// ```
 ///
-/// with a `"scope"` field added for `insufficient_scope`. For gRPC: a
+/// with a `"scope"` field added for `insufficient_scope`, and an
+/// `"org_header"` field naming the header for `missing_organization`. For
+/// gRPC: a
 /// trailers-only response (HTTP 200 with `grpc-status` and `grpc-message`).
 ///
 /// ```
@@ -97,6 +99,10 @@ impl DefaultResponder {
                 if let Some(scope) = error.required_scope() {
                     body.push_str("\",\"scope\":\"");
                     push_json_string_content(&mut body, scope);
+                }
+                if let Some(header) = error.org_header() {
+                    body.push_str("\",\"org_header\":\"");
+                    push_json_string_content(&mut body, header.as_str());
                 }
                 body.push_str("\"}");
                 Bytes::from(body)
@@ -178,6 +184,10 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 fn push_json_string_content(out: &mut String, text: &str) {
+    if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -45,8 +45,13 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
     let credential = match config.extract.extract(request) {
         Ok(Some(credential)) => credential,
         Ok(None) => {
-            tracing::debug!(outcome = "missing_credentials", "no credential in request");
-            return refuse(AuthError::missing_credentials());
+            let refusal = config.extract.missing(request);
+            tracing::debug!(
+                outcome = "missing_credentials",
+                reason = refusal.message(),
+                "no credential in request"
+            );
+            return refuse(refusal);
         }
         Err(error) => {
             tracing::info!(
@@ -223,7 +228,8 @@ impl Attempt {
             Owner::User(user) => {
                 let Some(org) = self.org_header.clone() else {
                     tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
-                    return Err(AuthError::missing_organization());
+                    return Err(AuthError::missing_organization()
+                        .with_org_header(config.org_header.clone()));
                 };
                 return Ok(Examined::NeedsMembership(Box::new(MembershipCheck {
                     user: user.clone(),

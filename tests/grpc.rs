@@ -44,7 +44,11 @@ async fn no_key_is_unauthenticated() {
     let client = client(serve(KeyAuthLayer::new(demo.store)).await).await;
     let status = client.clone().whoami().await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(status.message(), "An API key is required.");
+    assert_eq!(
+        status.message(),
+        "An API key is required. \
+         Send the key as `Authorization: Bearer <key>` or in the `x-api-key` header."
+    );
 }
 
 #[tokio::test]

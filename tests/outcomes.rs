@@ -310,8 +310,8 @@ async fn revocation_takes_effect_on_the_next_request() {
 #[tokio::test]
 async fn a_personal_token_without_org_header_is_missing_organization() {
     let demo = demo().await;
-    let app = app(KeyAuthLayer::new(demo.store));
-    let reply = get_bearer(&app, "/v1/whoami", &demo.pat).await;
+    let default = app(KeyAuthLayer::new(demo.store.clone()));
+    let reply = get_bearer(&default, "/v1/whoami", &demo.pat).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.error(), "missing_organization");
     assert_eq!(
@@ -321,6 +321,79 @@ async fn a_personal_token_without_org_header_is_missing_organization() {
     assert_eq!(
         reply.challenge().as_deref(),
         Some(INVALID_REQUEST_CHALLENGE)
+    );
+    assert_eq!(reply.json()["org_header"], "x-org-id");
+
+    // The body names the header the layer is configured with.
+    let named = app(KeyAuthLayer::new(demo.store.clone()).org_header("x-anyreach-org"));
+    let reply = get_bearer(&named, "/v1/whoami", &demo.pat).await;
+    assert_eq!(reply.error(), "missing_organization");
+    assert_eq!(reply.json()["org_header"], "x-anyreach-org");
+}
+
+/// The message of a 401 `missing_credentials` refusal, after checking that
+/// it keeps the bare RFC 6750 challenge and never repeats `secret`.
+fn missing_credentials_message(reply: &Reply, secret: &str) -> String {
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    assert_eq!(reply.challenge().as_deref(), Some(REALM_CHALLENGE));
+    assert_eq!(reply.error(), "missing_credentials");
+    assert!(!reply.text.contains(secret), "{}", reply.text);
+    reply.json()["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn refusals_for_a_credential_sent_the_wrong_way_say_how_to_send_it() {
+    let demo = demo().await;
+    let key = demo.org_key.as_str();
+    let secret = key.split_once('.').unwrap().1;
+    let bearer_only = app(KeyAuthLayer::new(demo.store.clone()));
+    let ask = |app: &axum::Router, value: String| {
+        let app = app.clone();
+        async move { send(&app, get_with("/v1/whoami", &[("authorization", &value)])).await }
+    };
+    let how = "Send the key as `Authorization: Bearer <key>`.";
+
+    let reply = send(&bearer_only, get_with("/v1/whoami", &[])).await;
+    assert_eq!(
+        missing_credentials_message(&reply, secret),
+        format!("An API key is required. {how}")
+    );
+    let reply = ask(&bearer_only, key.to_owned()).await;
+    assert_eq!(
+        missing_credentials_message(&reply, secret),
+        format!("The Authorization header has no scheme. {how}")
+    );
+    let reply = ask(&bearer_only, format!("Token {key}")).await;
+    assert_eq!(
+        missing_credentials_message(&reply, secret),
+        format!("The Token scheme is not accepted. {how}")
+    );
+    let reply = ask(&bearer_only, "Basic dXNlcjpwYXNz".to_owned()).await;
+    assert_eq!(
+        missing_credentials_message(&reply, "dXNlcjpwYXNz"),
+        format!("Basic credentials are not accepted. {how}")
+    );
+    let reply = ask(&bearer_only, format!("ApiKey {key}")).await;
+    assert_eq!(
+        missing_credentials_message(&reply, secret),
+        format!("Only the Bearer scheme is accepted in the Authorization header. {how}")
+    );
+
+    // The advice follows the configured policy and names.
+    let all =
+        app(KeyAuthLayer::new(demo.store.clone()).extract(Extract::bearer_api_key_or_query()));
+    let reply = ask(&all, format!("Token {key}")).await;
+    assert_eq!(
+        missing_credentials_message(&reply, secret),
+        "The Token scheme is not accepted. Send the key as `Authorization: Bearer <key>`, \
+         in the `x-api-key` header, or in the `api-key` query parameter."
+    );
+    let header_only =
+        app(KeyAuthLayer::new(demo.store.clone()).extract(Extract::header("x-service-key")));
+    let reply = ask(&header_only, format!("Bearer {key}")).await;
+    assert_eq!(
+        missing_credentials_message(&reply, secret),
+        "The Authorization header is not read here. Send the key in the `x-service-key` header."
     );
 }
 
