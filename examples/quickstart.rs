@@ -515,7 +515,15 @@ async fn create_key(
             let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
             match names.map(Scopes::parse) {
                 Some(Ok(scopes)) => scopes,
-                _ => {
+                // Says which name is wrong, or that there are too many.
+                Some(Err(invalid)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        format!("`scopes`: {invalid}."),
+                    );
+                }
+                None => {
                     return error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",

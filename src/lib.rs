@@ -33,22 +33,23 @@
 //! | find the credential | [`Extract`] |
 //! | recognise `<prefix>_<id>.<secret><checksum>` | [`KeyFormat`] |
 //! | hash and compare | [`KeyHash`], [`Token`] |
-//! | look the key up | [`KeyStore`], [`KeyRecord`] |
-//! | the caller | [`Principal`], [`Scopes`] |
+//! | look the key up, compare its hash before anything else | [`KeyStore::find_key_matching`], [`KeyMatch`], [`KeyRecord`] |
+//! | revoked? (no clock asked) expired? (the [`Clock`]) | [`KeyRecord::is_revoked`], [`KeyRecord::is_expired_at`] |
+//! | the caller | [`Principal`], [`Scopes`] (at most [`Scopes::MAX_COUNT`]) |
 //! | refusals | [`AuthError`], [`Responder`] |
 //!
 //! # Outcomes
 //!
 //! | situation | HTTP | `error` | gRPC |
 //! |---|---|---|---|
-//! | no credential | 401, `WWW-Authenticate: Bearer realm="api"` | `missing_credentials` | 16 |
+//! | no credential, or an `Authorization` header with another scheme or none (the message says how to send a key) | 401, `WWW-Authenticate: Bearer realm="api"` | `missing_credentials` | 16 |
 //! | malformed credential | 400, `error="invalid_request"` | `invalid_request` | 16 |
 //! | wrong format, bad checksum, unknown id, wrong secret | 401, `error="invalid_token"` | `invalid_token` | 16 |
 //! | revoked or expired | 401, `error="invalid_token"` + description | `invalid_token` | 16 |
-//! | personal token without org header | 401, `error="invalid_request"` | `missing_organization` | 16 |
+//! | personal token without org header | 401, `error="invalid_request"` | `missing_organization`, with `org_header` | 16 |
 //! | wrong organization | 403 | `forbidden` | 7 |
 //! | missing scope | 403, `error="insufficient_scope"` | `insufficient_scope` | 7 |
-//! | store error | 503 | `unavailable` | 14 |
+//! | store error, timeout, corrupt record | 503 | `unavailable` | 14 |
 //!
 //! # Features
 //!

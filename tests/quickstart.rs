@@ -371,6 +371,17 @@ async fn the_key_routes_check_scopes_tenants_and_input() {
         assert_eq!(reply.status, 400, "{body}: {}", reply.body);
         assert_eq!(reply.json()["error"], "invalid_request");
     }
+    // One scope too many is refused with a message that says so.
+    let names: Vec<String> = (0..=tower_keyauth::Scopes::MAX_COUNT)
+        .map(|i| format!("\"objects.n{i}\""))
+        .collect();
+    let body = format!(r#"{{"name":"wide","scopes":[{}]}}"#, names.join(","));
+    let reply = call(addr, "POST", "/v1/keys", org_key, &body).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        reply.json()["message"],
+        "`scopes`: invalid scopes: a set holds at most 256 scopes."
+    );
 
     // Keys of another organization are invisible: 404, like a missing one.
     let other_org = format!("sqlite://{}", dir.join("quickstart.db").display());
