@@ -18,8 +18,8 @@ use crate::lifecycle::{
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::sql::{
-    Migration, corrupt, latest_version, owner_columns, owner_from_columns, scopes_from_names,
-    spawn_usage_writer, summaries, to_micros_precision,
+    Migration, corrupt, hash_of_row, latest_version, match_key_row, owner_columns,
+    owner_from_columns, scopes_from_names, spawn_usage_writer, summaries, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -216,6 +216,12 @@ impl PostgresStore {
 }
 
 impl Inner {
+    /// The row of key `id`, on a connection of the pool.
+    async fn key_row(&self, id: &KeyId) -> Result<Option<PgRow>, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
+        fetch_key_row(&mut connection, id, false).await
+    }
+
     async fn flush_last_used(&self) -> Result<usize, StoreError> {
         let Some(usage) = &self.usage else {
             return Ok(0);
@@ -378,15 +384,6 @@ fn get_error(error: sqlx::Error) -> StoreError {
     corrupt(error.to_string())
 }
 
-/// The stored hash of a key row, read before anything else of it.
-fn hash_of_row(row: &PgRow) -> Result<KeyHash, StoreError> {
-    let hash: &[u8] = row.try_get("hash").map_err(get_error)?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
-    Ok(KeyHash::from_bytes(hash))
-}
-
 fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
     let hash = hash_of_row(row)?;
     let owner = owner_from_columns(
@@ -537,13 +534,8 @@ async fn lock_owner(connection: &mut PgConnection, owner: &Owner) -> Result<(), 
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let mut connection = self
-            .inner
-            .pool
-            .acquire()
-            .await
-            .map_err(StoreError::backend)?;
-        fetch_key(&mut connection, id, false).await
+        let row = self.inner.key_row(id).await?;
+        row.as_ref().map(key_from_row).transpose()
     }
 
     /// Reads the row, compares its hash, and parses the rest (scopes
@@ -553,18 +545,8 @@ impl KeyStore for PostgresStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let mut connection = self
-            .inner
-            .pool
-            .acquire()
-            .await
-            .map_err(StoreError::backend)?;
-        let row = fetch_key_row(&mut connection, id, false).await?;
-        drop(connection);
-        let stored = row.as_ref().map(hash_of_row).transpose()?;
-        KeyMatch::compare_then(stored.as_ref(), presented, || {
-            key_from_row(row.as_ref().expect("a stored hash comes from a row"))
-        })
+        let row = self.inner.key_row(id).await?;
+        match_key_row(row, presented, hash_of_row, key_from_row)
     }
 
     async fn membership(

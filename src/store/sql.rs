@@ -6,11 +6,12 @@ use std::future::Future;
 use std::sync::Weak;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::hash::KeyHash;
 use crate::ids::{OrgId, UserId, WorkspaceId};
 use crate::lifecycle::{KeySummary, LifecycleError};
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
-use crate::store::StoreError;
+use crate::store::{KeyMatch, StoreError};
 
 /// A schema change, applied once, in order, inside a transaction.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +81,37 @@ where
 #[cfg(feature = "sqlite")]
 pub(crate) fn scopes_from_text(text: &str) -> Result<Scopes, StoreError> {
     Scopes::parse_space_separated(text).map_err(|error| corrupt(error.to_string()))
+}
+
+/// The stored hash of a key row, read before anything else of it.
+pub(crate) fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
+where
+    R: sqlx::Row,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let hash: &[u8] = row
+        .try_get("hash")
+        .map_err(|error| corrupt(error.to_string()))?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
+    Ok(KeyHash::from_bytes(hash))
+}
+
+/// Compares the hash of a fetched key row with `presented`, and decodes the
+/// rest of the row (its scopes above all) only when they match.
+pub(crate) fn match_key_row<Row>(
+    row: Option<Row>,
+    presented: &KeyHash,
+    hash_of_row: fn(&Row) -> Result<KeyHash, StoreError>,
+    key_from_row: fn(&Row) -> Result<KeyRecord, StoreError>,
+) -> Result<KeyMatch, StoreError> {
+    let stored = row.as_ref().map(hash_of_row).transpose()?;
+    KeyMatch::compare_then(stored.as_ref(), presented, || match &row {
+        Some(row) => key_from_row(row),
+        None => Err(corrupt("a hash without its row".to_owned())),
+    })
 }
 
 /// Rows as masked summaries.

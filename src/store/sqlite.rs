@@ -19,8 +19,8 @@ use crate::lifecycle::{
 };
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::sql::{
-    Migration, corrupt, from_micros, latest_version, owner_columns, owner_from_columns,
-    scopes_from_text, scopes_to_text, spawn_usage_writer, summaries, to_micros,
+    Migration, corrupt, from_micros, hash_of_row, latest_version, match_key_row, owner_columns,
+    owner_from_columns, scopes_from_text, scopes_to_text, spawn_usage_writer, summaries, to_micros,
     to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
@@ -209,6 +209,12 @@ impl SqliteStore {
 }
 
 impl Inner {
+    /// The row of key `id`, on a connection of the pool.
+    async fn key_row(&self, id: &KeyId) -> Result<Option<SqliteRow>, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
+        fetch_key_row(&mut connection, id).await
+    }
+
     async fn flush_last_used(&self) -> Result<usize, StoreError> {
         let Some(usage) = &self.usage else {
             return Ok(0);
@@ -244,15 +250,6 @@ impl fmt::Debug for SqliteStore {
 
 fn get_error(error: sqlx::Error) -> StoreError {
     corrupt(error.to_string())
-}
-
-/// The stored hash of a key row, read before anything else of it.
-fn hash_of_row(row: &SqliteRow) -> Result<KeyHash, StoreError> {
-    let hash: &[u8] = row.try_get("hash").map_err(get_error)?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
-    Ok(KeyHash::from_bytes(hash))
 }
 
 fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
@@ -384,13 +381,8 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let mut connection = self
-            .inner
-            .pool
-            .acquire()
-            .await
-            .map_err(StoreError::backend)?;
-        fetch_key(&mut connection, id).await
+        let row = self.inner.key_row(id).await?;
+        row.as_ref().map(key_from_row).transpose()
     }
 
     /// Reads the row, compares its hash, and parses the rest (scopes
@@ -400,18 +392,8 @@ impl KeyStore for SqliteStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let mut connection = self
-            .inner
-            .pool
-            .acquire()
-            .await
-            .map_err(StoreError::backend)?;
-        let row = fetch_key_row(&mut connection, id).await?;
-        drop(connection);
-        let stored = row.as_ref().map(hash_of_row).transpose()?;
-        KeyMatch::compare_then(stored.as_ref(), presented, || {
-            key_from_row(row.as_ref().expect("a stored hash comes from a row"))
-        })
+        let row = self.inner.key_row(id).await?;
+        match_key_row(row, presented, hash_of_row, key_from_row)
     }
 
     async fn membership(

@@ -458,3 +458,78 @@ pub fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
         .finish();
     (captured, tracing::subscriber::set_default(subscriber))
 }
+
+/// What a test writes behind a SQL store's back into one key's row.
+#[allow(dead_code)]
+pub enum Tamper {
+    /// One scope more than a set may hold.
+    TooManyScopes,
+    /// A single scope far longer than a scope may be.
+    OneOverlongScope,
+    /// Exactly as many scopes as a set may hold.
+    ScopesAtTheBound,
+    /// A stored hash that no token has.
+    WrongHash,
+}
+
+/// `count` distinct valid scope names.
+#[allow(dead_code)]
+pub fn scope_names(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("objects.n{i:05}")).collect()
+}
+
+/// A stored record beyond the scope bound is corrupt: its own token gets a
+/// 503 (logged, never a pass), while a token whose hash does not match is
+/// refused on the hash alone, before the scopes are read. `tamper` writes
+/// the row as the store's dialect needs.
+#[allow(dead_code)]
+pub async fn a_record_beyond_the_scope_bound_is_corrupt<S, F, Fut>(store: S, tamper: F)
+where
+    S: tower_keyauth::KeyLifecycle + Clone,
+    F: Fn(Tamper, KeyId) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let valid = store.issue(NewKey::org("acme")).await.unwrap();
+    let forged = store.issue(NewKey::org("acme")).await.unwrap();
+    tamper(Tamper::TooManyScopes, valid.record.id.clone()).await;
+    tamper(Tamper::TooManyScopes, forged.record.id.clone()).await;
+    // The forged key's token now names a real id with the wrong secret.
+    tamper(Tamper::WrongHash, forged.record.id.clone()).await;
+
+    let app = app(KeyAuthLayer::new(store));
+    let (logs, _guard) = capture_tracing();
+    let reply = get_bearer(&app, "/v1/whoami", forged.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    assert_eq!(reply.error(), "invalid_token");
+    assert!(!logs.text().contains("unexpected data"), "{}", logs.text());
+
+    let reply = get_bearer(&app, "/v1/whoami", valid.token.expose_secret()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+    assert!(
+        logs.text().contains("at most 256 scopes"),
+        "{}",
+        logs.text()
+    );
+
+    tamper(Tamper::OneOverlongScope, valid.record.id.clone()).await;
+    let reply = get_bearer(&app, "/v1/whoami", valid.token.expose_secret()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+
+    tamper(Tamper::ScopesAtTheBound, valid.record.id.clone()).await;
+    let reply = get_bearer(&app, "/v1/whoami", valid.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json()["scopes"].as_array().unwrap().len(),
+        tower_keyauth::Scopes::MAX_COUNT
+    );
+}
