@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 /// The kind of an [`AuthError`]: one per outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +60,7 @@ pub struct AuthError {
     message: Text,
     scope: Option<Arc<str>>,
     /// For a personal token without its organization, the header to send.
-    org_header: Option<HeaderName>,
+    org_header: Option<Arc<str>>,
     realm: Option<Arc<str>>,
     /// The challenge, when the layer has it ready for this kind and realm.
     challenge: Option<HeaderValue>,
@@ -247,8 +247,8 @@ impl AuthError {
 
     /// Names the header a personal token's organization goes in, for the
     /// client to read in the body (`"org_header": "x-org-id"`).
-    pub fn with_org_header(mut self, header: HeaderName) -> Self {
-        self.org_header = Some(header);
+    pub fn with_org_header(mut self, header: impl Into<Arc<str>>) -> Self {
+        self.org_header = Some(header.into());
         self
     }
 
@@ -293,8 +293,8 @@ impl AuthError {
 
     /// For [`AuthErrorKind::MissingOrganization`], the header the
     /// organization goes in, when the layer named it.
-    pub fn org_header(&self) -> Option<&HeaderName> {
-        self.org_header.as_ref()
+    pub fn org_header(&self) -> Option<&str> {
+        self.org_header.as_deref()
     }
 
     /// For [`AuthErrorKind::InsufficientScope`], the scope (or

@@ -102,7 +102,7 @@ impl DefaultResponder {
                 }
                 if let Some(header) = error.org_header() {
                     body.push_str("\",\"org_header\":\"");
-                    push_json_string_content(&mut body, header.as_str());
+                    push_json_string_content(&mut body, header);
                 }
                 body.push_str("\"}");
                 Bytes::from(body)

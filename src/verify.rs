@@ -229,7 +229,7 @@ impl Attempt {
                 let Some(org) = self.org_header.clone() else {
                     tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
                     return Err(AuthError::missing_organization()
-                        .with_org_header(config.org_header.clone()));
+                        .with_org_header(config.org_header.as_str()));
                 };
                 return Ok(Examined::NeedsMembership(Box::new(MembershipCheck {
                     user: user.clone(),
