@@ -8,7 +8,7 @@ use crate::format::{Environment, KeyFormat, MintError, MintedToken};
 use crate::hash::Token;
 use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
 use crate::record::{KeyKind, KeyRecord, Membership, Owner};
-use crate::scope::Scopes;
+use crate::scope::{InvalidScope, Scopes};
 use crate::store::{KeyStore, StoreError};
 
 /// What to issue: the owner, and optionally a name, scopes, an expiry and an
@@ -135,6 +135,16 @@ pub enum KeyPolicy {
     AtMost(usize),
     /// Issuing a key revokes the owner's other keys at once.
     SingleActive,
+}
+
+/// Refuses to store a set of scopes larger than a key may hold. A set built
+/// by [`Scopes::parse`] never is, but an
+/// [`intersection`](Scopes::intersection) of two full sets can be.
+pub(crate) fn storable(scopes: &Scopes) -> Result<(), LifecycleError> {
+    if scopes.len() > Scopes::MAX_COUNT {
+        return Err(LifecycleError::InvalidScopes(InvalidScope::too_many()));
+    }
+    Ok(())
 }
 
 /// What issuing a key must do besides inserting it.
@@ -324,6 +334,9 @@ pub enum LifecycleError {
     /// The key has expired, so it cannot be rotated.
     #[error("key {0} has expired")]
     Expired(KeyId),
+    /// The scopes cannot be stored: more than [`Scopes::MAX_COUNT`].
+    #[error(transparent)]
+    InvalidScopes(#[from] InvalidScope),
     /// A token could not be minted.
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -351,7 +364,9 @@ pub enum LifecycleError {
 #[async_trait]
 pub trait KeyLifecycle: KeyStore {
     /// Mints a key for `new_key.owner` and stores its hash. The returned
-    /// token is the only copy of the secret.
+    /// token is the only copy of the secret. Fails with
+    /// [`LifecycleError::InvalidScopes`] for more than
+    /// [`Scopes::MAX_COUNT`] scopes.
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError>;
 
     /// The keys of exactly this owner, masked, oldest first. Revoked and

@@ -56,7 +56,7 @@ impl InvalidScope {
         }
     }
 
-    fn too_many() -> Self {
+    pub(crate) fn too_many() -> Self {
         Self {
             name: None,
             reason: Cow::Owned(format!("a set holds at most {} scopes", Scopes::MAX_COUNT)),

@@ -12,7 +12,7 @@ use crate::format::{KeyFormat, MintedToken};
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{
     IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation,
+    plan_rotation, storable,
 };
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::usage::NotedFilter;
@@ -200,6 +200,7 @@ impl KeyStore for MemoryStore {
 #[async_trait]
 impl KeyLifecycle for MemoryStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        storable(&new_key.scopes)?;
         let options = &self.shared.options;
         let mut state = self.write();
         let now = options.now();
@@ -296,6 +297,9 @@ impl KeyLifecycle for MemoryStore {
         org: &OrgId,
         membership: Option<Membership>,
     ) -> Result<(), LifecycleError> {
+        if let Some(membership) = &membership {
+            storable(&membership.scopes)?;
+        }
         let mut state = self.write();
         match membership {
             Some(membership) => {

@@ -13,7 +13,7 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{
     IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation,
+    plan_rotation, storable,
 };
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
@@ -579,6 +579,7 @@ impl KeyStore for PostgresStore {
 #[async_trait]
 impl KeyLifecycle for PostgresStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        storable(&new_key.scopes)?;
         let options = &self.inner.options;
         let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
         lock_owner(&mut tx, &new_key.owner).await?;
@@ -729,6 +730,9 @@ impl KeyLifecycle for PostgresStore {
         org: &OrgId,
         membership: Option<Membership>,
     ) -> Result<(), LifecycleError> {
+        if let Some(membership) = &membership {
+            storable(&membership.scopes)?;
+        }
         let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
         let query = match &membership {
             Some(membership) => sqlx::query(

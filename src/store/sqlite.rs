@@ -15,7 +15,7 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::lifecycle::{
     IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation,
+    plan_rotation, storable,
 };
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::sql::{
@@ -425,6 +425,7 @@ impl KeyStore for SqliteStore {
 #[async_trait]
 impl KeyLifecycle for SqliteStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
+        storable(&new_key.scopes)?;
         let options = &self.inner.options;
         let mut tx = begin_immediate(&self.inner.pool).await?;
         // The time is read once the lock is held, so it is never earlier
@@ -555,6 +556,9 @@ impl KeyLifecycle for SqliteStore {
         org: &OrgId,
         membership: Option<Membership>,
     ) -> Result<(), LifecycleError> {
+        if let Some(membership) = &membership {
+            storable(&membership.scopes)?;
+        }
         let query = match &membership {
             Some(membership) => sqlx::query(
                 "INSERT INTO keyauth_memberships (user_id, org_id, scopes) VALUES (?1, ?2, ?3)

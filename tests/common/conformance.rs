@@ -80,6 +80,7 @@ conformance_cases!(
     revocation_holds_whatever_the_clocks_say,
     a_grace_period_is_an_expiry_of_the_old_key,
     refused_requests_are_not_counted_as_use,
+    scope_sets_beyond_the_bound_cannot_be_stored,
 );
 
 fn token(issued: &tower_keyauth::IssuedKey) -> &str {
@@ -910,4 +911,45 @@ async fn refused_requests_are_not_counted_as_use<H: Harness>(h: H) {
     );
     assert!(last_used(org_key.record.id.clone()).await.is_some());
     assert!(last_used(pat.record.id.clone()).await.is_some());
+}
+
+async fn scope_sets_beyond_the_bound_cannot_be_stored<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let half = Scopes::MAX_COUNT - 1;
+    let names = |prefix: &'static str| (0..half).map(move |i| format!("{prefix}.n{i:04}"));
+    // Two sets at the bound whose overlap is nearly twice as large.
+    let first = Scopes::parse(names("q").chain(["p.*".to_owned()])).unwrap();
+    let second = Scopes::parse(names("p").chain(["q.*".to_owned()])).unwrap();
+    let overlap = first.intersection(&second);
+    assert_eq!(overlap.len(), 2 * half);
+    assert!(matches!(
+        store
+            .issue(NewKey::org("acme").scopes(overlap.clone()))
+            .await,
+        Err(LifecycleError::InvalidScopes(_))
+    ));
+    assert!(store.list(&Owner::org("acme")).await.unwrap().is_empty());
+    let (ada, acme) = (UserId::from("ada"), OrgId::from("acme"));
+    assert!(matches!(
+        store
+            .set_membership(&ada, &acme, Some(Membership::new(overlap)))
+            .await,
+        Err(LifecycleError::InvalidScopes(_))
+    ));
+    assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
+
+    // A set at the bound is stored, read back whole, and works.
+    let issued = store
+        .issue(NewKey::org("acme").scopes(first.clone()))
+        .await
+        .unwrap();
+    let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!(found.scopes, first);
+    let reply = get_bearer(
+        &app(KeyAuthLayer::new(store.clone())),
+        "/v1/whoami",
+        token(&issued),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
