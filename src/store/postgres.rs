@@ -60,6 +60,18 @@ const SELECT_KEY: &str = concat!(
  FROM keyauth_keys"
 );
 
+/// One key, for a presented hash (`$2`): its scopes are read only when the
+/// stored hash equals it, so a forged token never pays for reading a long
+/// list. The decision stays the constant-time comparison in Rust; the `=`
+/// only spares the read (it compares SHA-256 outputs, which a database copy
+/// reveals anyway, never a secret).
+const SELECT_KEY_MATCHING: &str = concat!(
+    "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, CASE WHEN hash = $2 THEN ",
+    bounded_scopes!(),
+    " END AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
+ FROM keyauth_keys WHERE id = $1"
+);
+
 /// How many times an issue draws a new id after a collision.
 const MINT_ATTEMPTS: usize = 8;
 
@@ -220,6 +232,16 @@ impl Inner {
     async fn key_row(&self, id: &KeyId) -> Result<Option<PgRow>, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
         fetch_key_row(&mut connection, id, false).await
+    }
+
+    /// The row of key `id`, its scopes read only if its hash is `presented`.
+    async fn key_row_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<Option<PgRow>, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
+        fetch_key_row_matching(&mut connection, id, presented).await
     }
 
     async fn flush_last_used(&self) -> Result<usize, StoreError> {
@@ -441,6 +463,19 @@ async fn fetch_key_row(
         .map_err(StoreError::backend)
 }
 
+async fn fetch_key_row_matching(
+    connection: &mut PgConnection,
+    id: &KeyId,
+    presented: &KeyHash,
+) -> Result<Option<PgRow>, StoreError> {
+    sqlx::query(SELECT_KEY_MATCHING)
+        .bind(id.as_str())
+        .bind(presented.as_bytes().as_slice())
+        .fetch_optional(connection)
+        .await
+        .map_err(StoreError::backend)
+}
+
 async fn fetch_key(
     connection: &mut PgConnection,
     id: &KeyId,
@@ -545,7 +580,7 @@ impl KeyStore for PostgresStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let row = self.inner.key_row(id).await?;
+        let row = self.inner.key_row_matching(id, presented).await?;
         match_key_row(row, presented, hash_of_row, key_from_row)
     }
 

@@ -18,6 +18,7 @@ use crate::lifecycle::{
     plan_rotation, storable,
 };
 use crate::record::{KeyRecord, Membership, Owner};
+use crate::scope::Scopes;
 use crate::store::sql::{
     Migration, corrupt, from_micros, hash_of_row, latest_version, match_key_row, owner_columns,
     owner_from_columns, scopes_from_text, scopes_to_text, spawn_usage_writer, summaries, to_micros,
@@ -39,15 +40,43 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The columns of a key. A stored list of scopes is read only up to one byte
-/// past the longest valid one (`MAX_SCOPE_TEXT_READ`), so a corrupt row
-/// costs no more to refuse than a valid one costs to read.
-const KEY_COLUMNS: &str = "id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-    substr(scopes, 1, 33025) AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at,
-    last_used_at";
+/// A stored list of scopes, read as bytes (`substr` on text would count
+/// characters through the whole value) and only up to one byte past the
+/// longest valid list (`MAX_SCOPE_TEXT_READ`), so a corrupt row costs no more
+/// to refuse than a valid one costs to read.
+macro_rules! scopes_read {
+    () => {
+        "substr(CAST(scopes AS BLOB), 1, 33025)"
+    };
+}
+
+/// The columns of a key, its scopes last.
+macro_rules! key_columns {
+    ($scopes:expr) => {
+        concat!(
+            "id, hash, prefix, owner_kind, org_id, workspace_id, user_id, name, created_at,
+             expires_at, grace_ends_at, revoked_at, last_used_at, ",
+            $scopes,
+            " AS scopes"
+        )
+    };
+}
+
+const KEY_COLUMNS: &str = key_columns!(scopes_read!());
+
+/// One key, for a presented hash (`?2`): its scopes are read only when the
+/// stored hash equals it, so a forged token never pays for reading a long
+/// list. The decision stays the constant-time comparison in Rust; the
+/// `=` only spares the read (it compares SHA-256 outputs, which a database
+/// copy reveals anyway, never a secret).
+const SELECT_KEY_MATCHING: &str = concat!(
+    "SELECT ",
+    key_columns!(concat!("CASE WHEN hash = ?2 THEN ", scopes_read!(), " END")),
+    " FROM keyauth_keys WHERE id = ?1"
+);
 
 /// How much of a stored list of scopes is read: one byte more than the
-/// longest valid list, written out in the SQL above and below.
+/// longest valid list, written out in `scopes_read!`.
 #[cfg(test)]
 const MAX_SCOPE_TEXT_READ: usize = 33025;
 
@@ -215,6 +244,16 @@ impl Inner {
         fetch_key_row(&mut connection, id).await
     }
 
+    /// The row of key `id`, its scopes read only if its hash is `presented`.
+    async fn key_row_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<Option<SqliteRow>, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
+        fetch_key_row_matching(&mut connection, id, presented).await
+    }
+
     async fn flush_last_used(&self) -> Result<usize, StoreError> {
         let Some(usage) = &self.usage else {
             return Ok(0);
@@ -273,8 +312,8 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         hash,
         owner,
     )
-    .with_scopes(scopes_from_text(
-        row.try_get::<&str, _>("scopes").map_err(get_error)?,
+    .with_scopes(scopes_from_bytes(
+        row.try_get::<&[u8], _>("scopes").map_err(get_error)?,
     )?)
     .with_name(row.try_get::<String, _>("name").map_err(get_error)?)
     .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
@@ -300,6 +339,26 @@ async fn fetch_key_row(
     .fetch_optional(connection)
     .await
     .map_err(StoreError::backend)
+}
+
+async fn fetch_key_row_matching(
+    connection: &mut SqliteConnection,
+    id: &KeyId,
+    presented: &KeyHash,
+) -> Result<Option<SqliteRow>, StoreError> {
+    sqlx::query(SELECT_KEY_MATCHING)
+        .bind(id.as_str())
+        .bind(presented.as_bytes().as_slice())
+        .fetch_optional(connection)
+        .await
+        .map_err(StoreError::backend)
+}
+
+/// Scopes read back from their bytes (text, as stored).
+fn scopes_from_bytes(bytes: &[u8]) -> Result<Scopes, StoreError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| corrupt("a list of scopes is not UTF-8".to_owned()))?;
+    scopes_from_text(text)
 }
 
 async fn fetch_key(
@@ -392,7 +451,7 @@ impl KeyStore for SqliteStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let row = self.inner.key_row(id).await?;
+        let row = self.inner.key_row_matching(id, presented).await?;
         match_key_row(row, presented, hash_of_row, key_from_row)
     }
 
@@ -401,17 +460,18 @@ impl KeyStore for SqliteStore {
         user: &UserId,
         org: &OrgId,
     ) -> Result<Option<Membership>, StoreError> {
-        let scopes: Option<String> = sqlx::query_scalar(
-            "SELECT substr(scopes, 1, 33025) FROM keyauth_memberships
-             WHERE user_id = ?1 AND org_id = ?2",
-        )
+        let scopes: Option<Vec<u8>> = sqlx::query_scalar(concat!(
+            "SELECT ",
+            scopes_read!(),
+            " FROM keyauth_memberships WHERE user_id = ?1 AND org_id = ?2"
+        ))
         .bind(user.as_str())
         .bind(org.as_str())
         .fetch_optional(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
         scopes
-            .map(|text| scopes_from_text(&text).map(Membership::new))
+            .map(|bytes| scopes_from_bytes(&bytes).map(Membership::new))
             .transpose()
     }
 
@@ -588,6 +648,8 @@ mod tests {
     #[test]
     fn scope_lists_are_read_just_past_their_bound() {
         assert_eq!(MAX_SCOPE_TEXT_READ, crate::scope::MAX_TEXT_LEN + 1);
-        assert!(KEY_COLUMNS.contains(&format!("substr(scopes, 1, {MAX_SCOPE_TEXT_READ})")));
+        let read = format!("substr(CAST(scopes AS BLOB), 1, {MAX_SCOPE_TEXT_READ})");
+        assert!(KEY_COLUMNS.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&format!("CASE WHEN hash = ?2 THEN {read} END")));
     }
 }
