@@ -14,12 +14,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
 use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tower_keyauth::{
     CachedStore, KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner,
@@ -27,26 +26,7 @@ use tower_keyauth::{
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{StoredKeys, Trivial, bearer, ten_thousand_keys};
-
-/// Readies `service`, calls it with a fresh request carrying `authorization`
-/// and drives the answer, which must come without waiting.
-fn serve<S, B>(service: &mut S, authorization: Option<&HeaderValue>) -> u16
-where
-    S: Service<Request<String>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut context = Context::from_waker(Waker::noop());
-    assert!(service.poll_ready(&mut context).is_ready());
-    let mut request = Request::new(String::new());
-    if let Some(value) = authorization {
-        request.headers_mut().insert(AUTHORIZATION, value.clone());
-    }
-    match pin!(service.call(request)).poll(&mut context) {
-        Poll::Ready(response) => response.unwrap().status().as_u16(),
-        Poll::Pending => panic!("the benchmark expects answers without waiting"),
-    }
-}
+use support::{StoredKeys, Trivial, bearer, serve, ten_thousand_keys};
 
 struct Fixture {
     store: MemoryStore,

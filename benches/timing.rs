@@ -25,7 +25,7 @@ use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{StoredKeys, Trivial, bearer, ten_thousand_keys};
+use support::{StoredKeys, Trivial, bearer, seal, ten_thousand_keys, with_secret_changed};
 
 /// Out of line, so every case runs the same machine code.
 #[inline(never)]
@@ -46,29 +46,6 @@ where
         Poll::Ready(response) => response.unwrap().status().as_u16(),
         Poll::Pending => panic!("a memory store answers at once"),
     }
-}
-
-/// The documented checksum, written independently of the crate: CRC32 of
-/// everything before it, as six base62 digits, most significant first.
-fn seal(body: &str) -> String {
-    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut value = crc32fast::hash(body.as_bytes());
-    let mut digits = [b'0'; 6];
-    for digit in digits.iter_mut().rev() {
-        *digit = BASE62[(value % 62) as usize];
-        value /= 62;
-    }
-    format!("{body}{}", std::str::from_utf8(&digits).unwrap())
-}
-
-/// `token` with the secret character at `index` changed, checksum redone.
-fn with_secret_changed(token: &str, index: usize) -> String {
-    let body = &token[..token.len() - 6];
-    let dot = body.find('.').unwrap();
-    let position = dot + 1 + index;
-    let mut bytes = body.as_bytes().to_vec();
-    bytes[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
-    seal(std::str::from_utf8(&bytes).unwrap())
 }
 
 fn timing(c: &mut Criterion) {

@@ -1,10 +1,15 @@
-//! What the benches share: the innermost service, a Bearer header, and a
-//! store full of keys.
+//! What the benches share: the innermost service, a Bearer header, a store
+//! full of keys, a driver for the layer's synchronous answers, and forged
+//! tokens (a known id, another secret, a valid checksum).
+//!
+//! Not every bench uses every helper, hence the `allow(dead_code)`s.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
-use std::task::{Context, Poll};
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
+use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::Service;
 use tower_keyauth::{KeyFormat, KeyKind, KeyRecord, MemoryStore, Owner};
@@ -63,4 +68,50 @@ pub(crate) fn ten_thousand_keys(format: &KeyFormat) -> StoredKeys {
         known,
         unknown,
     }
+}
+
+/// Readies `service`, calls it with a fresh request carrying `authorization`
+/// and drives the answer, which must come without waiting.
+#[allow(dead_code)]
+pub(crate) fn serve<S, B>(service: &mut S, authorization: Option<&HeaderValue>) -> u16
+where
+    S: Service<Request<String>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut context = Context::from_waker(Waker::noop());
+    assert!(service.poll_ready(&mut context).is_ready());
+    let mut request = Request::new(String::new());
+    if let Some(value) = authorization {
+        request.headers_mut().insert(AUTHORIZATION, value.clone());
+    }
+    match pin!(service.call(request)).poll(&mut context) {
+        Poll::Ready(response) => response.unwrap().status().as_u16(),
+        Poll::Pending => panic!("the benchmark expects answers without waiting"),
+    }
+}
+
+/// The documented checksum, written independently of the crate: CRC32 of
+/// everything before it, as six base62 digits, most significant first.
+#[allow(dead_code)]
+pub(crate) fn seal(body: &str) -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut value = crc32fast::hash(body.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    format!("{body}{}", std::str::from_utf8(&digits).unwrap())
+}
+
+/// `token` with the secret character at `index` changed, checksum redone:
+/// a forged token, well formed, naming the same id with another secret.
+#[allow(dead_code)]
+pub(crate) fn with_secret_changed(token: &str, index: usize) -> String {
+    let body = &token[..token.len() - 6];
+    let dot = body.find('.').unwrap();
+    let position = dot + 1 + index;
+    let mut bytes = body.as_bytes().to_vec();
+    bytes[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
+    seal(std::str::from_utf8(&bytes).unwrap())
 }
