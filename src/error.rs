@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use http::{HeaderValue, StatusCode};
 
 /// The kind of an [`AuthError`]: one per outcome.
@@ -66,12 +68,14 @@ pub struct AuthError {
     challenge: Option<HeaderValue>,
 }
 
-/// A message: written into the binary, or prepared once and shared (a
-/// layer's advice on how to send a key), so that refusing copies no text.
+/// A message: written into the binary, made for one refusal, or prepared
+/// once with its JSON body (a layer's advice on how to send a key), so that
+/// refusing copies no text.
 #[derive(Clone, PartialEq, Eq)]
 enum Text {
     Static(&'static str),
     Shared(Arc<str>),
+    Prepared(Arc<PreparedRefusal>),
 }
 
 impl Text {
@@ -79,6 +83,24 @@ impl Text {
         match self {
             Text::Static(text) => text,
             Text::Shared(text) => text,
+            Text::Prepared(prepared) => &prepared.message,
+        }
+    }
+}
+
+/// A `missing_credentials` message and its whole JSON body, built once.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PreparedRefusal {
+    message: Box<str>,
+    json: Bytes,
+}
+
+impl PreparedRefusal {
+    pub(crate) fn missing_credentials(message: String) -> Self {
+        let json = crate::response::json_body("missing_credentials", &message);
+        Self {
+            message: message.into(),
+            json,
         }
     }
 }
@@ -175,9 +197,17 @@ impl AuthError {
         (plain && self.message.as_str() == standard.message).then_some(standard)
     }
 
-    /// The JSON body of a standard refusal, ready made.
-    pub(crate) fn standard_json(&self) -> Option<&'static str> {
-        self.as_standard().map(|standard| standard.json)
+    /// The JSON body of a standard or prepared refusal, ready made.
+    pub(crate) fn ready_json(&self) -> Option<Bytes> {
+        if let Some(standard) = self.as_standard() {
+            return Some(Bytes::from_static(standard.json.as_bytes()));
+        }
+        match &self.message {
+            Text::Prepared(prepared) if self.scope.is_none() && self.org_header.is_none() => {
+                Some(prepared.json.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Every kind whose standard refusal carries a challenge, for the layer
@@ -214,8 +244,8 @@ impl AuthError {
 
     /// No credential the layer accepts, with advice prepared by the layer:
     /// what was wrong (another scheme, no scheme) and how to send a key.
-    pub(crate) fn missing_credentials_with(advice: Arc<str>) -> Self {
-        Self::with_text(AuthErrorKind::MissingCredentials, Text::Shared(advice))
+    pub(crate) fn missing_credentials_with(advice: Arc<PreparedRefusal>) -> Self {
+        Self::with_text(AuthErrorKind::MissingCredentials, Text::Prepared(advice))
     }
 
     /// A malformed credential; `reason` is shown to the client, so it must
@@ -534,7 +564,7 @@ mod standard_tests {
             AuthError::forbidden(),
             AuthError::unavailable(),
         ] {
-            let body = error.standard_json().expect("a standard refusal");
+            let body = error.ready_json().expect("a standard refusal");
             assert_eq!(
                 body,
                 format!(
@@ -544,8 +574,16 @@ mod standard_tests {
                 )
             );
         }
-        assert_eq!(AuthError::invalid_request("x").standard_json(), None);
-        assert_eq!(AuthError::insufficient_scope("a").standard_json(), None);
+        assert_eq!(AuthError::invalid_request("x").ready_json(), None);
+        assert_eq!(AuthError::insufficient_scope("a").ready_json(), None);
+        let prepared = Arc::new(PreparedRefusal::missing_credentials(
+            "Send a \"key\".".to_owned(),
+        ));
+        let error = AuthError::missing_credentials_with(prepared);
+        assert_eq!(
+            error.ready_json().unwrap(),
+            r#"{"error":"missing_credentials","message":"Send a \"key\"."}"#
+        );
     }
 
     #[test]

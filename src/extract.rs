@@ -14,7 +14,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderName, Uri};
 use percent_encoding::percent_decode;
 
-use crate::error::AuthError;
+use crate::error::{AuthError, PreparedRefusal};
 use crate::principal::CredentialSource;
 
 /// The longest credential accepted, in bytes. Our own tokens are about 45
@@ -115,12 +115,12 @@ pub struct Extract {
 /// policy: what was wrong, and how to send a key. Written once per policy,
 /// so refusing copies no text.
 struct Advice {
-    nothing: Arc<str>,
-    no_scheme: Arc<str>,
-    basic: Arc<str>,
-    token_scheme: Arc<str>,
-    other_scheme: Arc<str>,
-    authorization_unread: Arc<str>,
+    nothing: Arc<PreparedRefusal>,
+    no_scheme: Arc<PreparedRefusal>,
+    basic: Arc<PreparedRefusal>,
+    token_scheme: Arc<PreparedRefusal>,
+    other_scheme: Arc<PreparedRefusal>,
+    authorization_unread: Arc<PreparedRefusal>,
 }
 
 impl Advice {
@@ -141,7 +141,11 @@ impl Advice {
             [first, second] => format!(" Send the key {first} or {second}."),
             [rest @ .., last] => format!(" Send the key {}, or {last}.", rest.join(", ")),
         };
-        let say = |what: &str| Arc::from(format!("{what}{send}"));
+        let say = |what: &str| {
+            Arc::new(PreparedRefusal::missing_credentials(format!(
+                "{what}{send}"
+            )))
+        };
         Self {
             nothing: say("An API key is required."),
             no_scheme: say("The Authorization header has no scheme."),

@@ -88,8 +88,8 @@ pub struct DefaultResponder;
 impl DefaultResponder {
     /// The JSON response for an HTTP caller.
     pub fn json(error: &AuthError) -> Response<Bytes> {
-        let body = match error.standard_json() {
-            Some(body) => Bytes::from_static(body.as_bytes()),
+        let body = match error.ready_json() {
+            Some(body) => body,
             None => {
                 let mut body = String::with_capacity(96);
                 body.push_str("{\"error\":\"");
@@ -181,6 +181,17 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `{"error":"<code>","message":"<message>"}`, escaped.
+pub(crate) fn json_body(code: &str, message: &str) -> Bytes {
+    let mut body = String::with_capacity(32 + code.len() + message.len());
+    body.push_str("{\"error\":\"");
+    push_json_string_content(&mut body, code);
+    body.push_str("\",\"message\":\"");
+    push_json_string_content(&mut body, message);
+    body.push_str("\"}");
+    Bytes::from(body)
 }
 
 fn push_json_string_content(out: &mut String, text: &str) {
