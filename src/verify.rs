@@ -188,6 +188,7 @@ impl Attempt {
 
     /// Everything after the lookup that needs no further I/O. Nothing of
     /// the record is looked at before its hash matched the token's.
+    #[inline(always)]
     fn examine<S: KeyStore>(
         self,
         matched: Result<KeyMatch, StoreError>,
