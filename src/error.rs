@@ -97,7 +97,7 @@ pub(crate) struct PreparedRefusal {
 
 impl PreparedRefusal {
     pub(crate) fn missing_credentials(message: String) -> Self {
-        let json = crate::response::json_body("missing_credentials", &message);
+        let json = crate::response::json_body("missing_credentials", &message, &[]);
         Self {
             message: message.into(),
             json,

@@ -90,23 +90,14 @@ impl DefaultResponder {
     pub fn json(error: &AuthError) -> Response<Bytes> {
         let body = match error.ready_json() {
             Some(body) => body,
-            None => {
-                let mut body = String::with_capacity(96);
-                body.push_str("{\"error\":\"");
-                body.push_str(error.error_code());
-                body.push_str("\",\"message\":\"");
-                push_json_string_content(&mut body, error.message());
-                if let Some(scope) = error.required_scope() {
-                    body.push_str("\",\"scope\":\"");
-                    push_json_string_content(&mut body, scope);
-                }
-                if let Some(header) = error.org_header() {
-                    body.push_str("\",\"org_header\":\"");
-                    push_json_string_content(&mut body, header);
-                }
-                body.push_str("\"}");
-                Bytes::from(body)
-            }
+            None => json_body(
+                error.error_code(),
+                error.message(),
+                &[
+                    ("scope", error.required_scope()),
+                    ("org_header", error.org_header()),
+                ],
+            ),
         };
         let mut response = Response::new(body);
         *response.status_mut() = error.status();
@@ -162,10 +153,7 @@ pub(crate) fn not_behind_key_auth(request: &Parts) -> Response<Bytes> {
         );
         return response;
     }
-    let mut body = String::from("{\"error\":\"server_misconfigured\",\"message\":\"");
-    push_json_string_content(&mut body, MESSAGE);
-    body.push_str("\"}");
-    let mut response = Response::new(Bytes::from(body));
+    let mut response = Response::new(json_body("server_misconfigured", MESSAGE, &[]));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
         .headers_mut()
@@ -183,13 +171,22 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// `{"error":"<code>","message":"<message>"}`, escaped.
-pub(crate) fn json_body(code: &str, message: &str) -> Bytes {
-    let mut body = String::with_capacity(32 + code.len() + message.len());
+/// `{"error":"<code>","message":"<message>"}`, escaped, with each extra
+/// field that has a value.
+pub(crate) fn json_body(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> Bytes {
+    let mut body = String::with_capacity(96 + message.len());
     body.push_str("{\"error\":\"");
     push_json_string_content(&mut body, code);
     body.push_str("\",\"message\":\"");
     push_json_string_content(&mut body, message);
+    for (name, value) in extra {
+        if let Some(value) = value {
+            body.push_str("\",\"");
+            body.push_str(name);
+            body.push_str("\":\"");
+            push_json_string_content(&mut body, value);
+        }
+    }
     body.push_str("\"}");
     Bytes::from(body)
 }

@@ -18,7 +18,7 @@ use crate::lifecycle::{
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::sql::{
-    Migration, corrupt, hash_of_row, latest_version, match_key_row, owner_columns,
+    Migration, column_error, hash_of_row, latest_version, match_key_row, owner_columns,
     owner_from_columns, scopes_from_names, spawn_usage_writer, summaries, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
@@ -402,38 +402,34 @@ fn timestamp(time: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(time)
 }
 
-fn get_error(error: sqlx::Error) -> StoreError {
-    corrupt(error.to_string())
-}
-
 fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
     let hash = hash_of_row(row)?;
     let owner = owner_from_columns(
         row.try_get::<String, _>("owner_kind")
-            .map_err(get_error)?
+            .map_err(column_error)?
             .as_str(),
-        row.try_get("org_id").map_err(get_error)?,
-        row.try_get("workspace_id").map_err(get_error)?,
-        row.try_get("user_id").map_err(get_error)?,
+        row.try_get("org_id").map_err(column_error)?,
+        row.try_get("workspace_id").map_err(column_error)?,
+        row.try_get("user_id").map_err(column_error)?,
     )?;
     let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
         Ok(row
             .try_get::<Option<OffsetDateTime>, _>(column)
-            .map_err(get_error)?
+            .map_err(column_error)?
             .map(SystemTime::from))
     };
-    let scopes: Vec<String> = row.try_get("scopes").map_err(get_error)?;
+    let scopes: Vec<String> = row.try_get("scopes").map_err(column_error)?;
     let mut record = KeyRecord::new(
-        row.try_get::<String, _>("id").map_err(get_error)?,
+        row.try_get::<String, _>("id").map_err(column_error)?,
         hash,
         owner,
     )
     .with_scopes(scopes_from_names(scopes)?)
-    .with_name(row.try_get::<String, _>("name").map_err(get_error)?)
+    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
     .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
     record.prefix = row
         .try_get::<Option<String>, _>("prefix")
-        .map_err(get_error)?
+        .map_err(column_error)?
         .map(Into::into);
     record.expires_at = time("expires_at")?;
     record.grace_ends_at = time("grace_ends_at")?;

@@ -90,9 +90,7 @@ where
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     &'static str: sqlx::ColumnIndex<R>,
 {
-    let hash: &[u8] = row
-        .try_get("hash")
-        .map_err(|error| corrupt(error.to_string()))?;
+    let hash: &[u8] = row.try_get("hash").map_err(column_error)?;
     let hash: [u8; 32] = hash
         .try_into()
         .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
@@ -145,6 +143,11 @@ pub(crate) fn from_micros(micros: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - magnitude
     }
+}
+
+/// A column that could not be read as its type: a corrupt record.
+pub(crate) fn column_error(error: sqlx::Error) -> StoreError {
+    corrupt(error.to_string())
 }
 
 pub(crate) fn corrupt(detail: String) -> StoreError {
