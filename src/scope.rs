@@ -268,14 +268,7 @@ impl Scopes {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let mut scopes = Vec::new();
-        for name in names {
-            if scopes.len() == Self::MAX_COUNT {
-                return Err(InvalidScope::too_many());
-            }
-            scopes.push(Scope::new(name.as_ref())?);
-        }
-        Ok(Self::from_vec(scopes))
+        Self::collect_bounded(names.into_iter().map(|name| Scope::new(name.as_ref())))
     }
 
     /// Parses a space-separated list, as in an OAuth `scope` attribute.
@@ -289,12 +282,20 @@ impl Scopes {
     /// Builds the set from validated scopes (duplicates are dropped). Fails
     /// on more than [`Scopes::MAX_COUNT`] of them.
     pub fn from_scopes(scopes: impl IntoIterator<Item = Scope>) -> Result<Self, InvalidScope> {
+        Self::collect_bounded(scopes.into_iter().map(Ok))
+    }
+
+    /// Collects at most [`Scopes::MAX_COUNT`] scopes, stopping at the first
+    /// invalid one or the first one too many, without reading further.
+    fn collect_bounded(
+        scopes: impl Iterator<Item = Result<Scope, InvalidScope>>,
+    ) -> Result<Self, InvalidScope> {
         let mut collected = Vec::new();
         for scope in scopes {
             if collected.len() == Self::MAX_COUNT {
                 return Err(InvalidScope::too_many());
             }
-            collected.push(scope);
+            collected.push(scope?);
         }
         Ok(Self::from_vec(collected))
     }
