@@ -24,34 +24,113 @@
 //! # let _ = app;
 //! ```
 
+use std::fmt;
+
 use axum_core::body::Body;
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http::StatusCode;
 use http::request::Parts;
 
 use crate::error::AuthError;
-use crate::principal::{Principal, Unauthenticated};
-use crate::response::{DefaultResponder, not_behind_key_auth};
+use crate::principal::{Caller, Principal};
+use crate::response::{
+    DefaultResponder, HandlerRefusal, NOT_BEHIND_KEY_AUTH, Refusal, not_behind_key_auth,
+};
 
-/// What an extractor found in the extensions.
-enum Found {
-    Principal(Principal),
-    /// A public path without a valid credential: the layer saw the request.
-    Unauthenticated(Response),
-    /// The layer never saw the request: a misconfigured router.
-    NotBehindLayer(Response),
+/// Why the [`Principal`] extractor refused a request: on a public path, the
+/// layer found no valid credential (answered as the layer answers it, with
+/// its responder); on a route the layer does not cover, a server
+/// misconfiguration (500, naming `KeyAuthLayer`).
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use tower_keyauth::Principal;
+/// use tower_keyauth::axum::PrincipalRejection;
+///
+/// async fn whoami(principal: Result<Principal, PrincipalRejection>) -> axum::response::Response {
+///     match principal {
+///         Ok(principal) => principal.org().to_string().into_response(),
+///         Err(rejection) if rejection.is_not_behind_key_auth() => {
+///             (http::StatusCode::INTERNAL_SERVER_ERROR, "misconfigured").into_response()
+///         }
+///         Err(rejection) => rejection.into_response(),
+///     }
+/// }
+/// # let _ = whoami;
+/// ```
+pub struct PrincipalRejection {
+    /// The layer's reason, when the layer saw the request.
+    error: Option<AuthError>,
+    /// The answer, built when the request was at hand (a responder may read
+    /// it).
+    response: http::Response<Bytes>,
 }
 
-fn find(parts: &Parts) -> Found {
-    if let Some(principal) = parts.extensions.get::<Principal>() {
-        return Found::Principal(principal.clone());
+impl PrincipalRejection {
+    /// The layer's reason for refusing the credential, or `None` when the
+    /// layer never saw the request.
+    pub fn auth_error(&self) -> Option<&AuthError> {
+        self.error.as_ref()
     }
-    if let Some(marker) = parts.extensions.get::<Unauthenticated>() {
-        let response = marker.context.respond(marker.rejection.clone(), parts);
-        return Found::Unauthenticated(into_axum(response));
+
+    /// Whether the route is not behind [`KeyAuthLayer`](crate::KeyAuthLayer):
+    /// a server misconfiguration.
+    pub fn is_not_behind_key_auth(&self) -> bool {
+        self.error.is_none()
     }
-    Found::NotBehindLayer(into_axum(not_behind_key_auth(parts)))
+
+    /// The status of the answer.
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+}
+
+impl IntoResponse for PrincipalRejection {
+    fn into_response(self) -> Response {
+        into_axum(self.response)
+    }
+}
+
+impl fmt::Debug for PrincipalRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrincipalRejection")
+            .field("error", &self.error)
+            .field("status", &self.response.status())
+            .finish()
+    }
+}
+
+impl fmt::Display for PrincipalRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.error {
+            Some(error) => fmt::Display::fmt(error, f),
+            None => f.write_str(NOT_BEHIND_KEY_AUTH),
+        }
+    }
+}
+
+impl std::error::Error for PrincipalRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.as_ref().map(|error| error as _)
+    }
+}
+
+/// The caller of `parts`: `Ok(None)` on a public path without a valid
+/// credential, with the layer's answer ready in case it is needed.
+fn find(parts: &Parts) -> Result<Principal, PrincipalRejection> {
+    match Caller::of(&parts.extensions) {
+        Caller::Authenticated(principal, _) => Ok(principal.clone()),
+        Caller::Refused(error, context) => Err(PrincipalRejection {
+            error: Some(error.clone()),
+            response: context.respond(error, parts),
+        }),
+        Caller::NotBehindKeyAuth => Err(PrincipalRejection {
+            error: None,
+            response: not_behind_key_auth(parts),
+        }),
+    }
 }
 
 fn into_axum(response: http::Response<Bytes>) -> Response {
@@ -62,37 +141,38 @@ fn into_axum(response: http::Response<Bytes>) -> Response {
 /// answers what the layer would have (401 and friends); on a route the layer
 /// does not cover it answers 500, since that is a server misconfiguration.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = Response;
+    type Rejection = PrincipalRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match find(parts) {
-            Found::Principal(principal) => Ok(principal),
-            Found::Unauthenticated(response) | Found::NotBehindLayer(response) => Err(response),
-        }
+        find(parts)
     }
 }
 
 /// `Option<Principal>`: `None` on a public path without a valid credential;
 /// still 500 on a route the layer does not cover.
 impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
-    type Rejection = Response;
+    type Rejection = PrincipalRejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        match find(parts) {
-            Found::Principal(principal) => Ok(Some(principal)),
-            Found::Unauthenticated(_) => Ok(None),
-            Found::NotBehindLayer(response) => Err(response),
+        match Caller::of(&parts.extensions) {
+            Caller::Authenticated(principal, _) => Ok(Some(principal.clone())),
+            Caller::Refused(..) => Ok(None),
+            Caller::NotBehindKeyAuth => find(parts).map(Some),
         }
     }
 }
 
-/// The standard JSON refusal ([`DefaultResponder::json`]), so handlers can
-/// use `?` on [`Principal::require_scope`].
+/// The standard JSON refusal, so handlers can use `?` on
+/// [`Principal::require_scope`]. Inside a
+/// [`KeyAuthLayer`](crate::KeyAuthLayer), its challenge names the layer's
+/// realm.
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        into_axum(DefaultResponder::json(&self))
+        let mut response = DefaultResponder::json(&Refusal::new(&self));
+        response.extensions_mut().insert(HandlerRefusal(self));
+        into_axum(response)
     }
 }

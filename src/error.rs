@@ -1,13 +1,12 @@
 //! Why a request was refused: [`AuthError`], one value per row of the
-//! outcome table, turned into a response by a [`Responder`](crate::Responder).
+//! outcome table. It is data only; [`response`](crate::response) turns it
+//! into an answer.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 
 /// The kind of an [`AuthError`]: one per outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,10 +35,91 @@ pub enum AuthErrorKind {
     Unavailable,
 }
 
-/// A refused request: what went wrong, as data. The layer hands it to its
-/// [`Responder`](crate::Responder); the methods here give the standard status,
-/// `WWW-Authenticate` challenge (RFC 6750), JSON error code and gRPC status,
-/// so a custom responder can reuse them.
+impl AuthErrorKind {
+    /// Every kind, in declaration order: `ALL[kind.index()] == kind`.
+    pub(crate) const ALL: [AuthErrorKind; 9] = [
+        AuthErrorKind::MissingCredentials,
+        AuthErrorKind::InvalidRequest,
+        AuthErrorKind::InvalidToken,
+        AuthErrorKind::Revoked,
+        AuthErrorKind::Expired,
+        AuthErrorKind::MissingOrganization,
+        AuthErrorKind::Forbidden,
+        AuthErrorKind::InsufficientScope,
+        AuthErrorKind::Unavailable,
+    ];
+
+    /// The position of this kind in [`ALL`](Self::ALL), for tables indexed
+    /// by kind.
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The message of the kind's own refusal, when the kind has one that
+    /// needs nothing more.
+    pub(crate) const fn standard_message(self) -> &'static str {
+        match self {
+            AuthErrorKind::MissingCredentials => "An API key is required.",
+            AuthErrorKind::InvalidRequest => "The credential is malformed.",
+            AuthErrorKind::InvalidToken => "The API key is invalid.",
+            AuthErrorKind::Revoked => "The API key has been revoked.",
+            AuthErrorKind::Expired => "The API key has expired.",
+            AuthErrorKind::MissingOrganization => "Token is missing organization claim.",
+            AuthErrorKind::Forbidden => "The API key may not act for this organization.",
+            AuthErrorKind::InsufficientScope => "The API key lacks a required scope.",
+            AuthErrorKind::Unavailable => {
+                "Authentication is temporarily unavailable. Try again later."
+            }
+        }
+    }
+
+    /// The HTTP status: 400, 401, 403 or 503.
+    pub fn status(self) -> StatusCode {
+        match self {
+            AuthErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            AuthErrorKind::MissingCredentials
+            | AuthErrorKind::InvalidToken
+            | AuthErrorKind::Revoked
+            | AuthErrorKind::Expired
+            | AuthErrorKind::MissingOrganization => StatusCode::UNAUTHORIZED,
+            AuthErrorKind::Forbidden | AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` field of the JSON body: `missing_credentials`,
+    /// `invalid_request`, `invalid_token` (also for revoked and expired
+    /// keys), `missing_organization`, `forbidden`, `insufficient_scope` or
+    /// `unavailable`.
+    pub fn error_code(self) -> &'static str {
+        match self {
+            AuthErrorKind::MissingCredentials => "missing_credentials",
+            AuthErrorKind::InvalidRequest => "invalid_request",
+            AuthErrorKind::InvalidToken | AuthErrorKind::Revoked | AuthErrorKind::Expired => {
+                "invalid_token"
+            }
+            AuthErrorKind::MissingOrganization => "missing_organization",
+            AuthErrorKind::Forbidden => "forbidden",
+            AuthErrorKind::InsufficientScope => "insufficient_scope",
+            AuthErrorKind::Unavailable => "unavailable",
+        }
+    }
+
+    /// The gRPC status code: 16 `UNAUTHENTICATED` for 400 and 401 outcomes,
+    /// 7 `PERMISSION_DENIED` for 403, 14 `UNAVAILABLE` for 503.
+    pub fn grpc_code(self) -> i32 {
+        match self.status() {
+            StatusCode::FORBIDDEN => 7,
+            StatusCode::SERVICE_UNAVAILABLE => 14,
+            _ => 16,
+        }
+    }
+}
+
+/// A refused request, as data: its [kind](AuthErrorKind), a message for
+/// the client, and what the kind needs (the missing scope, the organization
+/// header). The layer hands it to its [`Responder`](crate::response::Responder),
+/// which builds the answer.
 ///
 /// Messages never contain a credential.
 ///
@@ -50,229 +130,89 @@ pub enum AuthErrorKind {
 /// assert_eq!(error.kind(), AuthErrorKind::InsufficientScope);
 /// assert_eq!(error.status(), StatusCode::FORBIDDEN);
 /// assert_eq!(error.error_code(), "insufficient_scope");
-/// assert_eq!(
-///     error.www_authenticate().unwrap(),
-///     r#"Bearer error="insufficient_scope", scope="objects.write""#
-/// );
+/// assert_eq!(error.required_scope(), Some("objects.write"));
 /// assert_eq!(error.grpc_code(), 7);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthError {
     kind: AuthErrorKind,
-    message: Text,
+    message: Message,
     scope: Option<Arc<str>>,
     /// For a personal token without its organization, the header to send.
     org_header: Option<Arc<str>>,
-    realm: Option<Arc<str>>,
-    /// The challenge, when the layer has it ready for this kind and realm.
-    challenge: Option<HeaderValue>,
 }
 
-/// A message: written into the binary, made for one refusal, or prepared
-/// once with its JSON body (a layer's advice on how to send a key), so that
-/// refusing copies no text.
+/// The message of a refusal. Standard and shared messages copy no text, so
+/// that refusing a flood of bad keys builds none.
 #[derive(Clone, PartialEq, Eq)]
-enum Text {
+pub(crate) enum Message {
+    /// The kind's own message ([`AuthErrorKind::standard_message`]).
+    Standard,
     Static(&'static str),
+    /// Written once and shared, like a layer's advice on how to send a key.
     Shared(Arc<str>),
-    Prepared(Arc<PreparedRefusal>),
 }
 
-impl Text {
-    fn as_str(&self) -> &str {
-        match self {
-            Text::Static(text) => text,
-            Text::Shared(text) => text,
-            Text::Prepared(prepared) => &prepared.message,
-        }
-    }
-}
-
-/// A `missing_credentials` message and its whole JSON body, built once.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct PreparedRefusal {
-    message: Box<str>,
-    json: Bytes,
-}
-
-impl PreparedRefusal {
-    pub(crate) fn missing_credentials(message: String) -> Self {
-        let json = crate::response::json_body("missing_credentials", &message, &[]);
-        Self {
-            message: message.into(),
-            json,
-        }
-    }
-}
-
-impl From<Cow<'static, str>> for Text {
+impl From<Cow<'static, str>> for Message {
     fn from(text: Cow<'static, str>) -> Self {
         match text {
-            Cow::Borrowed(text) => Text::Static(text),
-            Cow::Owned(text) => Text::Shared(Arc::from(text)),
+            Cow::Borrowed(text) => Message::Static(text),
+            Cow::Owned(text) => Message::Shared(Arc::from(text)),
         }
     }
 }
 
-/// A standard refusal: its message, and its whole JSON body, written out at
-/// compile time so that refusing (a flood of bad keys, say) builds no text.
-struct Standard {
-    message: &'static str,
-    json: &'static str,
-}
-
-macro_rules! standard {
-    ($name:ident, $code:literal, $message:literal) => {
-        const $name: Standard = Standard {
-            message: $message,
-            json: concat!(
-                r#"{"error":""#,
-                $code,
-                r#"","message":""#,
-                $message,
-                r#""}"#
-            ),
-        };
-    };
-}
-
-standard!(
-    MISSING_CREDENTIALS,
-    "missing_credentials",
-    "An API key is required."
-);
-standard!(INVALID_TOKEN, "invalid_token", "The API key is invalid.");
-standard!(REVOKED, "invalid_token", "The API key has been revoked.");
-standard!(EXPIRED, "invalid_token", "The API key has expired.");
-standard!(
-    MISSING_ORGANIZATION,
-    "missing_organization",
-    "Token is missing organization claim."
-);
-standard!(
-    FORBIDDEN,
-    "forbidden",
-    "The API key may not act for this organization."
-);
-standard!(
-    UNAVAILABLE,
-    "unavailable",
-    "Authentication is temporarily unavailable. Try again later."
-);
-
 impl AuthError {
-    fn new(kind: AuthErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::with_text(kind, Text::from(message.into()))
-    }
-
-    fn with_text(kind: AuthErrorKind, message: Text) -> Self {
+    fn new(kind: AuthErrorKind, message: Message) -> Self {
         Self {
             kind,
             message,
             scope: None,
             org_header: None,
-            realm: None,
-            challenge: None,
         }
     }
 
-    fn standard(kind: AuthErrorKind, standard: &Standard) -> Self {
-        Self::new(kind, standard.message)
-    }
-
-    /// The standard refusal this error is, if it is one (its kind's own
-    /// message, no scope).
-    fn as_standard(&self) -> Option<&'static Standard> {
-        let standard = match self.kind {
-            AuthErrorKind::MissingCredentials => &MISSING_CREDENTIALS,
-            AuthErrorKind::InvalidToken => &INVALID_TOKEN,
-            AuthErrorKind::Revoked => &REVOKED,
-            AuthErrorKind::Expired => &EXPIRED,
-            AuthErrorKind::MissingOrganization => &MISSING_ORGANIZATION,
-            AuthErrorKind::Forbidden => &FORBIDDEN,
-            AuthErrorKind::Unavailable => &UNAVAILABLE,
-            AuthErrorKind::InvalidRequest | AuthErrorKind::InsufficientScope => return None,
-        };
-        let plain = self.scope.is_none() && self.org_header.is_none();
-        (plain && self.message.as_str() == standard.message).then_some(standard)
-    }
-
-    /// The JSON body of a standard or prepared refusal, ready made.
-    pub(crate) fn ready_json(&self) -> Option<Bytes> {
-        if let Some(standard) = self.as_standard() {
-            return Some(Bytes::from_static(standard.json.as_bytes()));
-        }
-        match &self.message {
-            Text::Prepared(prepared) if self.scope.is_none() && self.org_header.is_none() => {
-                Some(prepared.json.clone())
-            }
-            _ => None,
-        }
-    }
-
-    /// Every kind whose standard refusal carries a challenge, for the layer
-    /// to prepare once per realm.
-    pub(crate) fn standard_challenged() -> [AuthError; 5] {
-        [
-            Self::missing_credentials(),
-            Self::invalid_token(),
-            Self::revoked(),
-            Self::expired(),
-            Self::missing_organization(),
-        ]
-    }
-
-    /// Attaches a challenge prepared for this error's kind and realm.
-    pub(crate) fn with_prepared_challenge(mut self, challenge: Option<HeaderValue>) -> Self {
-        // These challenges name no message, so any message may take them.
-        let names_only_the_kind = matches!(
-            self.kind,
-            AuthErrorKind::MissingCredentials
-                | AuthErrorKind::InvalidToken
-                | AuthErrorKind::MissingOrganization
-        );
-        if names_only_the_kind || self.as_standard().is_some() {
-            self.challenge = challenge;
-        }
-        self
+    /// The kind's own refusal, with its standard message.
+    pub(crate) fn standard_of(kind: AuthErrorKind) -> Self {
+        Self::new(kind, Message::Standard)
     }
 
     /// No credential was sent.
     pub fn missing_credentials() -> Self {
-        Self::standard(AuthErrorKind::MissingCredentials, &MISSING_CREDENTIALS)
+        Self::standard_of(AuthErrorKind::MissingCredentials)
     }
 
-    /// No credential the layer accepts, with advice prepared by the layer:
-    /// what was wrong (another scheme, no scheme) and how to send a key.
-    pub(crate) fn missing_credentials_with(advice: Arc<PreparedRefusal>) -> Self {
-        Self::with_text(AuthErrorKind::MissingCredentials, Text::Prepared(advice))
+    /// No credential the layer accepts, with the layer's advice on how to
+    /// send one, written once per extraction policy.
+    pub(crate) fn missing_credentials_with(advice: Arc<str>) -> Self {
+        Self::new(AuthErrorKind::MissingCredentials, Message::Shared(advice))
     }
 
     /// A malformed credential; `reason` is shown to the client, so it must
     /// not contain the credential.
     pub fn invalid_request(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(AuthErrorKind::InvalidRequest, reason)
+        Self::new(AuthErrorKind::InvalidRequest, Message::from(reason.into()))
     }
 
     /// The one answer for a wrong format, a bad checksum, an unknown id and a
     /// wrong secret.
     pub fn invalid_token() -> Self {
-        Self::standard(AuthErrorKind::InvalidToken, &INVALID_TOKEN)
+        Self::standard_of(AuthErrorKind::InvalidToken)
     }
 
     /// The key was revoked.
     pub fn revoked() -> Self {
-        Self::standard(AuthErrorKind::Revoked, &REVOKED)
+        Self::standard_of(AuthErrorKind::Revoked)
     }
 
     /// The key has expired.
     pub fn expired() -> Self {
-        Self::standard(AuthErrorKind::Expired, &EXPIRED)
+        Self::standard_of(AuthErrorKind::Expired)
     }
 
     /// A personal token without the organization header.
     pub fn missing_organization() -> Self {
-        Self::standard(AuthErrorKind::MissingOrganization, &MISSING_ORGANIZATION)
+        Self::standard_of(AuthErrorKind::MissingOrganization)
     }
 
     /// Names the header a personal token's organization goes in, for the
@@ -284,15 +224,16 @@ impl AuthError {
 
     /// The credential may not act for the organization named in the request.
     pub fn forbidden() -> Self {
-        Self::standard(AuthErrorKind::Forbidden, &FORBIDDEN)
+        Self::standard_of(AuthErrorKind::Forbidden)
     }
 
-    /// The credential lacks `scope`.
+    /// The credential lacks `scope` (or each of several space-separated
+    /// scopes).
     pub fn insufficient_scope(scope: impl Into<Arc<str>>) -> Self {
         let scope = scope.into();
         let mut error = Self::new(
             AuthErrorKind::InsufficientScope,
-            format!("The API key lacks the scope {scope}."),
+            Message::from(Cow::Owned(format!("The API key lacks the scope {scope}."))),
         );
         error.scope = Some(scope);
         error
@@ -300,15 +241,7 @@ impl AuthError {
 
     /// The key store failed or timed out.
     pub fn unavailable() -> Self {
-        Self::standard(AuthErrorKind::Unavailable, &UNAVAILABLE)
-    }
-
-    /// Sets the realm named in the `WWW-Authenticate` challenge. The layer
-    /// sets its own before responding.
-    pub fn with_realm(mut self, realm: impl Into<Arc<str>>) -> Self {
-        self.realm = Some(realm.into());
-        self.challenge = None;
-        self
+        Self::standard_of(AuthErrorKind::Unavailable)
     }
 
     /// What went wrong.
@@ -318,7 +251,17 @@ impl AuthError {
 
     /// A sentence for the client. Never contains a credential.
     pub fn message(&self) -> &str {
-        self.message.as_str()
+        match &self.message {
+            Message::Standard => self.kind.standard_message(),
+            Message::Static(text) => text,
+            Message::Shared(text) => text,
+        }
+    }
+
+    /// How the message was made, for the responses that prepare the
+    /// standard ones.
+    pub(crate) fn message_form(&self) -> &Message {
+        &self.message
     }
 
     /// For [`AuthErrorKind::MissingOrganization`], the header the
@@ -333,121 +276,19 @@ impl AuthError {
         self.scope.as_deref()
     }
 
-    /// The realm of the challenge, if set.
-    pub fn realm(&self) -> Option<&str> {
-        self.realm.as_deref()
-    }
-
-    /// The HTTP status: 400, 401, 403 or 503.
+    /// The HTTP status: 400, 401, 403 or 503 ([`AuthErrorKind::status`]).
     pub fn status(&self) -> StatusCode {
-        match self.kind {
-            AuthErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
-            AuthErrorKind::MissingCredentials
-            | AuthErrorKind::InvalidToken
-            | AuthErrorKind::Revoked
-            | AuthErrorKind::Expired
-            | AuthErrorKind::MissingOrganization => StatusCode::UNAUTHORIZED,
-            AuthErrorKind::Forbidden | AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
-            AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        self.kind.status()
     }
 
-    /// The `error` field of the JSON body: `missing_credentials`,
-    /// `invalid_request`, `invalid_token`, `missing_organization`,
-    /// `forbidden`, `insufficient_scope` or `unavailable`.
+    /// The `error` field of the JSON body ([`AuthErrorKind::error_code`]).
     pub fn error_code(&self) -> &'static str {
-        match self.kind {
-            AuthErrorKind::MissingCredentials => "missing_credentials",
-            AuthErrorKind::InvalidRequest => "invalid_request",
-            AuthErrorKind::InvalidToken | AuthErrorKind::Revoked | AuthErrorKind::Expired => {
-                "invalid_token"
-            }
-            AuthErrorKind::MissingOrganization => "missing_organization",
-            AuthErrorKind::Forbidden => "forbidden",
-            AuthErrorKind::InsufficientScope => "insufficient_scope",
-            AuthErrorKind::Unavailable => "unavailable",
-        }
+        self.kind.error_code()
     }
 
-    /// The RFC 6750 `error` attribute of the challenge, if the outcome has
-    /// one.
-    fn challenge_error(&self) -> Option<&'static str> {
-        match self.kind {
-            AuthErrorKind::MissingCredentials
-            | AuthErrorKind::Forbidden
-            | AuthErrorKind::Unavailable => None,
-            AuthErrorKind::InvalidRequest | AuthErrorKind::MissingOrganization => {
-                Some("invalid_request")
-            }
-            AuthErrorKind::InvalidToken | AuthErrorKind::Revoked | AuthErrorKind::Expired => {
-                Some("invalid_token")
-            }
-            AuthErrorKind::InsufficientScope => Some("insufficient_scope"),
-        }
-    }
-
-    /// The `WWW-Authenticate` value (RFC 6750 §3), or `None` for outcomes
-    /// that carry no challenge (403 forbidden, 503).
-    ///
-    /// * no credential: `Bearer realm="api"`, no error attribute (§3.1);
-    /// * revoked or expired: `error="invalid_token"` with an
-    ///   `error_description`;
-    /// * missing scope: `error="insufficient_scope", scope="…"`.
-    pub fn www_authenticate(&self) -> Option<HeaderValue> {
-        if let Some(challenge) = &self.challenge {
-            return Some(challenge.clone());
-        }
-        let error = self.challenge_error();
-        if error.is_none() && self.kind != AuthErrorKind::MissingCredentials {
-            return None;
-        }
-        let mut attributes: Vec<(&str, &str)> = Vec::with_capacity(4);
-        if let Some(realm) = self.realm() {
-            attributes.push(("realm", realm));
-        }
-        if let Some(error) = error {
-            attributes.push(("error", error));
-        }
-        if matches!(self.kind, AuthErrorKind::Revoked | AuthErrorKind::Expired) {
-            attributes.push(("error_description", self.message()));
-        }
-        if let Some(scope) = self.required_scope() {
-            attributes.push(("scope", scope));
-        }
-        let mut value = String::from("Bearer");
-        for (i, (name, text)) in attributes.iter().enumerate() {
-            value.push_str(if i == 0 { " " } else { ", " });
-            value.push_str(name);
-            value.push_str("=\"");
-            push_quoted_string_content(&mut value, text);
-            value.push('"');
-        }
-        HeaderValue::from_str(&value).ok()
-    }
-
-    /// The gRPC status code: 16 `UNAUTHENTICATED` for 400 and 401 outcomes,
-    /// 7 `PERMISSION_DENIED` for 403, 14 `UNAVAILABLE` for 503.
+    /// The gRPC status code ([`AuthErrorKind::grpc_code`]).
     pub fn grpc_code(&self) -> i32 {
-        match self.status() {
-            StatusCode::FORBIDDEN => 7,
-            StatusCode::SERVICE_UNAVAILABLE => 14,
-            _ => 16,
-        }
-    }
-}
-
-/// Escapes `"` and `\` and drops anything that is not visible ASCII or a
-/// space, so the result is a valid RFC 9110 quoted-string body.
-fn push_quoted_string_content(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => {}
-        }
+        self.kind.grpc_code()
     }
 }
 
@@ -473,32 +314,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_credentials_has_a_challenge_without_error_attribute() {
-        let error = AuthError::missing_credentials().with_realm("api");
-        assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(error.www_authenticate().unwrap(), r#"Bearer realm="api""#);
-        assert_eq!(
-            AuthError::missing_credentials().www_authenticate().unwrap(),
-            "Bearer"
-        );
-    }
-
-    #[test]
-    fn revoked_and_expired_look_like_invalid_token_with_a_description() {
-        for error in [AuthError::revoked(), AuthError::expired()] {
-            assert_eq!(error.error_code(), "invalid_token");
-            assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
-            let challenge = error.with_realm("api").www_authenticate().unwrap();
-            let challenge = challenge.to_str().unwrap();
-            assert!(
-                challenge.starts_with(
-                    r#"Bearer realm="api", error="invalid_token", error_description=""#
-                )
-            );
-        }
-    }
-
-    #[test]
     fn the_outcome_table_holds() {
         let rows = [
             (
@@ -509,6 +324,8 @@ mod tests {
             ),
             (AuthError::invalid_request("x"), 400, "invalid_request", 16),
             (AuthError::invalid_token(), 401, "invalid_token", 16),
+            (AuthError::revoked(), 401, "invalid_token", 16),
+            (AuthError::expired(), 401, "invalid_token", 16),
             (
                 AuthError::missing_organization(),
                 401,
@@ -529,77 +346,25 @@ mod tests {
             assert_eq!(error.error_code(), code);
             assert_eq!(error.grpc_code(), grpc);
         }
-        assert!(AuthError::forbidden().www_authenticate().is_none());
-        assert!(AuthError::unavailable().www_authenticate().is_none());
-        assert_eq!(
-            AuthError::missing_organization()
-                .www_authenticate()
-                .unwrap(),
-            r#"Bearer error="invalid_request""#
-        );
     }
 
     #[test]
-    fn quoted_strings_are_escaped() {
-        let error = AuthError::invalid_request("bad").with_realm("a \"quoted\" realm\u{7f}é");
-        assert_eq!(
-            error.www_authenticate().unwrap(),
-            r#"Bearer realm="a \"quoted\" realm", error="invalid_request""#
-        );
-    }
-}
-
-#[cfg(test)]
-mod standard_tests {
-    use super::*;
-
-    #[test]
-    fn ready_made_bodies_are_the_json_of_their_error() {
-        for error in [
-            AuthError::missing_credentials(),
-            AuthError::invalid_token(),
-            AuthError::revoked(),
-            AuthError::expired(),
-            AuthError::missing_organization(),
-            AuthError::forbidden(),
-            AuthError::unavailable(),
-        ] {
-            let body = error.ready_json().expect("a standard refusal");
-            assert_eq!(
-                body,
-                format!(
-                    r#"{{"error":"{}","message":"{}"}}"#,
-                    error.error_code(),
-                    error.message()
-                )
-            );
+    fn kinds_index_their_table() {
+        for (index, kind) in AuthErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), index);
         }
-        assert_eq!(AuthError::invalid_request("x").ready_json(), None);
-        assert_eq!(AuthError::insufficient_scope("a").ready_json(), None);
-        let prepared = Arc::new(PreparedRefusal::missing_credentials(
-            "Send a \"key\".".to_owned(),
-        ));
-        let error = AuthError::missing_credentials_with(prepared);
-        assert_eq!(
-            error.ready_json().unwrap(),
-            r#"{"error":"missing_credentials","message":"Send a \"key\"."}"#
-        );
     }
 
     #[test]
-    fn a_prepared_challenge_equals_the_computed_one() {
-        for error in AuthError::standard_challenged() {
-            let error = error.with_realm("api");
-            let computed = error.www_authenticate();
-            let prepared = error.clone().with_prepared_challenge(computed.clone());
-            assert_eq!(prepared.www_authenticate(), computed);
-        }
-        // Only standard refusals take one.
-        let other = AuthError::invalid_request("x")
-            .with_prepared_challenge(Some(HeaderValue::from_static("Bearer")));
+    fn standard_messages_are_the_kinds_own() {
         assert_eq!(
-            other.www_authenticate().unwrap(),
-            r#"Bearer error="invalid_request""#
+            AuthError::invalid_token().message(),
+            "The API key is invalid."
+        );
+        assert_eq!(AuthError::invalid_request("bad").message(), "bad");
+        assert_eq!(
+            AuthError::insufficient_scope("a").message(),
+            "The API key lacks the scope a."
         );
     }
 }

@@ -14,7 +14,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderName, Uri};
 use percent_encoding::percent_decode;
 
-use crate::error::{AuthError, PreparedRefusal};
+use crate::error::AuthError;
 use crate::principal::CredentialSource;
 
 /// The longest credential accepted, in bytes. Our own tokens are about 45
@@ -113,14 +113,14 @@ pub struct Extract {
 
 /// What a refusal for a missing credential tells the client under one
 /// policy: what was wrong, and how to send a key. Written once per policy,
-/// so refusing copies no text.
+/// so refusing copies no text (and the layer prepares each one's body).
 struct Advice {
-    nothing: Arc<PreparedRefusal>,
-    no_scheme: Arc<PreparedRefusal>,
-    basic: Arc<PreparedRefusal>,
-    token_scheme: Arc<PreparedRefusal>,
-    other_scheme: Arc<PreparedRefusal>,
-    authorization_unread: Arc<PreparedRefusal>,
+    nothing: Arc<str>,
+    no_scheme: Arc<str>,
+    basic: Arc<str>,
+    token_scheme: Arc<str>,
+    other_scheme: Arc<str>,
+    authorization_unread: Arc<str>,
 }
 
 impl Advice {
@@ -141,11 +141,7 @@ impl Advice {
             [first, second] => format!(" Send the key {first} or {second}."),
             [rest @ .., last] => format!(" Send the key {}, or {last}.", rest.join(", ")),
         };
-        let say = |what: &str| {
-            Arc::new(PreparedRefusal::missing_credentials(format!(
-                "{what}{send}"
-            )))
-        };
+        let say = |what: &str| Arc::from(format!("{what}{send}"));
         Self {
             nothing: say("An API key is required."),
             no_scheme: say("The Authorization header has no scheme."),
@@ -243,6 +239,19 @@ impl Extract {
             advice: Arc::new(Advice::for_sources(&sources)),
             sources: sources.into(),
         }
+    }
+
+    /// Every message [`missing`](Self::missing) may answer with.
+    pub(crate) fn advice(&self) -> [&Arc<str>; 6] {
+        let advice = &*self.advice;
+        [
+            &advice.nothing,
+            &advice.no_scheme,
+            &advice.basic,
+            &advice.token_scheme,
+            &advice.other_scheme,
+            &advice.authorization_unread,
+        ]
     }
 
     /// The refusal for a request in which no source found a credential:

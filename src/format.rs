@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::hash::{KeyHash, Token};
 use crate::ids::KeyId;
-use crate::record::KeyKind;
+use crate::ids::KeyKind;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CHECKSUM_LEN: usize = 6;

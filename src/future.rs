@@ -14,8 +14,7 @@ use tower_service::Service;
 
 use crate::body::AuthBody;
 use crate::response::ResponseContext;
-use crate::service::{Admission, admit};
-use crate::verify::PendingVerdict;
+use crate::verify::{Admission, PendingVerdict, admit};
 
 pin_project! {
     /// The response future of [`KeyAuth`](crate::KeyAuth).
@@ -39,10 +38,12 @@ pin_project! {
         Checking {
             waiting: Box<Waiting<Svc, ReqBody>>,
         },
-        /// The request passed; the inner service answers.
+        /// The request passed; the inner service answers. A key layer
+        /// gives a refusal a handler answered itself its challenge.
         Calling {
             #[pin]
             future: Svc::Future,
+            context: Option<Arc<ResponseContext>>,
         },
         /// The request was refused without calling the inner service.
         Refused {
@@ -64,9 +65,9 @@ impl<Svc, ReqBody> ResponseFuture<Svc, ReqBody>
 where
     Svc: Service<Request<ReqBody>>,
 {
-    pub(crate) fn calling(future: Svc::Future) -> Self {
+    pub(crate) fn calling(future: Svc::Future, context: Option<Arc<ResponseContext>>) -> Self {
         Self {
-            state: State::Calling { future },
+            state: State::Calling { future, context },
         }
     }
 
@@ -117,15 +118,19 @@ where
                         Admission::Pass(parts) => {
                             let mut inner = waiting.inner.take().expect("polled after completion");
                             let future = inner.call(Request::from_parts(parts, body));
-                            this.state.set(State::Calling { future });
+                            let context = Some(Arc::clone(&waiting.context));
+                            this.state.set(State::Calling { future, context });
                         }
                         Admission::Refuse(refusal) => {
                             return Poll::Ready(Ok(refusal.map(AuthBody::refusal)));
                         }
                     }
                 }
-                StateProjection::Calling { future } => {
-                    let response = ready!(future.poll(cx))?;
+                StateProjection::Calling { future, context } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(context) = context {
+                        context.restamp(&mut response);
+                    }
                     return Poll::Ready(Ok(response.map(AuthBody::inner)));
                 }
                 StateProjection::Refused { response } => {

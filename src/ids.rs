@@ -139,3 +139,33 @@ impl std::ops::Deref for Label {
         self.0.as_str()
     }
 }
+
+/// The three kinds of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// An API key owned by an organization, acting for all of it.
+    Organization,
+    /// An API key owned by one workspace of an organization.
+    Workspace,
+    /// A personal access token: owned by a user, not bound to an
+    /// organization. Each request names the organization in a header and the
+    /// user must be a member of it.
+    Personal,
+}
+
+impl KeyKind {
+    /// `"organization"`, `"workspace"` or `"personal"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyKind::Organization => "organization",
+            KeyKind::Workspace => "workspace",
+            KeyKind::Personal => "personal",
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

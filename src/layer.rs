@@ -12,7 +12,7 @@ use crate::clock::{Clock, SharedClock};
 use crate::extract::Extract;
 use crate::format::KeyFormat;
 use crate::public::PublicPaths;
-use crate::response::{DEFAULT_REALM, DefaultResponder, Responder, ResponseContext};
+use crate::response::{DefaultResponder, Refusals, Responder, ResponseContext};
 use crate::service::KeyAuth;
 use crate::store::KeyStore;
 
@@ -59,6 +59,10 @@ pub(crate) struct Config<S> {
     pub(crate) public: PublicPaths,
     pub(crate) org_header: HeaderName,
     pub(crate) hide_credentials: bool,
+    responder: Arc<dyn Responder>,
+    realm: Arc<str>,
+    /// The responder and the refusals prepared for this realm and
+    /// extraction policy; rebuilt whenever one of them changes.
     pub(crate) context: Arc<ResponseContext>,
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) clock: SharedClock,
@@ -73,6 +77,8 @@ impl<S> Clone for Config<S> {
             public: self.public.clone(),
             org_header: self.org_header.clone(),
             hide_credentials: self.hide_credentials,
+            responder: Arc::clone(&self.responder),
+            realm: Arc::clone(&self.realm),
             context: Arc::clone(&self.context),
             store_timeout: self.store_timeout,
             clock: self.clock.clone(),
@@ -90,22 +96,43 @@ impl<S: KeyStore> KeyAuthLayer<S> {
 
     /// A layer over a store already behind an `Arc`.
     pub fn from_shared_store(store: Arc<S>) -> Self {
+        let extract = Extract::default();
+        let responder: Arc<dyn Responder> = Arc::new(DefaultResponder);
+        let realm: Arc<str> = Arc::from(DEFAULT_REALM);
+        let context = Config::<S>::context(&responder, &realm, &extract);
         Self {
             config: Arc::new(Config {
                 store,
                 format: KeyFormat::default(),
-                extract: Extract::default(),
+                extract,
                 public: PublicPaths::default(),
                 org_header: HeaderName::from_static(DEFAULT_ORG_HEADER),
                 hide_credentials: false,
-                context: Arc::new(ResponseContext::new(
-                    Arc::new(DefaultResponder),
-                    Arc::from(DEFAULT_REALM),
-                )),
+                responder,
+                realm,
+                context,
                 store_timeout: None,
                 clock: SharedClock::default(),
             }),
         }
+    }
+}
+
+/// The realm of `WWW-Authenticate` challenges unless a layer names another.
+const DEFAULT_REALM: &str = "api";
+
+impl<S> Config<S> {
+    fn context(
+        responder: &Arc<dyn Responder>,
+        realm: &Arc<str>,
+        extract: &Extract,
+    ) -> Arc<ResponseContext> {
+        let refusals = Refusals::new(Arc::clone(realm), extract.advice());
+        Arc::new(ResponseContext::new(Arc::clone(responder), refusals))
+    }
+
+    fn refresh_context(&mut self) {
+        self.context = Self::context(&self.responder, &self.realm, &self.extract);
     }
 }
 
@@ -116,7 +143,9 @@ impl<S> KeyAuthLayer<S> {
 
     /// Where to look for the credential (default: [`Extract::bearer`]).
     pub fn extract(mut self, policy: Extract) -> Self {
-        self.config_mut().extract = policy;
+        let config = self.config_mut();
+        config.extract = policy;
+        config.refresh_context();
         self
     }
 
@@ -152,8 +181,9 @@ impl<S> KeyAuthLayer<S> {
 
     /// The realm named in `WWW-Authenticate` challenges (default `api`).
     pub fn realm(mut self, realm: &str) -> Self {
-        let context = self.config.context.with_realm(Arc::from(realm));
-        self.config_mut().context = Arc::new(context);
+        let config = self.config_mut();
+        config.realm = Arc::from(realm);
+        config.refresh_context();
         self
     }
 
@@ -174,8 +204,9 @@ impl<S> KeyAuthLayer<S> {
     /// Shapes refusals (default: [`DefaultResponder`], JSON for HTTP and
     /// trailers-only for gRPC).
     pub fn responder(mut self, responder: impl Responder) -> Self {
-        let context = self.config.context.with_responder(Arc::new(responder));
-        self.config_mut().context = Arc::new(context);
+        let config = self.config_mut();
+        config.responder = Arc::new(responder);
+        config.refresh_context();
         self
     }
 
@@ -249,7 +280,7 @@ impl<S> fmt::Debug for Config<S> {
             .field("public", &self.public)
             .field("org_header", &self.org_header)
             .field("hide_credentials", &self.hide_credentials)
-            .field("context", &self.context)
+            .field("realm", &self.realm)
             .field("store_timeout", &self.store_timeout)
             .field("clock", &self.clock)
             .finish()

@@ -83,7 +83,7 @@ mod principal;
 mod public;
 mod record;
 mod require_scopes;
-mod response;
+pub mod response;
 mod scope;
 mod service;
 mod store;
@@ -105,13 +105,13 @@ pub use extract::{API_KEY_HEADER, API_KEY_QUERY, Extract, ExtractCredential, MAX
 pub use format::{Environment, KeyFormat, MintError, MintedToken, ParseError, ParsedToken};
 pub use future::ResponseFuture;
 pub use hash::{KeyHash, Token};
-pub use ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
+pub use ids::{KeyId, KeyKind, Label, OrgId, UserId, WorkspaceId};
 pub use layer::{DEFAULT_ORG_HEADER, KeyAuthLayer};
 pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use principal::{CredentialSource, Principal, Tenant};
-pub use record::{KeyKind, KeyRecord, Membership, Owner};
+pub use record::{KeyRecord, Membership, Owner};
 pub use require_scopes::{RequireScopes, RequireScopesService};
-pub use response::{DefaultResponder, Responder, is_grpc};
+pub use response::{DefaultResponder, Responder};
 pub use scope::{InvalidScope, Scope, Scopes};
 pub use service::KeyAuth;
 #[cfg(feature = "sqlite")]

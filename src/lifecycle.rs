@@ -6,8 +6,9 @@ use async_trait::async_trait;
 
 use crate::format::{Environment, KeyFormat, MintError, MintedToken};
 use crate::hash::Token;
+use crate::ids::KeyKind;
 use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
-use crate::record::{KeyKind, KeyRecord, Membership, Owner};
+use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::{InvalidScope, Scopes};
 use crate::store::{KeyStore, StoreError};
 

@@ -3,12 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderName;
+use http::{Extensions, HeaderName};
 
 use crate::error::AuthError;
 use crate::format::Environment;
-use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
-use crate::record::KeyKind;
+use crate::ids::{KeyId, KeyKind, OrgId, UserId, WorkspaceId};
 use crate::response::ResponseContext;
 use crate::scope::Scopes;
 
@@ -90,7 +89,7 @@ impl fmt::Display for CredentialSource {
 /// assert!(principal.require_scope("objects.read").is_ok());
 /// assert!(principal.require_scope("objects.write").is_err());
 /// ```
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
     key_id: KeyId,
     kind: KeyKind,
@@ -99,21 +98,6 @@ pub struct Principal {
     scopes: Scopes,
     source: CredentialSource,
     environment: Option<Environment>,
-    /// How the layer that authenticated the request answers refusals, so
-    /// that later scope checks answer the same way.
-    context: Arc<ResponseContext>,
-}
-
-impl PartialEq for Principal {
-    fn eq(&self, other: &Self) -> bool {
-        self.key_id == other.key_id
-            && self.kind == other.kind
-            && self.tenant == other.tenant
-            && self.user == other.user
-            && self.scopes == other.scopes
-            && self.source == other.source
-            && self.environment == other.environment
-    }
 }
 
 impl Principal {
@@ -127,7 +111,6 @@ impl Principal {
             scopes: Scopes::all(),
             source: CredentialSource::Bearer,
             environment: None,
-            context: ResponseContext::shared_default(),
         }
     }
 
@@ -141,7 +124,6 @@ impl Principal {
         scopes: Scopes,
         source: CredentialSource,
         environment: Option<Environment>,
-        context: Arc<ResponseContext>,
     ) -> Self {
         Self {
             key_id,
@@ -151,13 +133,7 @@ impl Principal {
             scopes,
             source,
             environment,
-            context,
         }
-    }
-
-    /// How the layer that authenticated the request answers refusals.
-    pub(crate) fn context(&self) -> &Arc<ResponseContext> {
-        &self.context
     }
 
     /// Sets the user (personal tokens).
@@ -237,12 +213,13 @@ impl Principal {
 
     /// `Ok` when the principal holds `scope`; otherwise the
     /// `insufficient_scope` error, which turns into a 403 (with the axum
-    /// feature, `?` in a handler does that).
+    /// feature, `?` in a handler does that, with the layer's realm in its
+    /// challenge).
     pub fn require_scope(&self, scope: &str) -> Result<(), AuthError> {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(AuthError::insufficient_scope(scope).with_realm(self.context.realm().clone()))
+            Err(AuthError::insufficient_scope(scope))
         }
     }
 }
@@ -267,7 +244,29 @@ impl fmt::Debug for Principal {
 /// answer like the layer would (and tell it apart from a route the layer
 /// never saw).
 #[derive(Clone)]
-pub(crate) struct Unauthenticated {
-    pub(crate) rejection: AuthError,
-    pub(crate) context: Arc<ResponseContext>,
+pub(crate) struct Unauthenticated(pub(crate) AuthError);
+
+/// What the layer left in a request's extensions about its caller.
+pub(crate) enum Caller<'a> {
+    /// A valid credential, and how the layer answers refusals, when it ran
+    /// (a principal inserted by hand has none).
+    Authenticated(&'a Principal, Option<&'a ResponseContext>),
+    /// A public path without a valid credential: the layer's reason and how
+    /// it answers.
+    Refused(&'a AuthError, &'a ResponseContext),
+    /// The layer never saw the request: a misconfigured router.
+    NotBehindKeyAuth,
+}
+
+impl<'a> Caller<'a> {
+    pub(crate) fn of(extensions: &'a Extensions) -> Self {
+        let context = extensions.get::<Arc<ResponseContext>>().map(|c| &**c);
+        if let Some(principal) = extensions.get::<Principal>() {
+            return Caller::Authenticated(principal, context);
+        }
+        match (extensions.get::<Unauthenticated>(), context) {
+            (Some(Unauthenticated(error)), Some(context)) => Caller::Refused(error, context),
+            _ => Caller::NotBehindKeyAuth,
+        }
+    }
 }

@@ -6,38 +6,8 @@ use std::time::SystemTime;
 
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
-use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
+use crate::ids::{KeyId, KeyKind, Label, OrgId, UserId, WorkspaceId};
 use crate::scope::Scopes;
-
-/// The three kinds of credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyKind {
-    /// An API key owned by an organization, acting for all of it.
-    Organization,
-    /// An API key owned by one workspace of an organization.
-    Workspace,
-    /// A personal access token: owned by a user, not bound to an
-    /// organization. Each request names the organization in a header and the
-    /// user must be a member of it.
-    Personal,
-}
-
-impl KeyKind {
-    /// `"organization"`, `"workspace"` or `"personal"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            KeyKind::Organization => "organization",
-            KeyKind::Workspace => "workspace",
-            KeyKind::Personal => "personal",
-        }
-    }
-}
-
-impl fmt::Display for KeyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who a key belongs to. The owner decides the key's [`KeyKind`] and the
 /// tenant it acts for.

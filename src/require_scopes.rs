@@ -11,8 +11,8 @@ use tower_service::Service;
 use crate::body::AuthBody;
 use crate::error::AuthError;
 use crate::future::ResponseFuture;
-use crate::principal::{Principal, Unauthenticated};
-use crate::response::not_behind_key_auth;
+use crate::principal::{Caller, Principal};
+use crate::response::{not_behind_key_auth, respond_without_layer};
 use crate::scope::{InvalidScope, Scopes};
 
 /// Requires every one of its scopes, per route (axum) or per service
@@ -191,9 +191,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
-        let extensions = &parts.extensions;
-        let refusal = if let Some(principal) = extensions.get::<Principal>() {
-            match self.rule.check(principal) {
+        let refusal = match Caller::of(&parts.extensions) {
+            Caller::Authenticated(principal, context) => match self.rule.check(principal) {
                 Ok(()) => None,
                 Err(error) => {
                     tracing::info!(
@@ -202,16 +201,19 @@ where
                         required = %self.rule.required,
                         "credential lacks a required scope"
                     );
-                    Some(principal.context().respond(error, &parts))
+                    Some(match context {
+                        Some(context) => context.respond(&error, &parts),
+                        None => respond_without_layer(&error, &parts),
+                    })
                 }
-            }
-        } else if let Some(marker) = extensions.get::<Unauthenticated>() {
-            Some(marker.context.respond(marker.rejection.clone(), &parts))
-        } else {
-            Some(not_behind_key_auth(&parts))
+            },
+            Caller::Refused(error, context) => Some(context.respond(error, &parts)),
+            Caller::NotBehindKeyAuth => Some(not_behind_key_auth(&parts)),
         };
         match refusal {
-            None => ResponseFuture::calling(self.inner.call(Request::from_parts(parts, body))),
+            None => {
+                ResponseFuture::calling(self.inner.call(Request::from_parts(parts, body)), None)
+            }
             Some(response) => ResponseFuture::refused(response),
         }
     }

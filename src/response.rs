@@ -1,8 +1,14 @@
-//! Turning an [`AuthError`] into a response: JSON for HTTP callers,
-//! trailers-only for gRPC callers, replaceable through [`Responder`].
+//! Every answer to a refused request is built here: the RFC 6750
+//! `WWW-Authenticate` challenges, the JSON bodies, the gRPC trailers-only
+//! responses, and the 500 for a route the layer does not cover.
+//!
+//! An [`AuthError`] says what went wrong; a [`Responder`] turns it into a
+//! response. Each layer prepares its answers once, per
+//! [kind](crate::AuthErrorKind), in its realm, and hands every responder a
+//! [`Refusal`]: the error with those prepared parts.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -10,7 +16,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::error::{AuthError, AuthErrorKind};
+use crate::error::{AuthError, AuthErrorKind, Message};
 
 /// Shapes the response for a refused request.
 ///
@@ -24,13 +30,16 @@ use crate::error::{AuthError, AuthErrorKind};
 /// ```
 /// use bytes::Bytes;
 /// use http::Response;
-/// use tower_keyauth::{AuthError, KeyAuthLayer, MemoryStore};
+/// use http::request::Parts;
+/// use tower_keyauth::response::Refusal;
+/// use tower_keyauth::{KeyAuthLayer, MemoryStore};
 ///
 /// let layer = KeyAuthLayer::new(MemoryStore::new()).responder(
-///     |error: &AuthError, _request: &http::request::Parts| {
+///     |refusal: &Refusal<'_>, _request: &Parts| {
+///         let error = refusal.error();
 ///         let mut response = Response::new(Bytes::from(format!("denied: {}", error.error_code())));
 ///         *response.status_mut() = error.status();
-///         if let Some(challenge) = error.www_authenticate() {
+///         if let Some(challenge) = refusal.www_authenticate() {
 ///             response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
 ///         }
 ///         response
@@ -40,22 +49,121 @@ use crate::error::{AuthError, AuthErrorKind};
 /// ```
 pub trait Responder: Send + Sync + 'static {
     /// The response for an HTTP caller.
-    fn respond(&self, error: &AuthError, request: &Parts) -> Response<Bytes>;
+    fn respond(&self, refusal: &Refusal<'_>, request: &Parts) -> Response<Bytes>;
 
     /// The response for a gRPC caller. Defaults to
     /// [`DefaultResponder::grpc`].
-    fn respond_grpc(&self, error: &AuthError, request: &Parts) -> Response<Bytes> {
+    fn respond_grpc(&self, refusal: &Refusal<'_>, request: &Parts) -> Response<Bytes> {
         let _ = request;
-        DefaultResponder::grpc(error)
+        DefaultResponder::grpc(refusal)
     }
 }
 
 impl<F> Responder for F
 where
-    F: Fn(&AuthError, &Parts) -> Response<Bytes> + Send + Sync + 'static,
+    F: Fn(&Refusal<'_>, &Parts) -> Response<Bytes> + Send + Sync + 'static,
 {
-    fn respond(&self, error: &AuthError, request: &Parts) -> Response<Bytes> {
-        self(error, request)
+    fn respond(&self, refusal: &Refusal<'_>, request: &Parts) -> Response<Bytes> {
+        self(refusal, request)
+    }
+}
+
+/// A refusal on its way out: the [`AuthError`], and the standard parts of
+/// its answer as the layer prepared them in its realm.
+///
+/// ```
+/// use tower_keyauth::AuthError;
+/// use tower_keyauth::response::Refusal;
+///
+/// let error = AuthError::insufficient_scope("objects.write");
+/// let refusal = Refusal::new(&error);
+/// assert_eq!(
+///     refusal.www_authenticate().unwrap(),
+///     r#"Bearer error="insufficient_scope", scope="objects.write""#
+/// );
+/// assert_eq!(
+///     refusal.json_body(),
+///     r#"{"error":"insufficient_scope","message":"The API key lacks the scope objects.write.","scope":"objects.write"}"#
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct Refusal<'a> {
+    error: &'a AuthError,
+    prepared: Option<&'a Refusals>,
+}
+
+impl<'a> Refusal<'a> {
+    /// The refusal of `error` outside any layer: its challenge names no
+    /// realm. Useful to test a [`Responder`].
+    pub fn new(error: &'a AuthError) -> Self {
+        Self {
+            error,
+            prepared: None,
+        }
+    }
+
+    /// What went wrong.
+    pub fn error(&self) -> &'a AuthError {
+        self.error
+    }
+
+    /// The HTTP status of the outcome table.
+    pub fn status(&self) -> StatusCode {
+        self.error.status()
+    }
+
+    /// The realm of the layer that refused, if one did.
+    pub fn realm(&self) -> Option<&'a str> {
+        self.prepared.map(|prepared| &*prepared.realm)
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750 §3), or `None` for outcomes
+    /// that carry no challenge (403 forbidden, 503):
+    ///
+    /// * no credential: `Bearer realm="api"`, no error attribute (§3.1);
+    /// * malformed credential, personal token without its organization:
+    ///   `error="invalid_request"`;
+    /// * invalid token: `error="invalid_token"`, and for a revoked or
+    ///   expired key an `error_description`;
+    /// * missing scope: `error="insufficient_scope", scope="…"`.
+    pub fn www_authenticate(&self) -> Option<HeaderValue> {
+        let error = self.error;
+        if let Some(prepared) = self.prepared {
+            let entry = &prepared.by_kind[error.kind().index()];
+            if entry.challenge_fits(error) {
+                return entry.challenge.clone();
+            }
+        }
+        challenge(error, self.realm())
+    }
+
+    /// The JSON body: `{"error":"<code>","message":"<message>"}`, with a
+    /// `"scope"` field for `insufficient_scope` and an `"org_header"` field
+    /// for `missing_organization` when the layer names the header.
+    pub fn json_body(&self) -> Bytes {
+        let error = self.error;
+        if let Some(prepared) = self.prepared {
+            if let Some(body) = prepared.ready_body(error) {
+                return body;
+            }
+        }
+        json_body(
+            error.error_code(),
+            error.message(),
+            &[
+                ("scope", error.required_scope()),
+                ("org_header", error.org_header()),
+            ],
+        )
+    }
+}
+
+impl fmt::Debug for Refusal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refusal")
+            .field("error", self.error)
+            .field("realm", &self.realm())
+            .finish()
     }
 }
 
@@ -70,12 +178,15 @@ where
 ///
 /// with a `"scope"` field added for `insufficient_scope`, and an
 /// `"org_header"` field naming the header for `missing_organization`. For
-/// gRPC: a
-/// trailers-only response (HTTP 200 with `grpc-status` and `grpc-message`).
+/// gRPC: a trailers-only response (HTTP 200 with `grpc-status` and
+/// `grpc-message`).
 ///
 /// ```
-/// use tower_keyauth::{AuthError, DefaultResponder};
-/// let response = DefaultResponder::json(&AuthError::invalid_token());
+/// use tower_keyauth::AuthError;
+/// use tower_keyauth::response::{DefaultResponder, Refusal};
+///
+/// let error = AuthError::invalid_token();
+/// let response = DefaultResponder::json(&Refusal::new(&error));
 /// assert_eq!(response.status(), 401);
 /// assert_eq!(
 ///     response.body().as_ref(),
@@ -87,23 +198,12 @@ pub struct DefaultResponder;
 
 impl DefaultResponder {
     /// The JSON response for an HTTP caller.
-    pub fn json(error: &AuthError) -> Response<Bytes> {
-        let body = match error.ready_json() {
-            Some(body) => body,
-            None => json_body(
-                error.error_code(),
-                error.message(),
-                &[
-                    ("scope", error.required_scope()),
-                    ("org_header", error.org_header()),
-                ],
-            ),
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = error.status();
+    pub fn json(refusal: &Refusal<'_>) -> Response<Bytes> {
+        let mut response = Response::new(refusal.json_body());
+        *response.status_mut() = refusal.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(challenge) = error.www_authenticate() {
+        if let Some(challenge) = refusal.www_authenticate() {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
         response
@@ -112,23 +212,161 @@ impl DefaultResponder {
     /// The trailers-only response for a gRPC caller: HTTP 200,
     /// `content-type: application/grpc`, `grpc-status` and a percent-encoded
     /// `grpc-message`, no body.
-    pub fn grpc(error: &AuthError) -> Response<Bytes> {
-        let mut response = Response::new(Bytes::new());
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(error.grpc_code()));
-        let message = utf8_percent_encode(error.message(), GRPC_MESSAGE).to_string();
-        if let Ok(message) = HeaderValue::from_str(&message) {
-            headers.insert("grpc-message", message);
-        }
-        response
+    pub fn grpc(refusal: &Refusal<'_>) -> Response<Bytes> {
+        let error = refusal.error();
+        grpc_trailers_only(error.grpc_code(), error.message())
     }
 }
 
 impl Responder for DefaultResponder {
-    fn respond(&self, error: &AuthError, _request: &Parts) -> Response<Bytes> {
-        Self::json(error)
+    fn respond(&self, refusal: &Refusal<'_>, _request: &Parts) -> Response<Bytes> {
+        Self::json(refusal)
+    }
+}
+
+/// One layer's answers, prepared once when the layer is built: for each
+/// kind its challenge in the layer's realm and the body of its standard
+/// message, and the bodies of the layer's advice on sending a key.
+pub(crate) struct Refusals {
+    realm: Arc<str>,
+    by_kind: [Prepared; AuthErrorKind::ALL.len()],
+    /// Each missing-credential message of the layer's extraction policy,
+    /// recognised by identity, with its body.
+    advice: Box<[(Arc<str>, Bytes)]>,
+}
+
+struct Prepared {
+    challenge: Option<HeaderValue>,
+    /// The body of the kind's standard message.
+    body: Bytes,
+}
+
+impl Prepared {
+    /// Whether the prepared challenge is this error's: it is, unless the
+    /// challenge names what varies (a scope, a revoked or expired key's own
+    /// description).
+    fn challenge_fits(&self, error: &AuthError) -> bool {
+        match error.kind() {
+            AuthErrorKind::InsufficientScope => false,
+            AuthErrorKind::Revoked | AuthErrorKind::Expired => {
+                matches!(error.message_form(), Message::Standard)
+            }
+            _ => true,
+        }
+    }
+}
+
+impl Refusals {
+    pub(crate) fn new<'m>(realm: Arc<str>, advice: impl IntoIterator<Item = &'m Arc<str>>) -> Self {
+        let by_kind = AuthErrorKind::ALL.map(|kind| {
+            let standard = AuthError::standard_of(kind);
+            Prepared {
+                challenge: challenge(&standard, Some(&realm)),
+                body: json_body(kind.error_code(), kind.standard_message(), &[]),
+            }
+        });
+        let advice = advice
+            .into_iter()
+            .map(|message| {
+                let body = json_body(AuthErrorKind::MissingCredentials.error_code(), message, &[]);
+                (Arc::clone(message), body)
+            })
+            .collect();
+        Self {
+            realm,
+            by_kind,
+            advice,
+        }
+    }
+
+    /// The refusal of `error` in this layer.
+    pub(crate) fn refusal<'a>(&'a self, error: &'a AuthError) -> Refusal<'a> {
+        Refusal {
+            error,
+            prepared: Some(self),
+        }
+    }
+
+    /// The body prepared for `error`, if its message is one this layer
+    /// prepared and nothing is added to it.
+    fn ready_body(&self, error: &AuthError) -> Option<Bytes> {
+        if error.required_scope().is_some() || error.org_header().is_some() {
+            return None;
+        }
+        match error.message_form() {
+            Message::Standard => Some(self.by_kind[error.kind().index()].body.clone()),
+            Message::Shared(text) if error.kind() == AuthErrorKind::MissingCredentials => self
+                .advice
+                .iter()
+                .find(|(advice, _)| Arc::ptr_eq(advice, text))
+                .map(|(_, body)| body.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// How one layer answers: its responder and its prepared refusals. The
+/// layer puts it into the extensions of every request it lets through, so
+/// that later refusals (a scope layer's, an extractor's, a handler's) answer
+/// the same way.
+pub(crate) struct ResponseContext {
+    responder: Arc<dyn Responder>,
+    refusals: Refusals,
+}
+
+impl ResponseContext {
+    pub(crate) fn new(responder: Arc<dyn Responder>, refusals: Refusals) -> Self {
+        Self {
+            responder,
+            refusals,
+        }
+    }
+
+    /// The response for `error`, in the caller's protocol.
+    pub(crate) fn respond(&self, error: &AuthError, request: &Parts) -> Response<Bytes> {
+        let refusal = self.refusals.refusal(error);
+        if is_grpc(&request.headers) {
+            self.responder.respond_grpc(&refusal, request)
+        } else {
+            self.responder.respond(&refusal, request)
+        }
+    }
+
+    /// Gives a refusal that a handler answered itself (an [`AuthError`]
+    /// returned from an axum handler) this layer's challenge, which names
+    /// the layer's realm.
+    pub(crate) fn restamp<B>(&self, response: &mut Response<B>) {
+        let Some(HandlerRefusal(error)) = response.extensions_mut().remove::<HandlerRefusal>()
+        else {
+            return;
+        };
+        if let Some(challenge) = self.refusals.refusal(&error).www_authenticate() {
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+    }
+}
+
+impl fmt::Debug for ResponseContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseContext")
+            .field("realm", &self.refusals.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Marks a response that a handler built from an [`AuthError`], for the
+/// layer around it to give it the layer's challenge.
+#[derive(Clone)]
+pub(crate) struct HandlerRefusal(pub(crate) AuthError);
+
+/// The standard answer to a refusal outside any layer (for a principal
+/// that a test or another middleware inserted by hand): no realm.
+pub(crate) fn respond_without_layer(error: &AuthError, request: &Parts) -> Response<Bytes> {
+    let refusal = Refusal::new(error);
+    if is_grpc(&request.headers) {
+        DefaultResponder::grpc(&refusal)
+    } else {
+        DefaultResponder::json(&refusal)
     }
 }
 
@@ -136,24 +374,14 @@ impl Responder for DefaultResponder {
 /// never passed a [`KeyAuthLayer`](crate::KeyAuthLayer): a server
 /// misconfiguration, so a 500 (gRPC `INTERNAL`), logged.
 pub(crate) fn not_behind_key_auth(request: &Parts) -> Response<Bytes> {
-    const MESSAGE: &str = "This route needs a Principal but is not behind KeyAuthLayer.";
     tracing::error!(
         path = request.uri.path(),
         "a route reads a Principal but KeyAuthLayer does not cover it; add the layer to this route"
     );
     if is_grpc(&request.headers) {
-        let mut response = Response::new(Bytes::new());
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(13));
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_str(&utf8_percent_encode(MESSAGE, GRPC_MESSAGE).to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("misconfigured")),
-        );
-        return response;
+        return grpc_trailers_only(13, NOT_BEHIND_KEY_AUTH);
     }
-    let mut response = Response::new(json_body("server_misconfigured", MESSAGE, &[]));
+    let mut response = Response::new(json_body("server_misconfigured", NOT_BEHIND_KEY_AUTH, &[]));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
         .headers_mut()
@@ -161,19 +389,97 @@ pub(crate) fn not_behind_key_auth(request: &Parts) -> Response<Bytes> {
     response
 }
 
+/// What a route that is not behind the layer answers.
+pub(crate) const NOT_BEHIND_KEY_AUTH: &str =
+    "This route needs a Principal but is not behind KeyAuthLayer.";
+
+fn grpc_trailers_only(code: i32, message: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(code));
+    let message = utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+    if let Ok(message) = HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}
+
 /// The gRPC spec percent-encodes everything outside printable ASCII, and `%`.
 const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Whether the request is a gRPC call (`content-type: application/grpc…`).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// The RFC 6750 `error` attribute of a kind's challenge, if it has one.
+fn challenge_error(kind: AuthErrorKind) -> Option<&'static str> {
+    match kind {
+        AuthErrorKind::MissingCredentials
+        | AuthErrorKind::Forbidden
+        | AuthErrorKind::Unavailable => None,
+        AuthErrorKind::InvalidRequest | AuthErrorKind::MissingOrganization => {
+            Some("invalid_request")
+        }
+        AuthErrorKind::InvalidToken | AuthErrorKind::Revoked | AuthErrorKind::Expired => {
+            Some("invalid_token")
+        }
+        AuthErrorKind::InsufficientScope => Some("insufficient_scope"),
+    }
+}
+
+/// The challenge of `error` in `realm`, built.
+fn challenge(error: &AuthError, realm: Option<&str>) -> Option<HeaderValue> {
+    let kind = error.kind();
+    let code = challenge_error(kind);
+    if code.is_none() && kind != AuthErrorKind::MissingCredentials {
+        return None;
+    }
+    let mut attributes: Vec<(&str, &str)> = Vec::with_capacity(4);
+    if let Some(realm) = realm {
+        attributes.push(("realm", realm));
+    }
+    if let Some(code) = code {
+        attributes.push(("error", code));
+    }
+    if matches!(kind, AuthErrorKind::Revoked | AuthErrorKind::Expired) {
+        attributes.push(("error_description", error.message()));
+    }
+    if let Some(scope) = error.required_scope() {
+        attributes.push(("scope", scope));
+    }
+    let mut value = String::from("Bearer");
+    for (i, (name, text)) in attributes.iter().enumerate() {
+        value.push_str(if i == 0 { " " } else { ", " });
+        value.push_str(name);
+        value.push_str("=\"");
+        push_quoted_string_content(&mut value, text);
+        value.push('"');
+    }
+    HeaderValue::from_str(&value).ok()
+}
+
+/// Escapes `"` and `\` and drops anything that is not visible ASCII or a
+/// space, so the result is a valid RFC 9110 quoted-string body.
+fn push_quoted_string_content(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+}
+
 /// `{"error":"<code>","message":"<message>"}`, escaped, with each extra
 /// field that has a value.
-pub(crate) fn json_body(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> Bytes {
+fn json_body(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> Bytes {
     let mut body = String::with_capacity(96 + message.len());
     body.push_str("{\"error\":\"");
     push_json_string_content(&mut body, code);
@@ -206,98 +512,64 @@ fn push_json_string_content(out: &mut String, text: &str) {
     }
 }
 
-/// The responder and realm of one layer, shared with everything that answers
-/// for it later in the request (extractors, [`RequireScopes`]-style checks).
-#[derive(Clone)]
-pub(crate) struct ResponseContext {
-    responder: Arc<dyn Responder>,
-    realm: Arc<str>,
-    /// The challenges of the standard refusals in this realm, built once.
-    challenges: Vec<(AuthErrorKind, Option<HeaderValue>)>,
-}
-
-pub(crate) const DEFAULT_REALM: &str = "api";
-
-impl ResponseContext {
-    pub(crate) fn new(responder: Arc<dyn Responder>, realm: Arc<str>) -> Self {
-        let challenges = AuthError::standard_challenged()
-            .into_iter()
-            .map(|error| {
-                let kind = error.kind();
-                (kind, error.with_realm(realm.clone()).www_authenticate())
-            })
-            .collect();
-        Self {
-            responder,
-            realm,
-            challenges,
-        }
-    }
-
-    /// The context of a layer with default settings, for principals built by
-    /// hand.
-    pub(crate) fn shared_default() -> Arc<ResponseContext> {
-        static DEFAULT: OnceLock<Arc<ResponseContext>> = OnceLock::new();
-        DEFAULT
-            .get_or_init(|| {
-                Arc::new(ResponseContext::new(
-                    Arc::new(DefaultResponder),
-                    Arc::from(DEFAULT_REALM),
-                ))
-            })
-            .clone()
-    }
-
-    pub(crate) fn realm(&self) -> &Arc<str> {
-        &self.realm
-    }
-
-    pub(crate) fn with_responder(&self, responder: Arc<dyn Responder>) -> Self {
-        Self {
-            responder,
-            ..self.clone()
-        }
-    }
-
-    pub(crate) fn with_realm(&self, realm: Arc<str>) -> Self {
-        Self::new(self.responder.clone(), realm)
-    }
-
-    /// The response for `error`, in the caller's protocol.
-    pub(crate) fn respond(&self, error: AuthError, request: &Parts) -> Response<Bytes> {
-        let kind = error.kind();
-        let prepared = self
-            .challenges
-            .iter()
-            .find(|(standard, _)| *standard == kind)
-            .and_then(|(_, challenge)| challenge.clone());
-        let error = error
-            .with_realm(self.realm.clone())
-            .with_prepared_challenge(prepared);
-        if is_grpc(&request.headers) {
-            self.responder.respond_grpc(&error, request)
-        } else {
-            self.responder.respond(&error, request)
-        }
-    }
-}
-
-impl fmt::Debug for ResponseContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseContext")
-            .field("realm", &self.realm)
-            .finish_non_exhaustive()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn refusals(realm: &str) -> Refusals {
+        Refusals::new(Arc::from(realm), [])
+    }
+
+    fn every_kind() -> Vec<AuthError> {
+        vec![
+            AuthError::missing_credentials(),
+            AuthError::invalid_request("a \"quoted\" \\ reason\n"),
+            AuthError::invalid_token(),
+            AuthError::revoked(),
+            AuthError::expired(),
+            AuthError::missing_organization(),
+            AuthError::missing_organization().with_org_header("x-org-id"),
+            AuthError::forbidden(),
+            AuthError::insufficient_scope("objects.write"),
+            AuthError::unavailable(),
+        ]
+    }
+
+    #[test]
+    fn prepared_answers_equal_built_ones() {
+        let layer = refusals("api");
+        for error in every_kind() {
+            let prepared = layer.refusal(&error);
+            assert_eq!(
+                prepared.www_authenticate(),
+                challenge(&error, Some("api")),
+                "{error:?}"
+            );
+            assert_eq!(
+                prepared.json_body(),
+                Refusal::new(&error).json_body(),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn advice_is_prepared_for_its_own_message_only() {
+        let advice: Arc<str> = Arc::from("Send a \"key\".");
+        let layer = Refusals::new(Arc::from("api"), [&advice]);
+        let error = AuthError::missing_credentials_with(Arc::clone(&advice));
+        let expected = r#"{"error":"missing_credentials","message":"Send a \"key\"."}"#;
+        assert_eq!(layer.ready_body(&error).unwrap(), expected);
+        // The same words in another allocation are built, not looked up.
+        let lookalike = AuthError::missing_credentials_with(Arc::from("Send a \"key\"."));
+        assert_eq!(layer.ready_body(&lookalike), None);
+        assert_eq!(layer.refusal(&lookalike).json_body(), expected);
+    }
+
     #[test]
     fn json_bodies_escape_their_text() {
         let error = AuthError::invalid_request("a \"quoted\" \\ reason\n");
-        let response = DefaultResponder::json(&error);
+        let response = DefaultResponder::json(&Refusal::new(&error));
         assert_eq!(
             response.body().as_ref(),
             br#"{"error":"invalid_request","message":"a \"quoted\" \\ reason\u000a"}"#
@@ -307,19 +579,70 @@ mod tests {
 
     #[test]
     fn insufficient_scope_names_the_scope_in_body_and_challenge() {
-        let response = DefaultResponder::json(&AuthError::insufficient_scope("objects.write"));
+        let error = AuthError::insufficient_scope("objects.write");
+        let response = DefaultResponder::json(&refusals("api").refusal(&error));
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let body = std::str::from_utf8(response.body()).unwrap();
         assert!(body.contains(r#""scope":"objects.write""#));
         assert_eq!(
             response.headers()[WWW_AUTHENTICATE],
-            r#"Bearer error="insufficient_scope", scope="objects.write""#
+            r#"Bearer realm="api", error="insufficient_scope", scope="objects.write""#
+        );
+    }
+
+    #[test]
+    fn missing_credentials_has_a_challenge_without_error_attribute() {
+        let error = AuthError::missing_credentials();
+        assert_eq!(
+            refusals("api").refusal(&error).www_authenticate().unwrap(),
+            r#"Bearer realm="api""#
+        );
+        assert_eq!(Refusal::new(&error).www_authenticate().unwrap(), "Bearer");
+    }
+
+    #[test]
+    fn revoked_and_expired_look_like_invalid_token_with_a_description() {
+        let layer = refusals("api");
+        for error in [AuthError::revoked(), AuthError::expired()] {
+            let challenge = layer.refusal(&error).www_authenticate().unwrap();
+            let expected = format!(
+                r#"Bearer realm="api", error="invalid_token", error_description="{}""#,
+                error.message()
+            );
+            assert_eq!(challenge, expected.as_str());
+        }
+    }
+
+    #[test]
+    fn the_challenges_of_the_outcome_table() {
+        let layer = refusals("api");
+        let challenge_of = |error: AuthError| layer.refusal(&error).www_authenticate();
+        assert_eq!(challenge_of(AuthError::forbidden()), None);
+        assert_eq!(challenge_of(AuthError::unavailable()), None);
+        assert_eq!(
+            challenge_of(AuthError::missing_organization()).unwrap(),
+            r#"Bearer realm="api", error="invalid_request""#
+        );
+        assert_eq!(
+            challenge_of(AuthError::invalid_token()).unwrap(),
+            r#"Bearer realm="api", error="invalid_token""#
+        );
+    }
+
+    #[test]
+    fn quoted_strings_are_escaped() {
+        let error = AuthError::invalid_request("bad");
+        let layer = refusals("a \"quoted\" realm\u{7f}é");
+        assert_eq!(
+            layer.refusal(&error).www_authenticate().unwrap(),
+            r#"Bearer realm="a \"quoted\" realm", error="invalid_request""#
         );
     }
 
     #[test]
     fn grpc_responses_are_trailers_only() {
-        let response = DefaultResponder::grpc(&AuthError::forbidden());
+        let error = AuthError::forbidden();
+        let response = DefaultResponder::grpc(&Refusal::new(&error));
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "7");
         assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
@@ -329,7 +652,7 @@ mod tests {
             percent_encoding::percent_decode_str(message)
                 .decode_utf8()
                 .unwrap(),
-            AuthError::forbidden().message()
+            error.message()
         );
     }
 

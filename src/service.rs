@@ -4,18 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::request::Parts;
 use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::AuthBody;
 use crate::future::ResponseFuture;
 use crate::layer::{Config, KeyAuthLayer};
-use crate::principal::Unauthenticated;
-use crate::response::ResponseContext;
 use crate::store::KeyStore;
-use crate::verify::{self, Check, Verdict};
+use crate::verify::{self, Admission, Check, admit};
 
 /// The service of [`KeyAuthLayer`]: authenticates, then calls the inner
 /// service with a [`Principal`](crate::Principal) in the request extensions,
@@ -97,9 +93,10 @@ where
             .scrub(&mut parts, config.hide_credentials, public);
         match check {
             Check::Done(verdict) => match admit(verdict, public, &config.context, parts) {
-                Admission::Pass(parts) => {
-                    ResponseFuture::calling(self.inner.call(Request::from_parts(parts, body)))
-                }
+                Admission::Pass(parts) => ResponseFuture::calling(
+                    self.inner.call(Request::from_parts(parts, body)),
+                    Some(Arc::clone(&config.context)),
+                ),
                 Admission::Refuse(refusal) => ResponseFuture::refused(refusal),
             },
             Check::Pending(verdict) => {
@@ -117,41 +114,5 @@ where
                 )
             }
         }
-    }
-}
-
-/// What becomes of a request once its verdict is known.
-pub(crate) enum Admission {
-    /// On to the inner service, with these parts.
-    Pass(Parts),
-    /// Answered here.
-    Refuse(Response<Bytes>),
-}
-
-/// Lets the request in (with its principal, or on a public path with the
-/// reason there is none) or builds the refusal.
-pub(crate) fn admit(
-    verdict: Verdict,
-    public: bool,
-    context: &Arc<ResponseContext>,
-    mut parts: Parts,
-) -> Admission {
-    match verdict {
-        Verdict::Authenticated(principal) => {
-            parts.extensions.insert(principal);
-            Admission::Pass(parts)
-        }
-        Verdict::Refused(rejection) if public => {
-            tracing::debug!(
-                outcome = rejection.error_code(),
-                "public path: credential ignored"
-            );
-            parts.extensions.insert(Unauthenticated {
-                rejection,
-                context: Arc::clone(context),
-            });
-            Admission::Pass(parts)
-        }
-        Verdict::Refused(rejection) => Admission::Refuse(context.respond(rejection, &parts)),
     }
 }

@@ -25,7 +25,7 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 
 use crate::error::AuthError;
-use crate::principal::{Principal, Unauthenticated};
+use crate::principal::{Caller, Principal};
 use crate::require_scopes::RequireScopesService;
 use crate::service::KeyAuth;
 
@@ -65,16 +65,17 @@ pub trait RequestPrincipal {
 
 impl<T> RequestPrincipal for tonic::Request<T> {
     fn principal(&self) -> Result<&Principal, Status> {
-        let extensions = self.extensions();
-        if let Some(principal) = extensions.get::<Principal>() {
-            return Ok(principal);
+        match Caller::of(self.extensions()) {
+            Caller::Authenticated(principal, _) => Ok(principal),
+            Caller::Refused(error, _) => Err(error.clone().into()),
+            Caller::NotBehindKeyAuth => {
+                tracing::error!(
+                    "a gRPC handler reads a Principal but KeyAuthLayer does not cover it"
+                );
+                Err(Status::internal(
+                    "This service needs a Principal but is not behind KeyAuthLayer.",
+                ))
+            }
         }
-        if let Some(marker) = extensions.get::<Unauthenticated>() {
-            return Err(marker.rejection.clone().into());
-        }
-        tracing::error!("a gRPC handler reads a Principal but KeyAuthLayer does not cover it");
-        Err(Status::internal(
-            "This service needs a Principal but is not behind KeyAuthLayer.",
-        ))
     }
 }

@@ -1,26 +1,30 @@
 //! From a request's head to a verdict: extract, parse, look up, compare,
-//! check lifetime and tenancy.
+//! check lifetime and tenancy; then what the verdict means for the request.
 //!
 //! Everything that needs no store runs synchronously in
 //! [`check`]; what needs one is a boxed future. Each refusal is logged here,
-//! once, with the key id when one is known, never with the secret.
+//! once, with the key id when one is known, never with the secret. [`admit`]
+//! lets the request in or has the refusal built.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::HeaderName;
+use bytes::Bytes;
 use http::request::Parts;
+use http::{HeaderName, Response};
 
 use crate::error::AuthError;
 use crate::format::{Environment, KindSet};
 use crate::guard::{CatchUnwind, catching};
 use crate::hash::KeyHash;
+use crate::ids::KeyKind;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::layer::Config;
-use crate::principal::{CredentialSource, Principal, Tenant};
-use crate::record::{KeyKind, KeyRecord, Membership, Owner};
+use crate::principal::{CredentialSource, Principal, Tenant, Unauthenticated};
+use crate::record::{KeyRecord, Membership, Owner};
+use crate::response::ResponseContext;
 use crate::scope::Scopes;
 use crate::store::{KeyMatch, KeyStore, StoreError};
 
@@ -37,6 +41,42 @@ pub(crate) type PendingVerdict = Pin<Box<dyn Future<Output = Verdict> + Send>>;
 pub(crate) enum Check {
     Done(Verdict),
     Pending(PendingVerdict),
+}
+
+/// What becomes of a request once its verdict is known.
+pub(crate) enum Admission {
+    /// On to the inner service, with these parts.
+    Pass(Parts),
+    /// Answered here.
+    Refuse(Response<Bytes>),
+}
+
+/// Lets the request in (with its principal, or on a public path with the
+/// reason there is none) or has the refusal built. A request let in
+/// carries the layer's response context, for refusals further in.
+pub(crate) fn admit(
+    verdict: Verdict,
+    public: bool,
+    context: &Arc<ResponseContext>,
+    mut parts: Parts,
+) -> Admission {
+    match verdict {
+        Verdict::Authenticated(principal) => {
+            parts.extensions.insert(principal);
+        }
+        Verdict::Refused(rejection) if public => {
+            tracing::debug!(
+                outcome = rejection.error_code(),
+                "public path: credential ignored"
+            );
+            parts.extensions.insert(Unauthenticated(rejection));
+        }
+        Verdict::Refused(rejection) => {
+            return Admission::Refuse(context.respond(&rejection, &parts));
+        }
+    }
+    parts.extensions.insert(Arc::clone(context));
+    Admission::Pass(parts)
 }
 
 /// Runs every step that needs no I/O; asks the store only for a token whose
@@ -248,18 +288,17 @@ impl Attempt {
             }
         }
         note_use(config, &record, now);
-        let principal = self.into_principal(record.kind(), tenant, None, record.scopes, config);
+        let principal = self.into_principal(record.kind(), tenant, None, record.scopes);
         tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
         Ok(Examined::Done(principal))
     }
 
-    fn into_principal<S>(
+    fn into_principal(
         self,
         kind: KeyKind,
         tenant: Tenant,
         user: Option<UserId>,
         scopes: Scopes,
-        config: &Config<S>,
     ) -> Principal {
         Principal::authenticated(
             self.id,
@@ -269,7 +308,6 @@ impl Attempt {
             scopes,
             self.source,
             self.environment,
-            Arc::clone(&config.context),
         )
     }
 }
@@ -322,7 +360,6 @@ impl MembershipCheck {
                     tenant,
                     Some(self.user),
                     scopes,
-                    config,
                 ))
             }
         }

@@ -10,15 +10,17 @@ use bytes::Bytes;
 use common::*;
 use http::request::Parts;
 use http::{Response, StatusCode};
+use tower_keyauth::response::Refusal;
 use tower_keyauth::{
-    AuthError, KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Responder, Scopes,
+    KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Responder, Scopes,
 };
 
 /// Plain-text refusals in the shape of another API, with the request path.
 struct PlainText;
 
 impl Responder for PlainText {
-    fn respond(&self, error: &AuthError, request: &Parts) -> Response<Bytes> {
+    fn respond(&self, refusal: &Refusal<'_>, request: &Parts) -> Response<Bytes> {
+        let error = refusal.error();
         let mut response = Response::new(Bytes::from(format!(
             "{} {}: {}",
             error.status().as_u16(),
@@ -26,7 +28,7 @@ impl Responder for PlainText {
             error.error_code()
         )));
         *response.status_mut() = error.status();
-        if let Some(challenge) = error.www_authenticate() {
+        if let Some(challenge) = refusal.www_authenticate() {
             response
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, challenge);
@@ -103,10 +105,10 @@ async fn grpc_callers_keep_the_standard_answer_unless_the_responder_overrides_it
 
     struct Teapot;
     impl Responder for Teapot {
-        fn respond(&self, error: &AuthError, _: &Parts) -> Response<Bytes> {
-            tower_keyauth::DefaultResponder::json(error)
+        fn respond(&self, refusal: &Refusal<'_>, _: &Parts) -> Response<Bytes> {
+            tower_keyauth::DefaultResponder::json(refusal)
         }
-        fn respond_grpc(&self, _: &AuthError, _: &Parts) -> Response<Bytes> {
+        fn respond_grpc(&self, _: &Refusal<'_>, _: &Parts) -> Response<Bytes> {
             let mut response = Response::new(Bytes::new());
             response
                 .headers_mut()
@@ -129,9 +131,9 @@ async fn grpc_callers_keep_the_standard_answer_unless_the_responder_overrides_it
 async fn a_closure_is_a_responder() {
     let app = app(
         KeyAuthLayer::new(tower_keyauth::MemoryStore::new()).responder(
-            |error: &AuthError, _: &Parts| {
+            |refusal: &Refusal<'_>, _: &Parts| {
                 let mut response = Response::new(Bytes::from_static(b"nope"));
-                *response.status_mut() = error.status();
+                *response.status_mut() = refusal.status();
                 response
             },
         ),
