@@ -1,5 +1,5 @@
-//! [`KeyAuthLayer`]: the builder, and the configuration it shares with every
-//! service it wraps.
+//! [`KeyAuthLayer`]: the builder of the configuration every service it
+//! wraps shares.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,15 +9,14 @@ use http::{HeaderName, Method, Uri};
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SharedClock};
+use crate::config::Config;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
-use crate::public::PublicPaths;
-use crate::response::{DefaultResponder, Refusals, Responder, ResponseContext};
+use crate::response::Responder;
 use crate::service::KeyAuth;
 use crate::store::KeyStore;
 
-/// The organization header personal tokens name their organization in.
-pub const DEFAULT_ORG_HEADER: &str = "x-org-id";
+pub use crate::config::DEFAULT_ORG_HEADER;
 
 /// Authenticates every request with an API key from a [`KeyStore`].
 ///
@@ -51,41 +50,6 @@ pub struct KeyAuthLayer<S> {
     config: Arc<Config<S>>,
 }
 
-/// What every [`KeyAuth`] service of one layer shares.
-pub(crate) struct Config<S> {
-    pub(crate) store: Arc<S>,
-    pub(crate) format: KeyFormat,
-    pub(crate) extract: Extract,
-    pub(crate) public: PublicPaths,
-    pub(crate) org_header: HeaderName,
-    pub(crate) hide_credentials: bool,
-    responder: Arc<dyn Responder>,
-    realm: Arc<str>,
-    /// The responder and the refusals prepared for this realm and
-    /// extraction policy; rebuilt whenever one of them changes.
-    pub(crate) context: Arc<ResponseContext>,
-    pub(crate) store_timeout: Option<Duration>,
-    pub(crate) clock: SharedClock,
-}
-
-impl<S> Clone for Config<S> {
-    fn clone(&self) -> Self {
-        Self {
-            store: Arc::clone(&self.store),
-            format: self.format.clone(),
-            extract: self.extract.clone(),
-            public: self.public.clone(),
-            org_header: self.org_header.clone(),
-            hide_credentials: self.hide_credentials,
-            responder: Arc::clone(&self.responder),
-            realm: Arc::clone(&self.realm),
-            context: Arc::clone(&self.context),
-            store_timeout: self.store_timeout,
-            clock: self.clock.clone(),
-        }
-    }
-}
-
 impl<S: KeyStore> KeyAuthLayer<S> {
     /// A layer over `store` with the defaults: Bearer tokens only, the
     /// default [`KeyFormat`], no public paths, realm `api`, org header
@@ -96,43 +60,9 @@ impl<S: KeyStore> KeyAuthLayer<S> {
 
     /// A layer over a store already behind an `Arc`.
     pub fn from_shared_store(store: Arc<S>) -> Self {
-        let extract = Extract::default();
-        let responder: Arc<dyn Responder> = Arc::new(DefaultResponder);
-        let realm: Arc<str> = Arc::from(DEFAULT_REALM);
-        let context = Config::<S>::context(&responder, &realm, &extract);
         Self {
-            config: Arc::new(Config {
-                store,
-                format: KeyFormat::default(),
-                extract,
-                public: PublicPaths::default(),
-                org_header: HeaderName::from_static(DEFAULT_ORG_HEADER),
-                hide_credentials: false,
-                responder,
-                realm,
-                context,
-                store_timeout: None,
-                clock: SharedClock::default(),
-            }),
+            config: Arc::new(Config::new(store)),
         }
-    }
-}
-
-/// The realm of `WWW-Authenticate` challenges unless a layer names another.
-const DEFAULT_REALM: &str = "api";
-
-impl<S> Config<S> {
-    fn context(
-        responder: &Arc<dyn Responder>,
-        realm: &Arc<str>,
-        extract: &Extract,
-    ) -> Arc<ResponseContext> {
-        let refusals = Refusals::new(Arc::clone(realm), extract.advice());
-        Arc::new(ResponseContext::new(Arc::clone(responder), refusals))
-    }
-
-    fn refresh_context(&mut self) {
-        self.context = Self::context(&self.responder, &self.realm, &self.extract);
     }
 }
 
@@ -143,9 +73,7 @@ impl<S> KeyAuthLayer<S> {
 
     /// Where to look for the credential (default: [`Extract::bearer`]).
     pub fn extract(mut self, policy: Extract) -> Self {
-        let config = self.config_mut();
-        config.extract = policy;
-        config.refresh_context();
+        self.config_mut().set_extract(policy);
         self
     }
 
@@ -181,9 +109,7 @@ impl<S> KeyAuthLayer<S> {
 
     /// The realm named in `WWW-Authenticate` challenges (default `api`).
     pub fn realm(mut self, realm: &str) -> Self {
-        let config = self.config_mut();
-        config.realm = Arc::from(realm);
-        config.refresh_context();
+        self.config_mut().set_realm(Arc::from(realm));
         self
     }
 
@@ -204,9 +130,7 @@ impl<S> KeyAuthLayer<S> {
     /// Shapes refusals (default: [`DefaultResponder`], JSON for HTTP and
     /// trailers-only for gRPC).
     pub fn responder(mut self, responder: impl Responder) -> Self {
-        let config = self.config_mut();
-        config.responder = Arc::new(responder);
-        config.refresh_context();
+        self.config_mut().set_responder(Arc::new(responder));
         self
     }
 
@@ -268,21 +192,5 @@ impl<S, Svc> Layer<Svc> for KeyAuthLayer<S> {
 impl<S> fmt::Debug for KeyAuthLayer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.config.fmt(f)
-    }
-}
-
-impl<S> fmt::Debug for Config<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyAuthLayer")
-            .field("store", &std::any::type_name::<S>())
-            .field("format", &self.format)
-            .field("extract", &self.extract)
-            .field("public", &self.public)
-            .field("org_header", &self.org_header)
-            .field("hide_credentials", &self.hide_credentials)
-            .field("realm", &self.realm)
-            .field("store_timeout", &self.store_timeout)
-            .field("clock", &self.clock)
-            .finish()
     }
 }

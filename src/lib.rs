@@ -70,6 +70,7 @@
 
 mod body;
 mod clock;
+mod config;
 mod error;
 mod extract;
 mod format;

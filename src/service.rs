@@ -8,8 +8,9 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::AuthBody;
+use crate::config::Config;
 use crate::future::ResponseFuture;
-use crate::layer::{Config, KeyAuthLayer};
+use crate::layer::KeyAuthLayer;
 use crate::store::KeyStore;
 use crate::verify::{self, Admission, Check, admit};
 

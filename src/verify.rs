@@ -15,13 +15,13 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderName, Response};
 
+use crate::config::Config;
 use crate::error::AuthError;
 use crate::format::{Environment, KindSet};
 use crate::guard::{CatchUnwind, catching};
 use crate::hash::KeyHash;
 use crate::ids::KeyKind;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::layer::Config;
 use crate::principal::{CredentialSource, Principal, Tenant, Unauthenticated};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::response::ResponseContext;

@@ -1,0 +1,122 @@
+//! [`Config`]: what every service of one [`KeyAuthLayer`](crate::KeyAuthLayer)
+//! shares, read on each request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::clock::SharedClock;
+use crate::extract::Extract;
+use crate::format::KeyFormat;
+use crate::public::PublicPaths;
+use crate::response::{DefaultResponder, Refusals, Responder, ResponseContext};
+
+/// The organization header personal tokens name their organization in.
+pub const DEFAULT_ORG_HEADER: &str = "x-org-id";
+
+/// The realm of `WWW-Authenticate` challenges unless a layer names another.
+const DEFAULT_REALM: &str = "api";
+
+/// What every [`KeyAuth`](crate::KeyAuth) service of one layer shares.
+pub(crate) struct Config<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) format: KeyFormat,
+    pub(crate) extract: Extract,
+    pub(crate) public: PublicPaths,
+    pub(crate) org_header: HeaderName,
+    pub(crate) hide_credentials: bool,
+    responder: Arc<dyn Responder>,
+    realm: Arc<str>,
+    /// The responder and the refusals prepared for this realm and
+    /// extraction policy; rebuilt whenever one of them changes.
+    pub(crate) context: Arc<ResponseContext>,
+    pub(crate) store_timeout: Option<Duration>,
+    pub(crate) clock: SharedClock,
+}
+
+impl<S> Clone for Config<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            format: self.format.clone(),
+            extract: self.extract.clone(),
+            public: self.public.clone(),
+            org_header: self.org_header.clone(),
+            hide_credentials: self.hide_credentials,
+            responder: Arc::clone(&self.responder),
+            realm: Arc::clone(&self.realm),
+            context: Arc::clone(&self.context),
+            store_timeout: self.store_timeout,
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<S> Config<S> {
+    /// The defaults: Bearer tokens only, the default key format, no public
+    /// paths, realm `api`, org header `x-org-id`, JSON errors.
+    pub(crate) fn new(store: Arc<S>) -> Self {
+        let extract = Extract::default();
+        let responder: Arc<dyn Responder> = Arc::new(DefaultResponder);
+        let realm: Arc<str> = Arc::from(DEFAULT_REALM);
+        let context = Self::context(&responder, &realm, &extract);
+        Self {
+            store,
+            format: KeyFormat::default(),
+            extract,
+            public: PublicPaths::default(),
+            org_header: HeaderName::from_static(DEFAULT_ORG_HEADER),
+            hide_credentials: false,
+            responder,
+            realm,
+            context,
+            store_timeout: None,
+            clock: SharedClock::default(),
+        }
+    }
+
+    pub(crate) fn set_extract(&mut self, extract: Extract) {
+        self.extract = extract;
+        self.refresh_context();
+    }
+
+    pub(crate) fn set_realm(&mut self, realm: Arc<str>) {
+        self.realm = realm;
+        self.refresh_context();
+    }
+
+    pub(crate) fn set_responder(&mut self, responder: Arc<dyn Responder>) {
+        self.responder = responder;
+        self.refresh_context();
+    }
+    fn context(
+        responder: &Arc<dyn Responder>,
+        realm: &Arc<str>,
+        extract: &Extract,
+    ) -> Arc<ResponseContext> {
+        let refusals = Refusals::new(Arc::clone(realm), extract.advice());
+        Arc::new(ResponseContext::new(Arc::clone(responder), refusals))
+    }
+
+    fn refresh_context(&mut self) {
+        self.context = Self::context(&self.responder, &self.realm, &self.extract);
+    }
+}
+
+impl<S> fmt::Debug for Config<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyAuthLayer")
+            .field("store", &std::any::type_name::<S>())
+            .field("format", &self.format)
+            .field("extract", &self.extract)
+            .field("public", &self.public)
+            .field("org_header", &self.org_header)
+            .field("hide_credentials", &self.hide_credentials)
+            .field("realm", &self.realm)
+            .field("store_timeout", &self.store_timeout)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
