@@ -20,9 +20,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use http::header::AUTHORIZATION;
 use tower::{Layer, Service};
-use tower_keyauth::{
-    CachedStore, KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyRecord, MemoryStore, Owner,
-};
+use tower_keyauth::hash::KeyHash;
+use tower_keyauth::ids::KeyKind;
+use tower_keyauth::store::{CachedStore, KeyRecord, Owner};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, MemoryStore};
 
 #[path = "support/mod.rs"]
 mod support;

@@ -27,9 +27,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service, ServiceExt};
-use tower_keyauth::{
-    IssuedKey, KeyAuthLayer, KeyFormat, KeyLifecycle, NewKey, Scope, Scopes, SqliteStore,
-};
+use tower_keyauth::scope::Scope;
+use tower_keyauth::store::{IssuedKey, SqliteStore};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, NewKey, Scopes};
 
 #[path = "support/mod.rs"]
 mod support;

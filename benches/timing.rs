@@ -21,7 +21,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
-use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyHash};
+use tower_keyauth::hash::KeyHash;
+use tower_keyauth::{KeyAuthLayer, KeyFormat};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -33,7 +34,7 @@ fn refuse<S>(service: &mut S, authorization: &HeaderValue) -> u16
 where
     S: Service<
             Request<String>,
-            Response = Response<tower_keyauth::AuthBody<String>>,
+            Response = Response<tower_keyauth::body::AuthBody<String>>,
             Error = Infallible,
         >,
 {

@@ -16,10 +16,10 @@ use axum::routing::get;
 use http::Request;
 use sqlx::SqlitePool;
 use tower::ServiceExt;
-use tower_keyauth::{
-    KeyAuthLayer, KeyFormat, KeyHash, KeyId, KeyKind, KeyRecord, KeyStore, Owner, Principal,
-    Scopes, StoreError,
-};
+use tower_keyauth::hash::KeyHash;
+use tower_keyauth::ids::{KeyId, KeyKind};
+use tower_keyauth::store::{KeyRecord, Owner, StoreError};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyStore, Principal, Scopes};
 
 /// Your table, as it already is.
 const SCHEMA: &str = "CREATE TABLE api_keys (

@@ -30,9 +30,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use tower_keyauth::{
-    CachedStore, KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey, PostgresStore,
-};
+use tower_keyauth::store::{CachedStore, PostgresStore};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 fn setting(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())

@@ -39,9 +39,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_keyauth::ids::{KeyId, OrgId, UserId};
+use tower_keyauth::store::{
+    LifecycleError, Membership, Owner, PostgresStore, SqliteStore, StoreError,
+};
 use tower_keyauth::{
-    AuthError, Extract, KeyAuthLayer, KeyId, KeyLifecycle, LifecycleError, Membership, NewKey,
-    OrgId, Owner, PostgresStore, Principal, RequireScopes, Scopes, SqliteStore, StoreError, UserId,
+    AuthError, Extract, KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -571,7 +574,7 @@ async fn create_key(
             StatusCode::CREATED,
             Json(json!({
                 "token": issued.token.expose_secret(),
-                "key": tower_keyauth::KeySummary::from(&issued.record),
+                "key": tower_keyauth::store::KeySummary::from(&issued.record),
             })),
         )
             .into_response(),

@@ -18,10 +18,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use tower_keyauth::{
-    Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyRecord, Membership, MemoryStore, OrgId, Owner,
-    Principal, Scopes, UserId,
-};
+use tower_keyauth::ids::{KeyKind, OrgId, UserId};
+use tower_keyauth::store::{KeyRecord, Membership, Owner};
+use tower_keyauth::{Extract, KeyAuthLayer, KeyFormat, MemoryStore, Principal, Scopes};
 use tower_layer::Layer;
 use tower_service::Service;
 

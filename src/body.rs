@@ -38,14 +38,14 @@ pin_project! {
 
 impl<B> AuthBody<B> {
     /// Wraps the inner service's body.
-    pub fn inner(body: B) -> Self {
+    pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
         }
     }
 
     /// A body of these bytes.
-    pub fn refusal(bytes: Bytes) -> Self {
+    pub(crate) fn refusal(bytes: Bytes) -> Self {
         Self {
             kind: Kind::Refusal {
                 bytes: (!bytes.is_empty()).then_some(bytes),

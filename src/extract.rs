@@ -37,7 +37,8 @@ pub const API_KEY_QUERY: &str = "api-key";
 /// ```
 /// use std::borrow::Cow;
 /// use http::request::Parts;
-/// use tower_keyauth::{AuthError, Extract, ExtractCredential};
+/// use tower_keyauth::{AuthError, Extract};
+/// use tower_keyauth::extract::ExtractCredential;
 ///
 /// /// `Authorization: Token <key>`, as some older APIs use.
 /// struct TokenScheme;

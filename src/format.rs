@@ -94,7 +94,8 @@ struct PrefixRule {
 /// `pat_…` for personal access tokens:
 ///
 /// ```
-/// use tower_keyauth::{KeyFormat, KeyKind};
+/// use tower_keyauth::KeyFormat;
+/// use tower_keyauth::ids::KeyKind;
 /// let format = KeyFormat::default();
 /// let minted = format.mint(KeyKind::Organization, None).unwrap();
 /// let token = minted.token.expose_secret();
@@ -112,7 +113,9 @@ struct PrefixRule {
 /// Your own prefixes, with environments:
 ///
 /// ```
-/// use tower_keyauth::{Environment, KeyFormat, KeyKind};
+/// use tower_keyauth::KeyFormat;
+/// use tower_keyauth::format::Environment;
+/// use tower_keyauth::ids::KeyKind;
 /// let format = KeyFormat::new()
 ///     .prefix_for_environment("andi_live", KeyKind::Workspace, Environment::Live)
 ///     .prefix_for_environment("andi_test", KeyKind::Workspace, Environment::Test);

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 /// [`expose_secret`](Token::expose_secret) to hand it to the client, once.
 ///
 /// ```
-/// use tower_keyauth::Token;
+/// use tower_keyauth::hash::Token;
 /// let token = Token::new("ak_abc.supersecret");
 /// assert_eq!(format!("{token:?}"), "Token(<redacted>)");
 /// assert_eq!(token.to_string(), "<redacted>");
@@ -68,7 +68,7 @@ impl fmt::Display for Token {
 /// still only shown abbreviated in `Debug`.
 ///
 /// ```
-/// use tower_keyauth::KeyHash;
+/// use tower_keyauth::hash::KeyHash;
 /// let stored = KeyHash::of("ak_abc.secret");
 /// assert!(stored.matches(&KeyHash::of("ak_abc.secret")));
 /// assert!(!stored.matches(&KeyHash::of("ak_abc.secreT")));

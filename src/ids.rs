@@ -83,7 +83,7 @@ identifier! {
     /// `ak_<id>.<secret>`. Safe to log.
     ///
     /// ```
-    /// use tower_keyauth::KeyId;
+    /// use tower_keyauth::ids::KeyId;
     /// let id = KeyId::from("Xb3kP9qLm2Ts");
     /// assert_eq!(id.as_str(), "Xb3kP9qLm2Ts");
     /// ```
@@ -94,7 +94,7 @@ identifier! {
     /// An organization: the tenant that owns org keys and workspaces.
     ///
     /// ```
-    /// use tower_keyauth::OrgId;
+    /// use tower_keyauth::ids::OrgId;
     /// assert_eq!(OrgId::from("acme").to_string(), "acme");
     /// ```
     OrgId
@@ -104,7 +104,7 @@ identifier! {
     /// A workspace inside an organization.
     ///
     /// ```
-    /// use tower_keyauth::WorkspaceId;
+    /// use tower_keyauth::ids::WorkspaceId;
     /// assert_eq!(WorkspaceId::from("docs"), "docs");
     /// ```
     WorkspaceId
@@ -114,7 +114,7 @@ identifier! {
     /// A user: the owner of personal access tokens.
     ///
     /// ```
-    /// use tower_keyauth::UserId;
+    /// use tower_keyauth::ids::UserId;
     /// assert_eq!(UserId::from("ada").as_str(), "ada");
     /// ```
     UserId
@@ -124,7 +124,7 @@ identifier! {
     /// A short text that is cheap to clone: a key's name or its prefix.
     ///
     /// ```
-    /// use tower_keyauth::Label;
+    /// use tower_keyauth::ids::Label;
     /// let name = Label::from("CI deploys");
     /// assert_eq!(name, "CI deploys");
     /// ```

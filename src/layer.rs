@@ -127,7 +127,7 @@ impl<S> KeyAuthLayer<S> {
         self
     }
 
-    /// Shapes refusals (default: [`DefaultResponder`], JSON for HTTP and
+    /// Shapes refusals (default: [`DefaultResponder`](crate::response::DefaultResponder), JSON for HTTP and
     /// trailers-only for gRPC).
     pub fn responder(mut self, responder: impl Responder) -> Self {
         self.config_mut().set_responder(Arc::new(responder));
@@ -161,7 +161,7 @@ impl<S> KeyAuthLayer<S> {
 
     /// Where the layer reads the time to decide expiry and a rotation's
     /// grace period, and to note a key's use (default
-    /// [`SystemClock`](crate::SystemClock)). Revocation never asks it.
+    /// [`SystemClock`](crate::clock::SystemClock)). Revocation never asks it.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config_mut().clock = SharedClock::new(clock);
         self

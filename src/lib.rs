@@ -28,15 +28,31 @@
 //!
 //! # The request path
 //!
-//! | step | module |
-//! |---|---|
-//! | find the credential | [`Extract`] |
-//! | recognise `<prefix>_<id>.<secret><checksum>` | [`KeyFormat`] |
-//! | hash and compare | [`KeyHash`], [`Token`] |
-//! | look the key up, compare its hash before anything else | [`KeyStore::find_key_matching`], [`KeyMatch`], [`KeyRecord`] |
-//! | revoked? (no clock asked) expired? (the [`Clock`]) | [`KeyRecord::is_revoked`], [`KeyRecord::is_expired_at`] |
-//! | the caller | [`Principal`], [`Scopes`] (at most [`Scopes::MAX_COUNT`]) |
-//! | refusals | [`AuthError`], [`Responder`] |
+//! Each step in its own file, in the order a request meets them:
+//!
+//! | step | file | items |
+//! |---|---|---|
+//! | the layer's settings | `layer.rs`, `config.rs` | [`KeyAuthLayer`] |
+//! | the service: sequence the steps | `service.rs` | [`KeyAuth`] |
+//! | public paths | `public.rs` | [`KeyAuthLayer::public`] |
+//! | find the credential | `extract.rs` | [`Extract`] |
+//! | recognise `<prefix>_<id>.<secret><checksum>` | `format.rs` | [`KeyFormat`] |
+//! | hash and compare | `hash.rs` | [`hash::KeyHash`], [`hash::Token`] |
+//! | look the key up, compare its hash before anything else | `store/mod.rs` | [`KeyStore::find_key_matching`], [`store::KeyMatch`] |
+//! | the stored key: revoked? (no clock asked) expired? (the clock) | `record.rs`, `clock.rs` | [`store::KeyRecord::is_revoked`], [`store::KeyRecord::is_expired_at`], [`clock::Clock`] |
+//! | decide: tenancy, membership, note the use; admit or refuse | `verify.rs` | |
+//! | the caller | `principal.rs`, `scope.rs`, `ids.rs` | [`Principal`], [`Scopes`] (at most [`Scopes::MAX_COUNT`]) |
+//! | wait for the store, then the inner service | `future.rs`, `body.rs` | [`future::ResponseFuture`], [`body::AuthBody`] |
+//! | why a request was refused | `error.rs` | [`AuthError`], [`AuthErrorKind`] |
+//! | every refusal's challenge and body | `response.rs` | [`response::Responder`], [`response::Refusal`] |
+//! | scopes per route or service | `require_scopes.rs` | [`RequireScopes`] |
+//! | issue, list, rotate, revoke | `store/lifecycle.rs` | [`KeyLifecycle`], [`NewKey`] |
+//! | the bundled stores | `store/` | [`MemoryStore`], `store::SqliteStore`, `store::PostgresStore`, `store::CachedStore` |
+//!
+//! The crate root holds what ordinary code names; everything else lives in
+//! the module of its step: [`store`] (the stores, records, lifecycle types
+//! and errors), [`response`], [`extract`], [`format`](mod@format), [`hash`], [`ids`],
+//! [`principal`], [`scope`], [`clock`], [`future`], [`body`].
 //!
 //! # Outcomes
 //!
@@ -55,39 +71,39 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `axum` | [`Principal`] and `Option<Principal>` extractors, `IntoResponse` for [`AuthError`] |
+//! | `axum` | [`Principal`] and `Option<Principal>` extractors (rejecting with `axum::PrincipalRejection`), `IntoResponse` for [`AuthError`] |
 //! | `tonic` | `NamedService` for [`KeyAuth`] and [`RequireScopesService`], `Status` from [`AuthError`], [`tonic::RequestPrincipal`] |
 //! | `tokio` | `KeyAuthLayer::store_timeout`, on tokio's timer |
 //! | `cache` | `CachedStore`: positive and negative TTLs, a capacity bound, one store call per id under concurrent misses |
 //! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
 //! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
-//! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`KeySummary`] |
+//! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`store::KeySummary`] |
 //!
 //! [tower]: https://docs.rs/tower
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
-mod clock;
+pub mod body;
+pub mod clock;
 mod config;
 mod error;
-mod extract;
-mod format;
-mod future;
+pub mod extract;
+pub mod format;
+pub mod future;
 mod guard;
-mod hash;
-mod ids;
+pub mod hash;
+pub mod ids;
 mod layer;
 mod lifecycle;
-mod principal;
+pub mod principal;
 mod public;
 mod record;
 mod require_scopes;
 pub mod response;
-mod scope;
+pub mod scope;
 mod service;
-mod store;
+pub mod store;
 mod verify;
 
 #[cfg(feature = "axum")]
@@ -99,32 +115,15 @@ mod serde;
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-pub use body::AuthBody;
-pub use clock::{Clock, SystemClock};
 pub use error::{AuthError, AuthErrorKind};
-pub use extract::{API_KEY_HEADER, API_KEY_QUERY, Extract, ExtractCredential, MAX_CREDENTIAL_LEN};
-pub use format::{Environment, KeyFormat, MintError, MintedToken, ParseError, ParsedToken};
-pub use future::ResponseFuture;
-pub use hash::{KeyHash, Token};
-pub use ids::{KeyId, KeyKind, Label, OrgId, UserId, WorkspaceId};
+pub use extract::Extract;
+pub use format::KeyFormat;
 pub use layer::{DEFAULT_ORG_HEADER, KeyAuthLayer};
-pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
-pub use principal::{CredentialSource, Principal, Tenant};
-pub use record::{KeyRecord, Membership, Owner};
+pub use principal::Principal;
 pub use require_scopes::{RequireScopes, RequireScopesService};
-pub use response::{DefaultResponder, Responder};
-pub use scope::{InvalidScope, Scope, Scopes};
+pub use scope::Scopes;
 pub use service::KeyAuth;
-#[cfg(feature = "sqlite")]
-pub use store::SqliteStore;
-#[cfg(feature = "cache")]
-pub use store::{CacheInvalidator, CacheOptions, CachedStore};
-pub use store::{
-    DEFAULT_LAST_USED_INTERVAL, Invalidate, Invalidation, KeyMatch, KeyStore, MemoryStore,
-    StoreError, StoreOptions,
-};
-#[cfg(feature = "postgres")]
-pub use store::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};
+pub use store::{KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 /// The Rust blocks of README.md, compiled and run as doctests.
 #[cfg(doctest)]

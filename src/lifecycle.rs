@@ -118,7 +118,7 @@ impl NewKey {
 /// rotation's grace period is still usable.
 ///
 /// ```
-/// use tower_keyauth::{KeyPolicy, StoreOptions};
+/// use tower_keyauth::store::{KeyPolicy, StoreOptions};
 /// // Some platforms keep one key per organization: a new key replaces the old.
 /// let options = StoreOptions::default().policy(KeyPolicy::SingleActive);
 /// // Others limit keys by plan.
@@ -263,7 +263,8 @@ impl IssuedKey {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use tower_keyauth::{KeyLifecycle, MemoryStore, NewKey, Owner};
+/// use tower_keyauth::{KeyLifecycle, MemoryStore, NewKey};
+/// use tower_keyauth::store::Owner;
 /// let store = MemoryStore::new();
 /// let issued = store.issue(NewKey::org("acme").name("ci")).await.unwrap();
 /// let listed = store.list(&Owner::org("acme")).await.unwrap();

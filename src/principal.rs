@@ -49,7 +49,7 @@ pub enum CredentialSource {
     Header(HeaderName),
     /// A query parameter, such as `api-key` (discouraged).
     Query(Arc<str>),
-    /// A custom [`ExtractCredential`](crate::ExtractCredential), by its
+    /// A custom [`ExtractCredential`](crate::extract::ExtractCredential), by its
     /// label.
     Custom(Arc<str>),
 }
@@ -82,7 +82,9 @@ impl fmt::Display for CredentialSource {
 /// Build one by hand to unit-test a handler:
 ///
 /// ```
-/// use tower_keyauth::{KeyKind, Principal, Scopes, Tenant};
+/// use tower_keyauth::{Principal, Scopes};
+/// use tower_keyauth::ids::KeyKind;
+/// use tower_keyauth::principal::Tenant;
 /// let principal = Principal::new("key1", KeyKind::Organization, Tenant::org("acme"))
 ///     .with_scopes(Scopes::parse(["objects.read"]).unwrap());
 /// assert_eq!(principal.org(), "acme");

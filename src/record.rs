@@ -82,7 +82,9 @@ impl fmt::Display for Owner {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use tower_keyauth::{KeyHash, KeyRecord, Owner, Scopes};
+/// use tower_keyauth::Scopes;
+/// use tower_keyauth::hash::KeyHash;
+/// use tower_keyauth::store::{KeyRecord, Owner};
 ///
 /// let record = KeyRecord::new("Xb3kP9qLm2Ts", KeyHash::of("ak_Xb3kP9qLm2Ts.secret"), Owner::org("acme"))
 ///     .with_prefix("ak")
@@ -147,7 +149,8 @@ impl KeyRecord {
     /// derives from its hash (see [`KeyFormat::accept_opaque`]).
     ///
     /// ```
-    /// use tower_keyauth::{KeyHash, KeyRecord, Owner};
+    /// use tower_keyauth::hash::KeyHash;
+    /// use tower_keyauth::store::{KeyRecord, Owner};
     /// let record = KeyRecord::for_opaque_token(KeyHash::of("sk-legacy-0123456789"), Owner::org("acme"));
     /// assert!(record.id.as_str().starts_with("opaque-"));
     /// assert_eq!(record.masked(), format!("{}.****", record.id));
@@ -245,7 +248,8 @@ impl KeyRecord {
 /// do there.
 ///
 /// ```
-/// use tower_keyauth::{Membership, Scopes};
+/// use tower_keyauth::Scopes;
+/// use tower_keyauth::store::Membership;
 /// let member = Membership::new(Scopes::parse(["objects.read", "objects.write"]).unwrap());
 /// assert!(member.scopes.allows("objects.write"));
 /// assert!(Membership::full_access().scopes.is_all());

@@ -80,7 +80,7 @@ impl RequireScopes {
     ///
     /// # Panics
     ///
-    /// If `scope` is not a valid scope name (see [`Scope`](crate::Scope)).
+    /// If `scope` is not a valid scope name (see [`Scope`](crate::scope::Scope)).
     pub fn new(scope: &str) -> Self {
         Self::all([scope])
     }
@@ -89,7 +89,7 @@ impl RequireScopes {
     ///
     /// # Panics
     ///
-    /// If a name is not a valid scope (see [`Scope`](crate::Scope)).
+    /// If a name is not a valid scope (see [`Scope`](crate::scope::Scope)).
     pub fn all<I>(scopes: I) -> Self
     where
         I: IntoIterator,

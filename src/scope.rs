@@ -22,7 +22,7 @@ use smol_str::SmolStr;
 /// may only stand alone or as the last segment after a dot.
 ///
 /// ```
-/// use tower_keyauth::Scope;
+/// use tower_keyauth::scope::Scope;
 /// let wildcard = Scope::new("objects.*").unwrap();
 /// assert!(wildcard.covers(&Scope::new("objects.read").unwrap()));
 /// assert!(Scope::new("obj*").is_err());

@@ -22,7 +22,9 @@ impl Serialize for Scopes {
 /// "environment"}`, the shape of a whoami endpoint:
 ///
 /// ```
-/// use tower_keyauth::{KeyKind, Principal, Tenant};
+/// use tower_keyauth::Principal;
+/// use tower_keyauth::ids::KeyKind;
+/// use tower_keyauth::principal::Tenant;
 /// let principal = Principal::new("Xb3kP9qLm2Ts", KeyKind::Workspace, Tenant::workspace("acme", "docs"));
 /// assert_eq!(
 ///     serde_json::to_string(&principal).unwrap(),

@@ -97,7 +97,12 @@ fn no_module_cycles_but_layer_and_service() {
 #[test]
 fn only_response_builds_challenges_and_error_bodies() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let builders = ["WWW_AUTHENTICATE", "www-authenticate", r#"{\"error\""#, r#""{"error""#];
+    let builders = [
+        "WWW_AUTHENTICATE",
+        "www-authenticate",
+        r#"{\"error\""#,
+        r#""{"error""#,
+    ];
     let mut found = Vec::new();
     for file in rust_files(&src) {
         if file.ends_with("response.rs") {

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
-use tower_keyauth::{
-    CacheOptions, CachedStore, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyStore,
-    Membership, MemoryStore, NewKey, OrgId, StoreOptions, UserId,
-};
+use tower_keyauth::ids::{KeyKind, OrgId, UserId};
+use tower_keyauth::store::{CacheOptions, CachedStore, Membership, StoreOptions};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 /// The layer around a trivial service: as cheap as a request can be, so a
 /// test can send 100 000.
@@ -22,7 +21,7 @@ fn bare_service<S: KeyStore>(
     layer: KeyAuthLayer<S>,
 ) -> impl Service<
     Request<String>,
-    Response = Response<tower_keyauth::AuthBody<String>>,
+    Response = Response<tower_keyauth::body::AuthBody<String>>,
     Error = Infallible,
     Future: Send,
 > + Clone
@@ -253,7 +252,7 @@ async fn revoking_through_the_cache_takes_effect_at_once() {
         StatusCode::OK
     );
     cached
-        .issue(NewKey::org("globex").policy(tower_keyauth::KeyPolicy::SingleActive))
+        .issue(NewKey::org("globex").policy(tower_keyauth::store::KeyPolicy::SingleActive))
         .await
         .unwrap();
     assert_eq!(
@@ -307,9 +306,9 @@ async fn memberships_are_cached_and_invalidated() {
         .set_membership(&UserId::from("ada"), &OrgId::from("acme"), None)
         .await
         .unwrap();
-    tower_keyauth::Invalidate::invalidate(
+    tower_keyauth::store::Invalidate::invalidate(
         &cached,
-        tower_keyauth::Invalidation::Membership {
+        tower_keyauth::store::Invalidation::Membership {
             user: UserId::from("ada"),
             org: OrgId::from("acme"),
         },
@@ -379,8 +378,8 @@ struct ListingFails(MemoryStore);
 impl KeyStore for ListingFails {
     async fn find_key(
         &self,
-        id: &tower_keyauth::KeyId,
-    ) -> Result<Option<tower_keyauth::KeyRecord>, tower_keyauth::StoreError> {
+        id: &tower_keyauth::ids::KeyId,
+    ) -> Result<Option<tower_keyauth::store::KeyRecord>, tower_keyauth::store::StoreError> {
         self.0.find_key(id).await
     }
 }
@@ -390,29 +389,32 @@ impl KeyLifecycle for ListingFails {
     async fn issue(
         &self,
         new_key: NewKey,
-    ) -> Result<tower_keyauth::IssuedKey, tower_keyauth::LifecycleError> {
+    ) -> Result<tower_keyauth::store::IssuedKey, tower_keyauth::store::LifecycleError> {
         self.0.issue(new_key).await
     }
     async fn list(
         &self,
-        _: &tower_keyauth::Owner,
-    ) -> Result<Vec<tower_keyauth::KeySummary>, tower_keyauth::LifecycleError> {
-        Err(tower_keyauth::StoreError::Timeout.into())
+        _: &tower_keyauth::store::Owner,
+    ) -> Result<Vec<tower_keyauth::store::KeySummary>, tower_keyauth::store::LifecycleError> {
+        Err(tower_keyauth::store::StoreError::Timeout.into())
     }
     async fn list_in_org(
         &self,
         org: &OrgId,
-    ) -> Result<Vec<tower_keyauth::KeySummary>, tower_keyauth::LifecycleError> {
+    ) -> Result<Vec<tower_keyauth::store::KeySummary>, tower_keyauth::store::LifecycleError> {
         self.0.list_in_org(org).await
     }
-    async fn revoke(&self, id: &tower_keyauth::KeyId) -> Result<(), tower_keyauth::LifecycleError> {
+    async fn revoke(
+        &self,
+        id: &tower_keyauth::ids::KeyId,
+    ) -> Result<(), tower_keyauth::store::LifecycleError> {
         self.0.revoke(id).await
     }
     async fn rotate(
         &self,
-        id: &tower_keyauth::KeyId,
+        id: &tower_keyauth::ids::KeyId,
         grace: Duration,
-    ) -> Result<tower_keyauth::IssuedKey, tower_keyauth::LifecycleError> {
+    ) -> Result<tower_keyauth::store::IssuedKey, tower_keyauth::store::LifecycleError> {
         self.0.rotate(id, grace).await
     }
     async fn set_membership(
@@ -420,7 +422,7 @@ impl KeyLifecycle for ListingFails {
         user: &UserId,
         org: &OrgId,
         membership: Option<Membership>,
-    ) -> Result<(), tower_keyauth::LifecycleError> {
+    ) -> Result<(), tower_keyauth::store::LifecycleError> {
         self.0.set_membership(user, org, membership).await
     }
 }
@@ -428,7 +430,7 @@ impl KeyLifecycle for ListingFails {
 #[tokio::test]
 async fn an_issue_that_committed_returns_its_token_even_if_the_cache_cannot_list() {
     let store = MemoryStore::with_options(
-        StoreOptions::default().policy(tower_keyauth::KeyPolicy::SingleActive),
+        StoreOptions::default().policy(tower_keyauth::store::KeyPolicy::SingleActive),
     );
     let cached = CachedStore::with_options(
         ListingFails(store.clone()),

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 use common::*;
 use http::StatusCode;
 use http::request::Parts;
-use tower_keyauth::{AuthError, Extract, ExtractCredential, KeyAuthLayer};
+use tower_keyauth::extract::ExtractCredential;
+use tower_keyauth::{AuthError, Extract, KeyAuthLayer};
 
 fn encode_every_byte(text: &str) -> String {
     text.bytes().map(|b| format!("%{b:02X}")).collect()

@@ -13,10 +13,9 @@ use axum::routing::get;
 use common::client::request;
 use common::*;
 use http::StatusCode;
-use tower_keyauth::{
-    KeyAuthLayer, KeyId, KeyRecord, KeyStore, Membership, MemoryStore, OrgId, Principal,
-    StoreError, UserId,
-};
+use tower_keyauth::ids::{KeyId, OrgId, UserId};
+use tower_keyauth::store::{KeyRecord, Membership, StoreError};
+use tower_keyauth::{KeyAuthLayer, KeyStore, MemoryStore, Principal};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -192,7 +191,7 @@ async fn the_service_keeps_serving_after_a_fault() {
     let demo = demo().await;
     // A key the store fails on; every other key it serves.
     let doomed = tower_keyauth::KeyFormat::default()
-        .mint(tower_keyauth::KeyKind::Organization, None)
+        .mint(tower_keyauth::ids::KeyKind::Organization, None)
         .unwrap();
     let doomed_token = doomed.token.expose_secret();
     for fault in [Fault::Panic, Fault::Hang, Fault::Error] {

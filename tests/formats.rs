@@ -5,10 +5,11 @@ mod common;
 
 use common::*;
 use http::StatusCode;
-use tower_keyauth::{
-    Environment, KeyAuthLayer, KeyFormat, KeyHash, KeyKind, KeyLifecycle, KeyRecord, MemoryStore,
-    NewKey, Owner,
-};
+use tower_keyauth::format::Environment;
+use tower_keyauth::hash::KeyHash;
+use tower_keyauth::ids::KeyKind;
+use tower_keyauth::store::{KeyRecord, Owner};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, MemoryStore, NewKey};
 
 fn andi_format() -> KeyFormat {
     KeyFormat::new()

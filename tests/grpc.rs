@@ -117,7 +117,7 @@ async fn a_missing_scope_is_permission_denied() {
 async fn a_store_that_is_down_is_unavailable() {
     let client = client(serve(KeyAuthLayer::new(FailingStore)).await).await;
     let token = tower_keyauth::KeyFormat::default()
-        .mint(tower_keyauth::KeyKind::Organization, None)
+        .mint(tower_keyauth::ids::KeyKind::Organization, None)
         .unwrap();
     let status = client
         .clone()

@@ -67,7 +67,7 @@ async fn store_failures_are_logged_as_errors() {
     let (captured, _guard) = capture_tracing();
     let app = app(KeyAuthLayer::new(FailingStore));
     let token = tower_keyauth::KeyFormat::default()
-        .mint(tower_keyauth::KeyKind::Organization, None)
+        .mint(tower_keyauth::ids::KeyKind::Organization, None)
         .unwrap();
     get_bearer(&app, "/v1/whoami", token.token.expose_secret()).await;
     let log = captured.text();

@@ -6,10 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use http::StatusCode;
-use tower_keyauth::{
-    Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyRecord, MemoryStore, NewKey, Owner,
-    Scopes,
-};
+use tower_keyauth::ids::KeyKind;
+use tower_keyauth::store::{KeyRecord, Owner};
+use tower_keyauth::{Extract, KeyAuthLayer, KeyFormat, KeyLifecycle, MemoryStore, NewKey, Scopes};
 
 const REALM_CHALLENGE: &str = r#"Bearer realm="api""#;
 const INVALID_TOKEN_CHALLENGE: &str = r#"Bearer realm="api", error="invalid_token""#;

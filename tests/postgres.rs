@@ -16,10 +16,9 @@ use common::example::start_example;
 use common::*;
 use http::StatusCode;
 use libtest_mimic::Trial;
-use tower_keyauth::{
-    CacheOptions, CachedStore, KeyAuthLayer, KeyLifecycle, KeyStore, Membership, NewKey, OrgId,
-    PostgresStore, Scopes, StoreOptions, UserId,
-};
+use tower_keyauth::ids::{OrgId, UserId};
+use tower_keyauth::store::{CacheOptions, CachedStore, Membership, PostgresStore, StoreOptions};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey, Scopes};
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();

@@ -14,9 +14,10 @@ use common::CountingStore;
 use http::{HeaderValue, Request, Response};
 use proptest::prelude::*;
 use tower::{Layer, Service};
+use tower_keyauth::format::Environment;
+use tower_keyauth::ids::KeyKind;
 use tower_keyauth::{
-    Environment, Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyStore, MemoryStore,
-    NewKey, Principal,
+    Extract, KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, MemoryStore, NewKey, Principal,
 };
 
 fn formats() -> [KeyFormat; 3] {

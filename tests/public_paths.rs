@@ -49,7 +49,7 @@ async fn an_invalid_credential_on_a_public_path_is_ignored() {
 async fn a_failing_store_does_not_close_public_paths() {
     let app = app(with_public_paths(KeyAuthLayer::new(FailingStore)));
     let token = tower_keyauth::KeyFormat::default()
-        .mint(tower_keyauth::KeyKind::Organization, None)
+        .mint(tower_keyauth::ids::KeyKind::Organization, None)
         .unwrap();
     let reply = get_bearer(&app, "/", token.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::OK);

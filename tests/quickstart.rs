@@ -385,7 +385,7 @@ async fn the_key_routes_check_scopes_tenants_and_input() {
 
     // Keys of another organization are invisible: 404, like a missing one.
     let other_org = format!("sqlite://{}", dir.join("quickstart.db").display());
-    let store = tower_keyauth::SqliteStore::connect(&other_org)
+    let store = tower_keyauth::store::SqliteStore::connect(&other_org)
         .await
         .unwrap();
     let foreign = tower_keyauth::KeyLifecycle::issue(&store, tower_keyauth::NewKey::org("globex"))

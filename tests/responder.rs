@@ -11,9 +11,8 @@ use common::*;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use tower_keyauth::response::Refusal;
-use tower_keyauth::{
-    KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Responder, Scopes,
-};
+use tower_keyauth::response::Responder;
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes};
 
 /// Plain-text refusals in the shape of another API, with the request path.
 struct PlainText;
@@ -106,7 +105,7 @@ async fn grpc_callers_keep_the_standard_answer_unless_the_responder_overrides_it
     struct Teapot;
     impl Responder for Teapot {
         fn respond(&self, refusal: &Refusal<'_>, _: &Parts) -> Response<Bytes> {
-            tower_keyauth::DefaultResponder::json(refusal)
+            tower_keyauth::response::DefaultResponder::json(refusal)
         }
         fn respond_grpc(&self, _: &Refusal<'_>, _: &Parts) -> Response<Bytes> {
             let mut response = Response::new(Bytes::new());

@@ -12,9 +12,8 @@ use axum::Router;
 use axum::routing::get;
 use common::client::request;
 use tokio::sync::Mutex;
-use tower_keyauth::{
-    CacheOptions, CachedStore, KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey, Principal,
-};
+use tower_keyauth::store::{CacheOptions, CachedStore};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey, Principal};
 
 /// One request: when it was sent, when it was answered, and how.
 #[derive(Debug, Clone, Copy)]

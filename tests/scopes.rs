@@ -8,9 +8,10 @@ use axum::handler::Handler;
 use axum::routing::get;
 use common::*;
 use http::StatusCode;
+use tower_keyauth::ids::{OrgId, UserId};
+use tower_keyauth::store::Membership;
 use tower_keyauth::{
-    KeyAuthLayer, KeyLifecycle, Membership, MemoryStore, NewKey, OrgId, Principal, RequireScopes,
-    Scopes, UserId,
+    KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey, Principal, RequireScopes, Scopes,
 };
 
 async fn ok() -> &'static str {
@@ -295,8 +296,9 @@ async fn personal_tokens_are_refused_by_stores_without_memberships() {
     impl tower_keyauth::KeyStore for KeysOnly {
         async fn find_key(
             &self,
-            id: &tower_keyauth::KeyId,
-        ) -> Result<Option<tower_keyauth::KeyRecord>, tower_keyauth::StoreError> {
+            id: &tower_keyauth::ids::KeyId,
+        ) -> Result<Option<tower_keyauth::store::KeyRecord>, tower_keyauth::store::StoreError>
+        {
             self.0.find_key(id).await
         }
     }

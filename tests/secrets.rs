@@ -11,9 +11,11 @@ use axum::Router;
 use axum::handler::Handler;
 use axum::routing::get;
 use common::*;
+use tower_keyauth::hash::Token;
+use tower_keyauth::ids::KeyKind;
+use tower_keyauth::store::{CachedStore, Owner};
 use tower_keyauth::{
-    CachedStore, Extract, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, NewKey, Owner, Principal,
-    RequireScopes, Scopes, Token,
+    Extract, KeyAuthLayer, KeyFormat, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes,
 };
 
 /// Every form in which a token could leak: whole, its secret part, and both
@@ -63,7 +65,7 @@ async fn no_secret_reaches_a_log_a_response_or_a_debug_output() {
         .mint(KeyKind::Organization, None)
         .unwrap();
     store.insert(
-        tower_keyauth::KeyRecord::new(
+        tower_keyauth::store::KeyRecord::new(
             demo.org_key_id.clone(),
             other_secret.token.hash(),
             Owner::org("acme"),

@@ -14,9 +14,9 @@ use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service, ServiceExt};
-use tower_keyauth::{
-    AuthBody, KeyAuth, KeyAuthLayer, KeyStore, MemoryStore, Principal, ResponseFuture,
-};
+use tower_keyauth::body::AuthBody;
+use tower_keyauth::future::ResponseFuture;
+use tower_keyauth::{KeyAuth, KeyAuthLayer, KeyStore, MemoryStore, Principal};
 
 /// A service that is ready only when told so, and that checks that `call`
 /// reaches an instance that `poll_ready` readied.
@@ -172,8 +172,8 @@ fn public_types_are_send_sync_and_the_layer_is_clone() {
     send_sync::<KeyAuth<axum::Router, MemoryStore>>();
     send_sync::<Principal>();
     send_sync::<tower_keyauth::AuthError>();
-    send_sync::<tower_keyauth::KeyRecord>();
-    send_sync::<tower_keyauth::StoreError>();
+    send_sync::<tower_keyauth::store::KeyRecord>();
+    send_sync::<tower_keyauth::store::StoreError>();
     send_sync::<tower_keyauth::Extract>();
     send_sync::<tower_keyauth::KeyFormat>();
     clone::<KeyAuthLayer<MemoryStore>>();

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use http::StatusCode;
-use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey, SqliteStore, StoreOptions};
+use tower_keyauth::store::{SqliteStore, StoreOptions};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey};
 
 fn sqlite_url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.join("keys.db").display())

@@ -14,7 +14,8 @@ mod conformance;
 use async_trait::async_trait;
 use common::{TempDir, fresh_postgres_schema, needs_postgres, require_postgres_url};
 use conformance::{Harness, trials};
-use tower_keyauth::{MemoryStore, PostgresStore, SqliteStore, StoreOptions};
+use tower_keyauth::MemoryStore;
+use tower_keyauth::store::{PostgresStore, SqliteStore, StoreOptions};
 
 /// Memory: "another instance" is a clone sharing the same map.
 struct MemoryHarness {

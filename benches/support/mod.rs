@@ -12,7 +12,9 @@ use std::task::{Context, Poll, Waker};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::Service;
-use tower_keyauth::{KeyFormat, KeyKind, KeyRecord, MemoryStore, Owner};
+use tower_keyauth::ids::KeyKind;
+use tower_keyauth::store::{KeyRecord, Owner};
+use tower_keyauth::{KeyFormat, MemoryStore};
 
 /// The innermost service: answers at once, allocates nothing.
 #[derive(Clone, Copy)]

@@ -44,9 +44,10 @@ use std::net::SocketAddr;
 use demo::{DemoClient, ObjectsServer, WhoamiServer};
 use tonic::transport::server::TcpIncoming;
 use tower::Layer;
+use tower_keyauth::ids::{OrgId, UserId};
+use tower_keyauth::store::Membership;
 use tower_keyauth::{
-    Extract, KeyAuthLayer, KeyLifecycle, Membership, MemoryStore, NewKey, OrgId, RequireScopes,
-    Scopes, UserId,
+    Extract, KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey, RequireScopes, Scopes,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:50051";

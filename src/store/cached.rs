@@ -16,7 +16,7 @@ use crate::store::{Invalidate, Invalidation, KeyStore, StoreError};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_keyauth::CacheOptions;
+/// use tower_keyauth::store::CacheOptions;
 /// let options = CacheOptions::default()
 ///     .positive_ttl(Duration::from_secs(60))
 ///     .negative_ttl(Duration::from_secs(5))
@@ -96,7 +96,8 @@ where
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use tower_keyauth::{CachedStore, KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+/// use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+/// use tower_keyauth::store::CachedStore;
 ///
 /// let store = CachedStore::new(MemoryStore::new());
 /// let issued = store.issue(NewKey::org("acme")).await.unwrap();

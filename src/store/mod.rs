@@ -10,8 +10,6 @@ use crate::clock::{Clock, SharedClock};
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::KeyPolicy;
-use crate::record::{KeyRecord, Membership};
 
 #[cfg(feature = "cache")]
 mod cached;
@@ -37,6 +35,11 @@ pub use postgres::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
+pub use crate::lifecycle::{
+    IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey,
+};
+pub use crate::record::{KeyRecord, Membership, Owner};
+
 /// Looks keys up for [`KeyAuthLayer`](crate::KeyAuthLayer).
 ///
 /// Implement it for your own database: one required method, plus
@@ -50,7 +53,10 @@ pub use sqlite::SqliteStore;
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use tower_keyauth::{KeyHash, KeyId, KeyRecord, KeyStore, Owner, StoreError};
+/// use tower_keyauth::KeyStore;
+/// use tower_keyauth::hash::KeyHash;
+/// use tower_keyauth::ids::KeyId;
+/// use tower_keyauth::store::{KeyRecord, Owner, StoreError};
 ///
 /// /// Stands in for a database client.
 /// struct Database;
@@ -222,7 +228,8 @@ impl KeyMatch {
     /// wrong secret costs.
     ///
     /// ```
-    /// use tower_keyauth::{KeyHash, KeyMatch, KeyRecord, Owner};
+    /// use tower_keyauth::hash::KeyHash;
+    /// use tower_keyauth::store::{KeyMatch, KeyRecord, Owner};
     /// let record = KeyRecord::new("Xb3kP9qLm2Ts", KeyHash::of("ak_Xb3kP9qLm2Ts.right"), Owner::org("acme"));
     /// let wrong = KeyHash::of("ak_Xb3kP9qLm2Ts.wrong");
     /// assert_eq!(KeyMatch::compare(Some(record), &wrong), KeyMatch::Differs);
@@ -244,7 +251,8 @@ impl KeyMatch {
     /// scopes. `stored` is `None` when no key has the id.
     ///
     /// ```
-    /// use tower_keyauth::{KeyHash, KeyMatch, KeyRecord, Owner, StoreError};
+    /// use tower_keyauth::hash::KeyHash;
+    /// use tower_keyauth::store::{KeyMatch, KeyRecord, Owner, StoreError};
     /// let stored = KeyHash::of("ak_Xb3kP9qLm2Ts.right");
     /// let decode = || -> Result<KeyRecord, StoreError> {
     ///     Ok(KeyRecord::new("Xb3kP9qLm2Ts", stored, Owner::org("acme")))
@@ -300,7 +308,7 @@ impl StoreError {
     /// Wraps a backend error.
     ///
     /// ```
-    /// use tower_keyauth::StoreError;
+    /// use tower_keyauth::store::StoreError;
     /// let error = StoreError::backend(std::io::Error::other("connection refused"));
     /// assert_eq!(error.to_string(), "the key store failed");
     /// ```
@@ -314,7 +322,8 @@ impl StoreError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_keyauth::{KeyFormat, KeyPolicy, MemoryStore, StoreOptions};
+/// use tower_keyauth::{KeyFormat, MemoryStore};
+/// use tower_keyauth::store::{KeyPolicy, StoreOptions};
 ///
 /// let store = MemoryStore::with_options(
 ///     StoreOptions::default()
@@ -379,7 +388,7 @@ impl StoreOptions {
     }
 
     /// Reads the time for creation, expiry, grace periods and revocation
-    /// records from `clock` (default [`SystemClock`](crate::SystemClock)),
+    /// records from `clock` (default [`SystemClock`](crate::clock::SystemClock)),
     /// for tests that must not wait, or to simulate an instance whose clock
     /// is off.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -416,7 +425,7 @@ pub enum Invalidation {
 ///
 /// ```
 /// use async_trait::async_trait;
-/// use tower_keyauth::{Invalidate, Invalidation};
+/// use tower_keyauth::store::{Invalidate, Invalidation};
 ///
 /// struct Log;
 ///

@@ -50,7 +50,7 @@ macro_rules! bounded_scopes {
 
 /// Selects a key. A stored array of scopes is read only up to one element
 /// past [`Scopes::MAX_COUNT`], each element up to one character past
-/// [`Scope::MAX_LEN`](crate::Scope::MAX_LEN) (the numbers are written out
+/// [`Scope::MAX_LEN`](crate::scope::Scope::MAX_LEN) (the numbers are written out
 /// in `bounded_scopes!`), so a corrupt row costs no more to refuse than a
 /// valid one costs to read.
 const SELECT_KEY: &str = concat!(
@@ -95,7 +95,8 @@ pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use tower_keyauth::{KeyAuthLayer, PostgresStore};
+/// use tower_keyauth::KeyAuthLayer;
+/// use tower_keyauth::store::PostgresStore;
 ///
 /// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
 /// let layer = KeyAuthLayer::new(store.clone());
@@ -273,8 +274,8 @@ impl Inner {
 impl PostgresStore {
     /// Listens for the changes other instances announce (revocations,
     /// rotations, membership changes) and hands each to `target`, typically
-    /// a [`CachedStore`](crate::CachedStore)'s
-    /// [`invalidator`](crate::CachedStore::invalidator): every instance's cache
+    /// a [`CachedStore`](crate::store::CachedStore)'s
+    /// [`invalidator`](crate::store::CachedStore::invalidator): every instance's cache
     /// then drops a revoked key at once instead of within its TTL. When the
     /// connection drops, `target` is told to forget everything, since
     /// announcements may have been missed; the listener reconnects by itself.
@@ -285,7 +286,8 @@ impl PostgresStore {
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use tower_keyauth::{CachedStore, KeyAuthLayer, PostgresStore};
+    /// use tower_keyauth::KeyAuthLayer;
+    /// use tower_keyauth::store::{CachedStore, PostgresStore};
     ///
     /// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
     /// let cached = CachedStore::new(store.clone());
@@ -797,7 +799,7 @@ mod tests {
     #[test]
     fn scope_arrays_are_read_just_past_their_bounds() {
         let bounded = bounded_scopes!();
-        assert!(bounded.contains(&format!("left(name, {})", crate::Scope::MAX_LEN + 1)));
+        assert!(bounded.contains(&format!("left(name, {})", crate::scope::Scope::MAX_LEN + 1)));
         assert!(bounded.contains(&format!("scopes[1:{}]", Scopes::MAX_COUNT + 1)));
     }
 

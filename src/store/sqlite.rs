@@ -94,7 +94,8 @@ const MINT_ATTEMPTS: usize = 8;
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use tower_keyauth::{KeyAuthLayer, KeyLifecycle, NewKey, SqliteStore};
+/// use tower_keyauth::{KeyAuthLayer, KeyLifecycle, NewKey};
+/// use tower_keyauth::store::SqliteStore;
 ///
 /// # let dir = std::env::temp_dir().join(format!("keyauth-doc-{}", std::process::id()));
 /// # std::fs::create_dir_all(&dir)?;

@@ -1,4 +1,4 @@
-//! The cache behind [`CachedStore`](crate::CachedStore): sharded maps with a
+//! The cache behind [`CachedStore`](crate::store::CachedStore): sharded maps with a
 //! time to live per entry, a capacity bound, and one load per key however
 //! many callers miss at once.
 //!

@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use http::StatusCode;
 use libtest_mimic::Trial;
-use tower_keyauth::{
-    Environment, KeyAuthLayer, KeyFormat, KeyKind, KeyLifecycle, KeyPolicy, KeyStore,
-    LifecycleError, Membership, NewKey, OrgId, Owner, Scopes, StoreOptions, UserId,
-};
+use tower_keyauth::format::Environment;
+use tower_keyauth::ids::{KeyKind, OrgId, UserId};
+use tower_keyauth::store::{KeyPolicy, LifecycleError, Membership, Owner, StoreOptions};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, NewKey, Scopes};
 
 use crate::common::{app, bearer, get_bearer, get_with, run_multi_thread, send};
 
@@ -83,7 +83,7 @@ conformance_cases!(
     scope_sets_beyond_the_bound_cannot_be_stored,
 );
 
-fn token(issued: &tower_keyauth::IssuedKey) -> &str {
+fn token(issued: &tower_keyauth::store::IssuedKey) -> &str {
     issued.token.expose_secret()
 }
 
@@ -420,7 +420,7 @@ async fn rotation_keeps_lifetime_length_and_environment<H: Harness>(h: H) {
         "{}",
         new.record.masked()
     );
-    let lifetime = |record: &tower_keyauth::KeyRecord| {
+    let lifetime = |record: &tower_keyauth::store::KeyRecord| {
         record
             .expires_at
             .unwrap()
@@ -869,7 +869,7 @@ async fn refused_requests_are_not_counted_as_use<H: Harness>(h: H) {
         .await
         .unwrap();
     let app = app(KeyAuthLayer::new(store.clone()));
-    let last_used = |id: tower_keyauth::KeyId| {
+    let last_used = |id: tower_keyauth::ids::KeyId| {
         let store = store.clone();
         async move {
             H::flush_last_used(&store).await;

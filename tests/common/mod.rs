@@ -18,10 +18,9 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use tower_keyauth::{
-    KeyAuthLayer, KeyId, KeyLifecycle, KeyRecord, KeyStore, Membership, MemoryStore, NewKey, OrgId,
-    Principal, StoreError, UserId,
-};
+use tower_keyauth::ids::{KeyId, OrgId, UserId};
+use tower_keyauth::store::{KeyRecord, Membership, StoreError};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey, Principal};
 
 /// The principal as the quickstart's `/v1/whoami` shows it.
 pub fn principal_json(principal: &Principal) -> Value {
