@@ -112,3 +112,105 @@ async fn public_predicates_open_requests_paths_cannot_describe() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Handlers may take the rejection and look at it, as with axum's own
+/// extractors: the layer's reason on a public path, none without the layer.
+#[tokio::test]
+async fn the_principal_rejection_is_a_named_error_type() {
+    use axum::response::IntoResponse;
+    use tower_keyauth::AuthErrorKind;
+    use tower_keyauth::axum::PrincipalRejection;
+
+    async fn describe(
+        principal: Result<Principal, PrincipalRejection>,
+    ) -> axum::response::Response {
+        match principal {
+            Ok(principal) => principal.org().to_string().into_response(),
+            Err(rejection) => {
+                let kind = rejection
+                    .auth_error()
+                    .map(|error| format!("{:?}", error.kind()));
+                let text = format!(
+                    "{} {} {:?} {}",
+                    rejection.status().as_u16(),
+                    rejection.is_not_behind_key_auth(),
+                    kind,
+                    rejection
+                );
+                let mut response = rejection.into_response();
+                response
+                    .headers_mut()
+                    .insert("x-described", text.parse().unwrap());
+                response
+            }
+        }
+    }
+    fn is_error<E: std::error::Error + Send + Sync + 'static>() {}
+    is_error::<PrincipalRejection>();
+
+    let guarded = Router::new()
+        .route("/described", get(describe))
+        .layer(KeyAuthLayer::new(MemoryStore::new()).public("/described"));
+    let reply = send(
+        &guarded,
+        get_with("/described", &[("authorization", "Bearer ak_x.y")]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.error(), "invalid_token");
+    assert_eq!(
+        reply.headers["x-described"],
+        format!(
+            "401 false Some(\"{:?}\") The API key is invalid.",
+            AuthErrorKind::InvalidToken
+        )
+    );
+
+    let unguarded: Router = Router::new().route("/described", get(describe));
+    let reply = send(&unguarded, get_with("/described", &[])).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.headers["x-described"],
+        "500 true None This route needs a Principal but is not behind KeyAuthLayer."
+    );
+}
+
+/// What the handler reads is who is calling, nothing of the layer: two
+/// principals of the same caller are equal however they were made.
+#[tokio::test]
+async fn the_principal_is_plain_data() {
+    fn plain<T: Clone + PartialEq + Eq + std::fmt::Debug + Send + Sync + 'static>() {}
+    plain::<Principal>();
+    let demo = demo().await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Principal>::new()));
+    let record = seen.clone();
+    let app: Router = Router::new()
+        .route(
+            "/v1/whoami",
+            get(move |principal: Principal| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(principal);
+                    "ok"
+                }
+            }),
+        )
+        .layer(KeyAuthLayer::new(demo.store.clone()).realm("elsewhere"));
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", &demo.org_key).await.status,
+        StatusCode::OK
+    );
+    let principal = seen.lock().unwrap().pop().unwrap();
+    let by_hand = Principal::new(
+        principal.key_id().clone(),
+        principal.kind(),
+        principal.tenant().clone(),
+    )
+    .with_scopes(principal.scopes().clone())
+    .with_source(principal.source().clone());
+    let by_hand = match principal.environment() {
+        Some(environment) => by_hand.with_environment(environment),
+        None => by_hand,
+    };
+    assert_eq!(principal, by_hand);
+}
