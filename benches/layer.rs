@@ -5,8 +5,9 @@
 //!   target's yardstick: one SHA-256 plus one lookup;
 //! * `layer`: a trivial service bare, behind tower-http's bearer check, and
 //!   behind `KeyAuthLayer` over a `MemoryStore` for a valid key, an unknown
-//!   id, a wrong secret, a bad checksum and no credential; and a valid key
-//!   through a `CachedStore` (a cache hit).
+//!   id, a wrong secret, a bad checksum and no credential; a valid key
+//!   through a `CachedStore` (a cache hit); and a key refused by
+//!   `RequireScopes` for a missing scope.
 //!
 //! `scripts/bench-ratios.py` turns the results into the ratios of
 //! BENCHMARKS.md.
@@ -23,7 +24,7 @@ use tower::{Layer, Service};
 use tower_keyauth::hash::KeyHash;
 use tower_keyauth::ids::KeyKind;
 use tower_keyauth::store::{CachedStore, KeyRecord, Owner};
-use tower_keyauth::{KeyAuthLayer, KeyFormat, MemoryStore};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, MemoryStore, RequireScopes, Scopes};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -35,6 +36,8 @@ struct Fixture {
     unknown: String,
     wrong_secret: String,
     bad_checksum: String,
+    /// A key that may read but not write.
+    reader: String,
 }
 
 /// A store of 10 000 keys, and one token of each kind the layer meets.
@@ -54,6 +57,12 @@ fn fixture() -> Fixture {
         Owner::org("acme"),
     ));
     let wrong_secret = victim.token.expose_secret().to_owned();
+    let reader = format.mint(KeyKind::Organization, None).unwrap();
+    store.insert(
+        KeyRecord::new(reader.id.clone(), reader.token.hash(), Owner::org("acme"))
+            .with_scopes(Scopes::parse(["objects.read"]).unwrap()),
+    );
+    let reader = reader.token.expose_secret().to_owned();
     let last = if valid.ends_with('A') { 'B' } else { 'A' };
     let bad_checksum = format!("{}{last}", &valid[..valid.len() - 1]);
     Fixture {
@@ -62,6 +71,7 @@ fn fixture() -> Fixture {
         unknown,
         wrong_secret,
         bad_checksum,
+        reader,
     }
 }
 
@@ -117,6 +127,10 @@ fn layer(c: &mut Criterion) {
             .layer(Trivial);
     let mut keyauth = KeyAuthLayer::new(fixture.store.clone()).layer(Trivial);
     let mut cached = KeyAuthLayer::new(CachedStore::new(fixture.store.clone())).layer(Trivial);
+    let mut scoped = KeyAuthLayer::new(fixture.store.clone())
+        .layer(RequireScopes::new("objects.write").layer(Trivial));
+    let reader = bearer(&fixture.reader);
+    assert_eq!(serve(&mut scoped, Some(&reader)), 403);
 
     let valid = bearer(&fixture.valid);
     let unknown = bearer(&fixture.unknown);
@@ -160,6 +174,9 @@ fn layer(c: &mut Criterion) {
     });
     group.bench_function("keyauth_cached_valid_key", |b| {
         b.iter(|| serve(&mut cached, Some(&valid)))
+    });
+    group.bench_function("keyauth_insufficient_scope", |b| {
+        b.iter(|| serve(&mut scoped, Some(&reader)))
     });
     group.finish();
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use http::{Request, Response, StatusCode};
@@ -89,7 +89,8 @@ async fn a_flood_of_one_unknown_id_costs_one_lookup_per_negative_ttl() {
     assert_eq!(probe.finds(), 1, "100 000 requests, one negative TTL");
 }
 
-#[tokio::test]
+// Paused: the cache's clock moves only when the test advances it.
+#[tokio::test(start_paused = true)]
 async fn an_expired_negative_entry_costs_one_more_lookup() {
     let ttl = Duration::from_millis(200);
     let probe = CountingStore::new(MemoryStore::new());
@@ -97,7 +98,7 @@ async fn an_expired_negative_entry_costs_one_more_lookup() {
         CachedStore::with_options(probe.clone(), CacheOptions::default().negative_ttl(ttl));
     let mut service = bare_service(KeyAuthLayer::new(cached));
     let unknown = minted();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let mut requests = 0;
     while started.elapsed() < Duration::from_millis(1000) {
         service
@@ -109,7 +110,7 @@ async fn an_expired_negative_entry_costs_one_more_lookup() {
             .unwrap();
         requests += 1;
         if requests % 100 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::advance(Duration::from_millis(5)).await;
         }
     }
     let windows = started.elapsed().as_millis() / ttl.as_millis() + 1;
@@ -263,7 +264,7 @@ async fn revoking_through_the_cache_takes_effect_at_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_revocation_through_another_instance_is_seen_within_the_ttl() {
     let ttl = Duration::from_millis(300);
     let shared = MemoryStore::new();
@@ -280,8 +281,13 @@ async fn a_revocation_through_another_instance_is_seen_within_the_ttl() {
     );
     first.revoke(&issued.record.id).await.unwrap();
     // Until the TTL runs out the second instance may still accept the key
-    // (that is what a TTL means); from then on, never.
-    tokio::time::sleep(ttl + Duration::from_millis(20)).await;
+    // (that is what a TTL means; with time paused, it does); from then on,
+    // never.
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    tokio::time::advance(ttl + Duration::from_millis(20)).await;
     for _ in 0..10 {
         assert_eq!(
             get_bearer(&app_on_second, "/v1/whoami", token).await.status,
@@ -347,7 +353,9 @@ async fn last_used_is_written_once_per_window_behind_the_cache() {
         StoreOptions::default().last_used_interval(Duration::from_secs(3600)),
     );
     let issued = store.issue(NewKey::org("acme")).await.unwrap();
-    let app = app(KeyAuthLayer::new(CachedStore::new(store.clone())));
+    // Uses are noted at the layer's time, which the test moves on.
+    let clock = TestClock::new();
+    let app = app(KeyAuthLayer::new(CachedStore::new(store.clone())).clock(clock.clone()));
     let mut seen = Vec::new();
     for _ in 0..3 {
         assert_eq!(
@@ -364,7 +372,7 @@ async fn last_used_is_written_once_per_window_behind_the_cache() {
                 .unwrap()
                 .last_used_at,
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        clock.advance(Duration::from_millis(20));
     }
     assert!(seen[0].is_some());
     assert!(seen.iter().all(|at| *at == seen[0]), "{seen:?}");

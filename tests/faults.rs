@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
@@ -13,6 +13,7 @@ use axum::routing::get;
 use common::client::request;
 use common::*;
 use http::StatusCode;
+use tokio::time::Instant;
 use tower_keyauth::ids::{KeyId, OrgId, UserId};
 use tower_keyauth::store::{KeyRecord, Membership, StoreError};
 use tower_keyauth::{KeyAuthLayer, KeyStore, MemoryStore, Principal};
@@ -122,7 +123,9 @@ fn timeout_layer<S: KeyStore>(store: S) -> KeyAuthLayer<S> {
     KeyAuthLayer::new(store).store_timeout(Duration::from_millis(200))
 }
 
-#[tokio::test]
+// Paused (no I/O here): a hang reaches the store timeout as soon as nothing
+// else is left to run, without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn every_fault_is_a_503_and_never_reaches_the_handler() {
     let demo = demo().await;
     for fault in [Fault::Error, Fault::Hang, Fault::Panic] {
@@ -160,7 +163,7 @@ async fn every_fault_is_a_503_and_never_reaches_the_handler() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn faults_in_membership_lookups_are_503_too() {
     let demo = demo().await;
     for fault in [Fault::Error, Fault::Hang, Fault::Panic] {

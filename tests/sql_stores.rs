@@ -76,19 +76,26 @@ async fn a_failing_last_used_write_never_fails_a_request() {
     let writer = SqliteStore::connect(&url).await.unwrap();
     let issued = writer.issue(NewKey::org("acme")).await.unwrap();
     // A second instance that may read but not write.
+    // An interval the background writer never reaches in this test: the
+    // test writes, and moves the layer's clock to the next window.
     let reader = SqliteStore::connect_with(
         &format!("{url}?mode=ro"),
-        StoreOptions::default().last_used_interval(Duration::from_millis(50)),
+        StoreOptions::default().last_used_interval(Duration::from_secs(60)),
     )
     .await
     .unwrap();
-    let app = app(KeyAuthLayer::new(reader.clone()));
+    let clock = TestClock::new();
+    let app = app(KeyAuthLayer::new(reader.clone()).clock(clock.clone()));
     for _ in 0..3 {
         let reply = get_bearer(&app, "/v1/whoami", issued.token.expose_secret()).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        // The write itself does fail; only the request path is spared.
+        assert!(
+            reader.flush_last_used().await.is_err(),
+            "the reader may not write"
+        );
+        clock.advance(Duration::from_secs(61));
     }
-    // The write itself does fail; only the request path is spared.
     let reply = get_bearer(&app, "/v1/whoami", issued.token.expose_secret()).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(

@@ -93,6 +93,11 @@ where
 /// (`PostgresStore::listen_for_invalidations` with
 /// [`CachedStore::invalidator`]).
 ///
+/// TTLs are measured on tokio's clock (`tokio::time::Instant`), which is the
+/// monotonic clock unless time is paused: a test that pauses it
+/// (`#[tokio::test(start_paused = true)]`) ages cached answers with
+/// `tokio::time::advance` instead of waiting for them.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

@@ -12,9 +12,13 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
+// Tokio's clock: `std::time::Instant` itself unless time is paused (tokio's
+// `test-util`), so tests can expire entries with `time::advance` instead of
+// waiting, at no cost otherwise.
+use tokio::time::Instant;
 
 use crate::store::StoreError;
 
@@ -264,7 +268,7 @@ mod tests {
         }))
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn values_live_for_their_own_ttl() {
         let cache = cache(100);
         assert_eq!(cache.get(&1), None);
@@ -281,10 +285,10 @@ mod tests {
         );
         assert_eq!(cache.get(&1), Some(Some(10)));
         assert_eq!(cache.get(&2), Some(None));
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::advance(Duration::from_millis(80)).await;
         assert_eq!(cache.get(&1), Some(Some(10)), "the positive TTL is longer");
         assert_eq!(cache.get(&2), None, "the negative TTL has passed");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::advance(Duration::from_millis(150)).await;
         assert_eq!(cache.get(&1), None);
     }
 
@@ -363,7 +367,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // Paused: the sleep below returns as soon as every other task waits.
+    #[tokio::test(start_paused = true)]
     async fn a_cancelled_load_lets_a_waiter_load_instead() {
         let cache = cache(100);
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();

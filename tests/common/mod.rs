@@ -288,6 +288,32 @@ pub async fn demo() -> Demo {
     }
 }
 
+/// A wall clock for `StoreOptions::clock` and `KeyAuthLayer::clock` that a
+/// test moves forward instead of waiting: the real time plus what was
+/// advanced so far. Real time rather than a frozen one, because
+/// `NewKey::expires_in` reads the real clock.
+#[derive(Clone, Default)]
+pub struct TestClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl TestClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves this clock `by` ahead.
+    pub fn advance(&self, by: std::time::Duration) {
+        let nanos = u64::try_from(by.as_nanos()).expect("a shorter advance");
+        self.0.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl tower_keyauth::clock::Clock for TestClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+            + std::time::Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
 /// A directory under the system's temp dir, removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 
