@@ -78,7 +78,6 @@ mod guard;
 mod hash;
 mod ids;
 mod layer;
-mod lifecycle;
 mod principal;
 mod public;
 mod record;
@@ -107,7 +106,6 @@ pub use future::ResponseFuture;
 pub use hash::{KeyHash, Token};
 pub use ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
 pub use layer::{DEFAULT_ORG_HEADER, KeyAuthLayer};
-pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use principal::{CredentialSource, Principal, Tenant};
 pub use record::{KeyKind, KeyRecord, Membership, Owner};
 pub use require_scopes::{RequireScopes, RequireScopesService};
@@ -119,8 +117,8 @@ pub use store::SqliteStore;
 #[cfg(feature = "cache")]
 pub use store::{CacheInvalidator, CacheOptions, CachedStore};
 pub use store::{
-    DEFAULT_LAST_USED_INTERVAL, Invalidate, Invalidation, KeyMatch, KeyStore, MemoryStore,
-    StoreError, StoreOptions,
+    DEFAULT_LAST_USED_INTERVAL, Invalidate, Invalidation, IssuedKey, KeyLifecycle, KeyMatch,
+    KeyPolicy, KeyStore, KeySummary, LifecycleError, MemoryStore, NewKey, StoreError, StoreOptions,
 };
 #[cfg(feature = "postgres")]
 pub use store::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};

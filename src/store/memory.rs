@@ -10,11 +10,11 @@ use async_trait::async_trait;
 
 use crate::format::{KeyFormat, MintedToken};
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{
+use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::lifecycle::{
     IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
     plan_rotation, storable,
 };
-use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::usage::NotedFilter;
 use crate::store::{KeyStore, StoreError, StoreOptions};
 

@@ -1,4 +1,5 @@
-//! Where keys live: the [`KeyStore`] trait and the bundled stores.
+//! Where keys live: the [`KeyStore`] trait, the [`KeyLifecycle`] of the
+//! bundled stores with its policies and [`StoreOptions`], and the stores.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -10,11 +11,11 @@ use crate::clock::{Clock, SharedClock};
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::KeyPolicy;
 use crate::record::{KeyRecord, Membership};
 
 #[cfg(feature = "cache")]
 mod cached;
+mod lifecycle;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -29,6 +30,7 @@ pub(crate) mod usage;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use cached::{CacheInvalidator, CacheOptions, CachedStore};
+pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -11,12 +11,12 @@ use time::OffsetDateTime;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{
+use crate::record::{KeyRecord, Membership, Owner};
+use crate::scope::Scopes;
+use crate::store::lifecycle::{
     IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
     plan_rotation, storable,
 };
-use crate::record::{KeyRecord, Membership, Owner};
-use crate::scope::Scopes;
 use crate::store::sql::{
     Migration, column_error, hash_of_row, latest_version, match_key_row, owner_columns,
     owner_from_columns, scopes_from_names, spawn_usage_writer, summaries, to_micros_precision,

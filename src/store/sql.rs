@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::hash::KeyHash;
 use crate::ids::{OrgId, UserId, WorkspaceId};
-use crate::lifecycle::{KeySummary, LifecycleError};
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
+use crate::store::lifecycle::{KeySummary, LifecycleError};
 use crate::store::{KeyMatch, StoreError};
 
 /// A schema change, applied once, in order, inside a transaction.
