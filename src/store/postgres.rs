@@ -14,12 +14,13 @@ use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation, storable,
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
+    OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Migration, column_error, hash_of_row, latest_version, match_key_row, owner_columns,
-    owner_from_columns, scopes_from_names, spawn_usage_writer, summaries, to_micros_precision,
+    Migration, column_error, hash_of_row, inserted, latest_version, match_key_row, mint_and_insert,
+    owner_columns, owner_from_columns, scopes_from_names, spawn_usage_writer, summaries,
+    to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -71,9 +72,6 @@ const SELECT_KEY_MATCHING: &str = concat!(
     " END AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
  FROM keyauth_keys WHERE id = $1"
 );
-
-/// How many times an issue draws a new id after a collision.
-const MINT_ATTEMPTS: usize = 8;
 
 /// The channel on which changes are announced to other instances.
 pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
@@ -481,67 +479,45 @@ async fn fetch_key(
     row.as_ref().map(key_from_row).transpose()
 }
 
-async fn insert_key(connection: &mut PgConnection, record: &KeyRecord) -> Result<(), sqlx::Error> {
-    let (kind, org, workspace, user) = owner_columns(&record.owner);
-    sqlx::query(
-        "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-                                   scopes, name, created_at, expires_at, grace_ends_at,
-                                   revoked_at, last_used_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(record.id.as_str())
-    .bind(record.hash.as_bytes().as_slice())
-    .bind(record.prefix.as_deref())
-    .bind(kind)
-    .bind(org)
-    .bind(workspace)
-    .bind(user)
-    .bind(scope_names(&record.scopes))
-    .bind(&*record.name)
-    .bind(timestamp(record.created_at))
-    .bind(record.expires_at.map(timestamp))
-    .bind(record.grace_ends_at.map(timestamp))
-    .bind(record.revoked_at.map(timestamp))
-    .bind(record.last_used_at.map(timestamp))
-    .execute(connection)
-    .await
-    .map(|_| ())
-}
-
-/// Mints `new_key` and inserts it, drawing a new id on the (vanishingly
-/// rare) collision. A savepoint keeps the transaction usable after one.
-async fn insert_new_key(
-    connection: &mut PgConnection,
-    options: &StoreOptions,
-    new_key: NewKey,
-    now: SystemTime,
-) -> Result<IssuedKey, LifecycleError> {
-    for _ in 0..MINT_ATTEMPTS {
-        let minted = options.format.mint(new_key.kind(), new_key.environment)?;
-        let mut issued = IssuedKey::new(minted, new_key.clone(), now);
-        issued.record.expires_at = issued.record.expires_at.map(to_micros_precision);
+/// A savepoint keeps the transaction usable after an id collision.
+impl InsertMinted for PgConnection {
+    async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
+        let (kind, org, workspace, user) = owner_columns(&record.owner);
         sqlx::query("SAVEPOINT keyauth_insert")
-            .execute(&mut *connection)
+            .execute(&mut *self)
             .await
             .map_err(StoreError::backend)?;
-        match insert_key(connection, &issued.record).await {
-            Ok(()) => return Ok(issued),
-            Err(error) if is_unique_violation(&error) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT keyauth_insert")
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(StoreError::backend)?;
-            }
-            Err(error) => return Err(StoreError::backend(error).into()),
+        let result = sqlx::query(
+            "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
+                                       scopes, name, created_at, expires_at, grace_ends_at,
+                                       revoked_at, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(record.id.as_str())
+        .bind(record.hash.as_bytes().as_slice())
+        .bind(record.prefix.as_deref())
+        .bind(kind)
+        .bind(org)
+        .bind(workspace)
+        .bind(user)
+        .bind(scope_names(&record.scopes))
+        .bind(&*record.name)
+        .bind(timestamp(record.created_at))
+        .bind(record.expires_at.map(timestamp))
+        .bind(record.grace_ends_at.map(timestamp))
+        .bind(record.revoked_at.map(timestamp))
+        .bind(record.last_used_at.map(timestamp))
+        .execute(&mut *self)
+        .await;
+        let outcome = inserted(result)?;
+        if outcome == Insert::IdTaken {
+            sqlx::query("ROLLBACK TO SAVEPOINT keyauth_insert")
+                .execute(self)
+                .await
+                .map_err(StoreError::backend)?;
         }
+        Ok(outcome)
     }
-    Err(StoreError::backend("could not find an unused key id").into())
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|error| error.is_unique_violation())
 }
 
 /// Takes a transaction-scoped lock for one owner, so that counting its keys
@@ -660,7 +636,7 @@ impl KeyLifecycle for PostgresStore {
                 announce(&mut tx, &Invalidation::Key(KeyId::from(id))).await?;
             }
         }
-        let issued = insert_new_key(&mut tx, options, new_key, now).await?;
+        let issued = mint_and_insert(&mut *tx, &options.format, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(issued)
     }
@@ -736,7 +712,7 @@ impl KeyLifecycle for PostgresStore {
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let now = to_micros_precision(options.now());
         let plan = plan_rotation(&old, &options.format, grace, now)?;
-        let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
+        let issued = mint_and_insert(&mut *tx, &options.format, plan.successor, now).await?;
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1", now),
             OldKey::GraceEndsAt(at) => (

@@ -6,11 +6,14 @@ use std::future::Future;
 use std::sync::Weak;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{OrgId, UserId, WorkspaceId};
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
-use crate::store::lifecycle::{KeySummary, LifecycleError};
+use crate::store::lifecycle::{
+    self, Insert, InsertMinted, IssuedKey, KeySummary, LifecycleError, NewKey,
+};
 use crate::store::{KeyMatch, StoreError};
 
 /// A schema change, applied once, in order, inside a transaction.
@@ -121,6 +124,35 @@ pub(crate) fn summaries<Row>(
         .map(|row| key_from_row(row).map(|record| KeySummary::from(&record)))
         .collect::<Result<_, _>>()
         .map_err(LifecycleError::from)
+}
+
+/// Mints `new_key` and inserts it into `connection` (the loop every store
+/// shares), its expiry at the database's precision so that the record
+/// handed out reads back equal.
+pub(crate) async fn mint_and_insert<C: InsertMinted>(
+    connection: &mut C,
+    format: &KeyFormat,
+    mut new_key: NewKey,
+    now: SystemTime,
+) -> Result<IssuedKey, LifecycleError> {
+    new_key.expires_at = new_key.expires_at.map(to_micros_precision);
+    lifecycle::mint_and_insert(connection, format, new_key, now).await
+}
+
+/// What the insert of a minted key came to: a unique violation means that
+/// its id is taken (the id is the one unique column of `keyauth_keys`).
+pub(crate) fn inserted<T>(result: Result<T, sqlx::Error>) -> Result<Insert, StoreError> {
+    match result {
+        Ok(_) => Ok(Insert::Done),
+        Err(error)
+            if error
+                .as_database_error()
+                .is_some_and(|error| error.is_unique_violation()) =>
+        {
+            Ok(Insert::IdTaken)
+        }
+        Err(error) => Err(StoreError::backend(error)),
+    }
 }
 
 /// Databases keep microseconds; so do the records the stores hand out, so

@@ -16,13 +16,13 @@ use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation, storable,
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
+    OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Migration, column_error, corrupt, from_micros, hash_of_row, latest_version, match_key_row,
-    owner_columns, owner_from_columns, scopes_from_text, scopes_to_text, spawn_usage_writer,
-    summaries, to_micros, to_micros_precision,
+    Migration, column_error, corrupt, from_micros, hash_of_row, inserted, latest_version,
+    match_key_row, mint_and_insert, owner_columns, owner_from_columns, scopes_from_text,
+    scopes_to_text, spawn_usage_writer, summaries, to_micros, to_micros_precision,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -79,9 +79,6 @@ const SELECT_KEY_MATCHING: &str = concat!(
 /// longest valid list, written out in `scopes_read!`.
 #[cfg(test)]
 const MAX_SCOPE_TEXT_READ: usize = 33025;
-
-/// How many times an issue draws a new id after a collision.
-const MINT_ATTEMPTS: usize = 8;
 
 /// Keys and memberships in SQLite, through a sqlx connection pool.
 ///
@@ -365,55 +362,33 @@ async fn fetch_key(
     row.as_ref().map(key_from_row).transpose()
 }
 
-async fn insert_key(
-    connection: &mut SqliteConnection,
-    record: &KeyRecord,
-) -> Result<(), sqlx::Error> {
-    let (kind, org, workspace, user) = owner_columns(&record.owner);
-    sqlx::query(
-        "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-                                   scopes, name, created_at, expires_at, grace_ends_at,
-                                   revoked_at, last_used_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )
-    .bind(record.id.as_str())
-    .bind(record.hash.as_bytes().as_slice())
-    .bind(record.prefix.as_deref())
-    .bind(kind)
-    .bind(org)
-    .bind(workspace)
-    .bind(user)
-    .bind(scopes_to_text(&record.scopes))
-    .bind(&*record.name)
-    .bind(to_micros(record.created_at))
-    .bind(record.expires_at.map(to_micros))
-    .bind(record.grace_ends_at.map(to_micros))
-    .bind(record.revoked_at.map(to_micros))
-    .bind(record.last_used_at.map(to_micros))
-    .execute(connection)
-    .await
-    .map(|_| ())
-}
-
-/// Mints `new_key` and inserts it, drawing a new id on the (vanishingly
-/// rare) collision.
-async fn insert_new_key(
-    connection: &mut SqliteConnection,
-    options: &StoreOptions,
-    new_key: NewKey,
-    now: SystemTime,
-) -> Result<IssuedKey, LifecycleError> {
-    for _ in 0..MINT_ATTEMPTS {
-        let minted = options.format.mint(new_key.kind(), new_key.environment)?;
-        let mut issued = IssuedKey::new(minted, new_key.clone(), now);
-        issued.record.expires_at = issued.record.expires_at.map(to_micros_precision);
-        match insert_key(connection, &issued.record).await {
-            Ok(()) => return Ok(issued),
-            Err(error) if is_unique_violation(&error) => continue,
-            Err(error) => return Err(StoreError::backend(error).into()),
-        }
+impl InsertMinted for SqliteConnection {
+    async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
+        let (kind, org, workspace, user) = owner_columns(&record.owner);
+        let result = sqlx::query(
+            "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
+                                       scopes, name, created_at, expires_at, grace_ends_at,
+                                       revoked_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )
+        .bind(record.id.as_str())
+        .bind(record.hash.as_bytes().as_slice())
+        .bind(record.prefix.as_deref())
+        .bind(kind)
+        .bind(org)
+        .bind(workspace)
+        .bind(user)
+        .bind(scopes_to_text(&record.scopes))
+        .bind(&*record.name)
+        .bind(to_micros(record.created_at))
+        .bind(record.expires_at.map(to_micros))
+        .bind(record.grace_ends_at.map(to_micros))
+        .bind(record.revoked_at.map(to_micros))
+        .bind(record.last_used_at.map(to_micros))
+        .execute(self)
+        .await;
+        inserted(result)
     }
-    Err(StoreError::backend("could not find an unused key id").into())
 }
 
 /// A transaction that takes the write lock at once: reading and then
@@ -425,12 +400,6 @@ async fn begin_immediate(
     pool.begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(StoreError::backend)
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|error| error.is_unique_violation())
 }
 
 #[async_trait]
@@ -524,7 +493,7 @@ impl KeyLifecycle for SqliteStore {
             .await
             .map_err(StoreError::backend)?;
         }
-        let issued = insert_new_key(&mut tx, options, new_key, now).await?;
+        let issued = mint_and_insert(&mut *tx, &options.format, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(issued)
     }
@@ -588,7 +557,7 @@ impl KeyLifecycle for SqliteStore {
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let plan = plan_rotation(&old, &options.format, grace, now)?;
-        let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
+        let issued = mint_and_insert(&mut *tx, &options.format, plan.successor, now).await?;
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1", now),
             OldKey::GraceEndsAt(at) => (
@@ -647,5 +616,38 @@ mod tests {
         let read = format!("substr(CAST(scopes AS BLOB), 1, {MAX_SCOPE_TEXT_READ})");
         assert!(KEY_COLUMNS.contains(&read));
         assert!(SELECT_KEY_MATCHING.contains(&format!("CASE WHEN hash = ?2 THEN {read} END")));
+    }
+
+    #[tokio::test]
+    async fn an_insert_under_a_taken_id_changes_nothing() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        let mut connection = store.pool().acquire().await.unwrap();
+        let twin = KeyRecord::new(
+            issued.record.id.clone(),
+            KeyHash::of("twin"),
+            Owner::org("globex"),
+        );
+        assert_eq!(
+            connection.insert_minted(&twin).await.unwrap(),
+            Insert::IdTaken
+        );
+        let other = KeyRecord::new("other", KeyHash::of("other"), Owner::org("globex"));
+        assert_eq!(
+            connection.insert_minted(&other).await.unwrap(),
+            Insert::Done
+        );
+        drop(connection);
+        assert_eq!(
+            store.find_key(&issued.record.id).await.unwrap(),
+            Some(issued.record)
+        );
     }
 }
