@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
@@ -20,25 +21,11 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Migration, column_error, corrupt, from_micros, hash_of_row, inserted, latest_version,
-    match_key_row, mint_and_insert, owner_columns, owner_from_columns, scopes_from_text,
-    scopes_to_text, spawn_usage_writer, summaries, to_micros, to_micros_precision,
+    Dialect, Migration, SqlCore, column_error, corrupt, from_micros, hash_of_row, inserted,
+    match_key_row, migrate, owner_columns, owner_from_columns, pool_options, scopes_from_text,
+    scopes_to_text, summaries, to_micros, to_micros_precision,
 };
-use crate::store::usage::UsageBuffer;
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
-
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "keys and memberships",
-        sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "clock-free revocation",
-        sql: include_str!("../../migrations/sqlite/0002_clock_free_revocation.sql"),
-    },
-];
 
 /// A stored list of scopes, read as bytes (`substr` on text would count
 /// characters through the whole value) and only up to one byte past the
@@ -106,13 +93,61 @@ const MAX_SCOPE_TEXT_READ: usize = 33025;
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
+    inner: Arc<SqlCore<Sqlite>>,
 }
 
-struct Inner {
-    pool: SqlitePool,
-    options: StoreOptions,
-    usage: Option<UsageBuffer>,
+impl Dialect for Sqlite {
+    const MIGRATIONS: &'static [Migration] = &[
+        Migration {
+            version: 1,
+            description: "keys and memberships",
+            sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "clock-free revocation",
+            sql: include_str!("../../migrations/sqlite/0002_clock_free_revocation.sql"),
+        },
+    ];
+    const MIGRATIONS_RECORDED: &'static str = "SELECT EXISTS (
+        SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keyauth_migrations'
+    )";
+    const CREATE_MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS keyauth_migrations (
+        version INTEGER PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL,
+        applied_at INTEGER NOT NULL
+    )";
+    const APPLIED_VERSION: &'static str =
+        "SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations";
+    /// Takes the write lock at once: reading and then writing in the
+    /// transaction cannot interleave with another writer (and cannot fail to
+    /// upgrade a read lock).
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    fn record_migration(migration: &Migration) -> Query<'static, Sqlite, SqliteArguments> {
+        sqlx::query(
+            "INSERT INTO keyauth_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(to_micros(SystemTime::now()))
+    }
+
+    async fn write_uses(pool: &SqlitePool, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        let mut tx = pool.begin().await.map_err(StoreError::backend)?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE keyauth_keys SET last_used_at = ?2
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )
+            .bind(id.as_str())
+            .bind(to_micros(*at))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        }
+        tx.commit().await.map_err(StoreError::backend)
+    }
 }
 
 impl SqliteStore {
@@ -131,11 +166,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        // A database that cannot be opened fails within seconds, not after
-        // sqlx's default 30 s.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(8)
             .connect_with(connect)
             .await
             .map_err(StoreError::backend)?;
@@ -144,20 +175,7 @@ impl SqliteStore {
 
     /// Uses an existing pool (migrating its database).
     pub async fn from_pool(pool: SqlitePool, options: StoreOptions) -> Result<Self, StoreError> {
-        Self::migrate(&pool).await?;
-        let usage = options.last_used_interval.map(UsageBuffer::new);
-        let inner = Arc::new(Inner {
-            pool,
-            options,
-            usage,
-        });
-        if let Some(usage) = &inner.usage {
-            spawn_usage_writer(
-                Arc::downgrade(&inner),
-                usage.interval(),
-                |inner: Arc<Inner>| async move { inner.flush_last_used().await },
-            );
-        }
+        let inner = SqlCore::open(pool, options).await?;
         Ok(Self { inner })
     }
 
@@ -166,54 +184,7 @@ impl SqliteStore {
     ///
     /// An up-to-date database is only read.
     pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-        let has_table: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'keyauth_migrations'",
-        )
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::backend)?;
-        if has_table.is_some() {
-            let applied: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations")
-                    .fetch_one(pool)
-                    .await
-                    .map_err(StoreError::backend)?;
-            if applied >= latest_version(MIGRATIONS) {
-                return Ok(());
-            }
-        }
-        let mut tx = begin_immediate(pool).await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS keyauth_migrations (
-                version INTEGER PRIMARY KEY NOT NULL,
-                description TEXT NOT NULL,
-                applied_at INTEGER NOT NULL
-            )",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-        for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-            sqlx::raw_sql(migration.sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-            sqlx::query(
-                "INSERT INTO keyauth_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)",
-            )
-            .bind(migration.version)
-            .bind(migration.description)
-            .bind(to_micros(SystemTime::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        }
-        tx.commit().await.map_err(StoreError::backend)
+        migrate(pool).await
     }
 
     /// The pool, for your own queries.
@@ -234,53 +205,9 @@ impl SqliteStore {
     }
 }
 
-impl Inner {
-    /// The row of key `id`, on a connection of the pool.
-    async fn key_row(&self, id: &KeyId) -> Result<Option<SqliteRow>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
-        fetch_key_row(&mut connection, id).await
-    }
-
-    /// The row of key `id`, its scopes read only if its hash is `presented`.
-    async fn key_row_matching(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Result<Option<SqliteRow>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
-        fetch_key_row_matching(&mut connection, id, presented).await
-    }
-
-    async fn flush_last_used(&self) -> Result<usize, StoreError> {
-        let Some(usage) = &self.usage else {
-            return Ok(0);
-        };
-        usage
-            .flush(async |uses: &[(KeyId, SystemTime)]| {
-                let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
-                for (id, at) in uses {
-                    sqlx::query(
-                        "UPDATE keyauth_keys SET last_used_at = ?2
-                         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-                    )
-                    .bind(id.as_str())
-                    .bind(to_micros(*at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::backend)?;
-                }
-                tx.commit().await.map_err(StoreError::backend)
-            })
-            .await
-    }
-}
-
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("pool", &self.inner.pool)
-            .field("options", &self.inner.options)
-            .finish()
+        self.inner.fmt_as("SqliteStore", f)
     }
 }
 
@@ -391,22 +318,10 @@ impl InsertMinted for SqliteConnection {
     }
 }
 
-/// A transaction that takes the write lock at once: reading and then
-/// writing in it cannot interleave with another writer (and cannot fail to
-/// upgrade a read lock).
-async fn begin_immediate(
-    pool: &SqlitePool,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-    pool.begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::backend)
-}
-
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self.inner.key_row(id).await?;
-        row.as_ref().map(key_from_row).transpose()
+        fetch_key(&mut *self.inner.acquire().await?, id).await
     }
 
     /// Reads the row, compares its hash, and parses the rest (scopes
@@ -416,7 +331,8 @@ impl KeyStore for SqliteStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let row = self.inner.key_row_matching(id, presented).await?;
+        let mut connection = self.inner.acquire().await?;
+        let row = fetch_key_row_matching(&mut connection, id, presented).await?;
         match_key_row(row, presented, hash_of_row, key_from_row)
     }
 
@@ -441,9 +357,7 @@ impl KeyStore for SqliteStore {
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        if let Some(usage) = &self.inner.usage {
-            usage.note(record, at);
-        }
+        self.inner.record_use(record, at);
     }
 }
 
@@ -452,7 +366,7 @@ impl KeyLifecycle for SqliteStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         storable(&new_key.scopes)?;
         let options = &self.inner.options;
-        let mut tx = begin_immediate(&self.inner.pool).await?;
+        let mut tx = self.inner.begin().await?;
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
         let now = to_micros_precision(options.now());
@@ -493,7 +407,7 @@ impl KeyLifecycle for SqliteStore {
             .await
             .map_err(StoreError::backend)?;
         }
-        let issued = mint_and_insert(&mut *tx, &options.format, new_key, now).await?;
+        let issued = self.inner.mint_and_insert(&mut *tx, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(issued)
     }
@@ -530,7 +444,7 @@ impl KeyLifecycle for SqliteStore {
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
         let now = to_micros(self.inner.options.now());
-        let mut tx = begin_immediate(&self.inner.pool).await?;
+        let mut tx = self.inner.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keyauth_keys WHERE id = ?1")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -551,13 +465,16 @@ impl KeyLifecycle for SqliteStore {
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let mut tx = begin_immediate(&self.inner.pool).await?;
+        let mut tx = self.inner.begin().await?;
         let now = to_micros_precision(options.now());
         let old = fetch_key(&mut tx, id)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let plan = plan_rotation(&old, &options.format, grace, now)?;
-        let issued = mint_and_insert(&mut *tx, &options.format, plan.successor, now).await?;
+        let issued = self
+            .inner
+            .mint_and_insert(&mut *tx, plan.successor, now)
+            .await?;
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1", now),
             OldKey::GraceEndsAt(at) => (
@@ -608,6 +525,8 @@ impl KeyLifecycle for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
     use super::*;
 
     #[test]
