@@ -19,8 +19,8 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, column_error, hash_of_row, inserted, match_key_row, migrate,
-    owner_columns, owner_from_columns, pool_options, scopes_from_names, summaries,
+    Dialect, Migration, SqlCore, bind_key, column_error, hash_of_row, inserted, key_from_row,
+    match_key_row, migrate, owner_columns, pool_options, scopes_from_names, summaries,
     to_micros_precision,
 };
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -125,6 +125,31 @@ impl Dialect for Postgres {
         sqlx::query("INSERT INTO keyauth_migrations (version, description) VALUES ($1, $2)")
             .bind(migration.version)
             .bind(migration.description)
+    }
+
+    fn time_of_row(row: &PgRow, column: &str) -> Result<Option<SystemTime>, StoreError> {
+        let time: Option<OffsetDateTime> = row.try_get(column).map_err(column_error)?;
+        Ok(time.map(SystemTime::from))
+    }
+
+    fn bind_time<'q>(
+        query: Query<'q, Postgres, PgArguments>,
+        at: Option<SystemTime>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query.bind(at.map(timestamp))
+    }
+
+    /// An array of names (see `bounded_scopes!`).
+    fn scopes_of_row(row: &PgRow) -> Result<Scopes, StoreError> {
+        let names: Vec<String> = row.try_get("scopes").map_err(column_error)?;
+        scopes_from_names(names)
+    }
+
+    fn bind_scopes<'q>(
+        query: Query<'q, Postgres, PgArguments>,
+        scopes: &Scopes,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query.bind(scope_names(scopes))
     }
 
     async fn write_uses(pool: &PgPool, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
@@ -323,42 +348,6 @@ fn timestamp(time: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(time)
 }
 
-fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    let hash = hash_of_row(row)?;
-    let owner = owner_from_columns(
-        row.try_get::<String, _>("owner_kind")
-            .map_err(column_error)?
-            .as_str(),
-        row.try_get("org_id").map_err(column_error)?,
-        row.try_get("workspace_id").map_err(column_error)?,
-        row.try_get("user_id").map_err(column_error)?,
-    )?;
-    let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
-        Ok(row
-            .try_get::<Option<OffsetDateTime>, _>(column)
-            .map_err(column_error)?
-            .map(SystemTime::from))
-    };
-    let scopes: Vec<String> = row.try_get("scopes").map_err(column_error)?;
-    let mut record = KeyRecord::new(
-        row.try_get::<String, _>("id").map_err(column_error)?,
-        hash,
-        owner,
-    )
-    .with_scopes(scopes_from_names(scopes)?)
-    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
-    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
-    record.prefix = row
-        .try_get::<Option<String>, _>("prefix")
-        .map_err(column_error)?
-        .map(Into::into);
-    record.expires_at = time("expires_at")?;
-    record.grace_ends_at = time("grace_ends_at")?;
-    record.revoked_at = time("revoked_at")?;
-    record.last_used_at = time("last_used_at")?;
-    Ok(record)
-}
-
 fn scope_names(scopes: &Scopes) -> Vec<&str> {
     scopes.iter().map(|scope| scope.as_str()).collect()
 }
@@ -399,39 +388,23 @@ async fn fetch_key(
     for_update: bool,
 ) -> Result<Option<KeyRecord>, StoreError> {
     let row = fetch_key_row(connection, id, for_update).await?;
-    row.as_ref().map(key_from_row).transpose()
+    row.as_ref().map(key_from_row::<Postgres>).transpose()
 }
 
 /// A savepoint keeps the transaction usable after an id collision.
 impl InsertMinted for PgConnection {
     async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
-        let (kind, org, workspace, user) = owner_columns(&record.owner);
         sqlx::query("SAVEPOINT keyauth_insert")
             .execute(&mut *self)
             .await
             .map_err(StoreError::backend)?;
-        let result = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
                                        revoked_at, last_used_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(record.id.as_str())
-        .bind(record.hash.as_bytes().as_slice())
-        .bind(record.prefix.as_deref())
-        .bind(kind)
-        .bind(org)
-        .bind(workspace)
-        .bind(user)
-        .bind(scope_names(&record.scopes))
-        .bind(&*record.name)
-        .bind(timestamp(record.created_at))
-        .bind(record.expires_at.map(timestamp))
-        .bind(record.grace_ends_at.map(timestamp))
-        .bind(record.revoked_at.map(timestamp))
-        .bind(record.last_used_at.map(timestamp))
-        .execute(&mut *self)
-        .await;
+        );
+        let result = bind_key(insert, record).execute(&mut *self).await;
         let outcome = inserted(result)?;
         if outcome == Insert::IdTaken {
             sqlx::query("ROLLBACK TO SAVEPOINT keyauth_insert")
@@ -476,7 +449,7 @@ impl KeyStore for PostgresStore {
     ) -> Result<KeyMatch, StoreError> {
         let mut connection = self.inner.acquire().await?;
         let row = fetch_key_row_matching(&mut connection, id, presented).await?;
-        match_key_row(row, presented, hash_of_row, key_from_row)
+        match_key_row(row, presented, hash_of_row, key_from_row::<Postgres>)
     }
 
     async fn membership(
@@ -577,7 +550,7 @@ impl KeyLifecycle for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Postgres>)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -590,7 +563,7 @@ impl KeyLifecycle for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Postgres>)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::query::Query;
-use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
+};
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
@@ -32,7 +34,8 @@ pub(crate) struct Migration {
 
 /// What a SQL dialect brings to the code its store shares with the other:
 /// its migrations and the statements that apply them, how it begins a
-/// writing transaction, and how it writes `last_used_at` times.
+/// writing transaction, how it stores times and scopes, and how it writes
+/// `last_used_at` times.
 pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     /// The schema changes, oldest first.
     const MIGRATIONS: &'static [Migration];
@@ -53,6 +56,24 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
 
     /// Records that `migration` was applied.
     fn record_migration(migration: &Migration) -> Query<'static, Self, Self::Arguments>;
+
+    /// A time column of a key row; `None` for NULL.
+    fn time_of_row(row: &Self::Row, column: &str) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Binds a time as the dialect stores it.
+    fn bind_time<'q>(
+        query: Query<'q, Self, Self::Arguments>,
+        at: Option<SystemTime>,
+    ) -> Query<'q, Self, Self::Arguments>;
+
+    /// The `scopes` column of a key row, as its `SELECT` bounds it.
+    fn scopes_of_row(row: &Self::Row) -> Result<Scopes, StoreError>;
+
+    /// Binds scopes as the dialect stores them.
+    fn bind_scopes<'q>(
+        query: Query<'q, Self, Self::Arguments>,
+        scopes: &Scopes,
+    ) -> Query<'q, Self, Self::Arguments>;
 
     /// Writes buffered `last_used_at` times, never moving one back.
     fn write_uses(
@@ -296,6 +317,75 @@ where
         .try_into()
         .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
     Ok(KeyHash::from_bytes(hash))
+}
+
+/// A key row as a record: the columns [`bind_key`] writes, read back.
+pub(crate) fn key_from_row<D: Dialect>(row: &D::Row) -> Result<KeyRecord, StoreError>
+where
+    String: Type<D> + for<'r> Decode<'r, D>,
+    for<'r> &'r [u8]: Type<D> + Decode<'r, D>,
+    &'static str: ColumnIndex<D::Row>,
+{
+    let hash = hash_of_row(row)?;
+    let owner = owner_from_columns(
+        row.try_get::<String, _>("owner_kind")
+            .map_err(column_error)?
+            .as_str(),
+        row.try_get("org_id").map_err(column_error)?,
+        row.try_get("workspace_id").map_err(column_error)?,
+        row.try_get("user_id").map_err(column_error)?,
+    )?;
+    let time = |column| D::time_of_row(row, column);
+    let mut record = KeyRecord::new(
+        row.try_get::<String, _>("id").map_err(column_error)?,
+        hash,
+        owner,
+    )
+    .with_scopes(D::scopes_of_row(row)?)
+    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
+    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
+    record.prefix = row
+        .try_get::<Option<String>, _>("prefix")
+        .map_err(column_error)?
+        .map(Into::into);
+    record.expires_at = time("expires_at")?;
+    record.grace_ends_at = time("grace_ends_at")?;
+    record.revoked_at = time("revoked_at")?;
+    record.last_used_at = time("last_used_at")?;
+    Ok(record)
+}
+
+/// Binds the columns of `record` in the order the stores insert them: id,
+/// hash, prefix, the four owner columns, scopes, name, and the five times
+/// (created, expires, grace ends, revoked, last used).
+pub(crate) fn bind_key<'q, D: Dialect>(
+    query: Query<'q, D, D::Arguments>,
+    record: &KeyRecord,
+) -> Query<'q, D, D::Arguments>
+where
+    for<'t> &'t str: Encode<'t, D> + Type<D>,
+    for<'t> Option<&'t str>: Encode<'t, D>,
+    for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
+{
+    let (kind, org, workspace, user) = owner_columns(&record.owner);
+    let query = query
+        .bind(record.id.as_str())
+        .bind(record.hash.as_bytes().as_slice())
+        .bind(record.prefix.as_deref())
+        .bind(kind)
+        .bind(org)
+        .bind(workspace)
+        .bind(user);
+    let query = D::bind_scopes(query, &record.scopes).bind(&*record.name);
+    [
+        Some(record.created_at),
+        record.expires_at,
+        record.grace_ends_at,
+        record.revoked_at,
+        record.last_used_at,
+    ]
+    .into_iter()
+    .fold(query, D::bind_time)
 }
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the

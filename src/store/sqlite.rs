@@ -21,8 +21,8 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, column_error, corrupt, from_micros, hash_of_row, inserted,
-    match_key_row, migrate, owner_columns, owner_from_columns, pool_options, scopes_from_text,
+    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, from_micros, hash_of_row,
+    inserted, key_from_row, match_key_row, migrate, owner_columns, pool_options, scopes_from_text,
     scopes_to_text, summaries, to_micros, to_micros_precision,
 };
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -133,6 +133,30 @@ impl Dialect for Sqlite {
         .bind(to_micros(SystemTime::now()))
     }
 
+    fn time_of_row(row: &SqliteRow, column: &str) -> Result<Option<SystemTime>, StoreError> {
+        let micros: Option<i64> = row.try_get(column).map_err(column_error)?;
+        Ok(micros.map(from_micros))
+    }
+
+    fn bind_time<'q>(
+        query: Query<'q, Sqlite, SqliteArguments>,
+        at: Option<SystemTime>,
+    ) -> Query<'q, Sqlite, SqliteArguments> {
+        query.bind(at.map(to_micros))
+    }
+
+    /// Text, read as bytes (see `scopes_read!`).
+    fn scopes_of_row(row: &SqliteRow) -> Result<Scopes, StoreError> {
+        scopes_from_bytes(row.try_get("scopes").map_err(column_error)?)
+    }
+
+    fn bind_scopes<'q>(
+        query: Query<'q, Sqlite, SqliteArguments>,
+        scopes: &Scopes,
+    ) -> Query<'q, Sqlite, SqliteArguments> {
+        query.bind(scopes_to_text(scopes))
+    }
+
     async fn write_uses(pool: &SqlitePool, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
         let mut tx = pool.begin().await.map_err(StoreError::backend)?;
         for (id, at) in uses {
@@ -148,6 +172,13 @@ impl Dialect for Sqlite {
         }
         tx.commit().await.map_err(StoreError::backend)
     }
+}
+
+/// Scopes read back from their bytes (text, as stored).
+fn scopes_from_bytes(bytes: &[u8]) -> Result<Scopes, StoreError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| corrupt("a list of scopes is not UTF-8".to_owned()))?;
+    scopes_from_text(text)
 }
 
 impl SqliteStore {
@@ -211,43 +242,6 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let hash = hash_of_row(row)?;
-    let owner = owner_from_columns(
-        row.try_get::<String, _>("owner_kind")
-            .map_err(column_error)?
-            .as_str(),
-        row.try_get("org_id").map_err(column_error)?,
-        row.try_get("workspace_id").map_err(column_error)?,
-        row.try_get("user_id").map_err(column_error)?,
-    )?;
-    let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(column)
-            .map_err(column_error)?
-            .map(from_micros))
-    };
-    let mut record = KeyRecord::new(
-        row.try_get::<String, _>("id").map_err(column_error)?,
-        hash,
-        owner,
-    )
-    .with_scopes(scopes_from_bytes(
-        row.try_get::<&[u8], _>("scopes").map_err(column_error)?,
-    )?)
-    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
-    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
-    record.prefix = row
-        .try_get::<Option<String>, _>("prefix")
-        .map_err(column_error)?
-        .map(Into::into);
-    record.expires_at = time("expires_at")?;
-    record.grace_ends_at = time("grace_ends_at")?;
-    record.revoked_at = time("revoked_at")?;
-    record.last_used_at = time("last_used_at")?;
-    Ok(record)
-}
-
 async fn fetch_key_row(
     connection: &mut SqliteConnection,
     id: &KeyId,
@@ -274,46 +268,23 @@ async fn fetch_key_row_matching(
         .map_err(StoreError::backend)
 }
 
-/// Scopes read back from their bytes (text, as stored).
-fn scopes_from_bytes(bytes: &[u8]) -> Result<Scopes, StoreError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| corrupt("a list of scopes is not UTF-8".to_owned()))?;
-    scopes_from_text(text)
-}
-
 async fn fetch_key(
     connection: &mut SqliteConnection,
     id: &KeyId,
 ) -> Result<Option<KeyRecord>, StoreError> {
     let row = fetch_key_row(connection, id).await?;
-    row.as_ref().map(key_from_row).transpose()
+    row.as_ref().map(key_from_row::<Sqlite>).transpose()
 }
 
 impl InsertMinted for SqliteConnection {
     async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
-        let (kind, org, workspace, user) = owner_columns(&record.owner);
-        let result = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
                                        revoked_at, last_used_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )
-        .bind(record.id.as_str())
-        .bind(record.hash.as_bytes().as_slice())
-        .bind(record.prefix.as_deref())
-        .bind(kind)
-        .bind(org)
-        .bind(workspace)
-        .bind(user)
-        .bind(scopes_to_text(&record.scopes))
-        .bind(&*record.name)
-        .bind(to_micros(record.created_at))
-        .bind(record.expires_at.map(to_micros))
-        .bind(record.grace_ends_at.map(to_micros))
-        .bind(record.revoked_at.map(to_micros))
-        .bind(record.last_used_at.map(to_micros))
-        .execute(self)
-        .await;
+        );
+        let result = bind_key(insert, record).execute(self).await;
         inserted(result)
     }
 }
@@ -333,7 +304,7 @@ impl KeyStore for SqliteStore {
     ) -> Result<KeyMatch, StoreError> {
         let mut connection = self.inner.acquire().await?;
         let row = fetch_key_row_matching(&mut connection, id, presented).await?;
-        match_key_row(row, presented, hash_of_row, key_from_row)
+        match_key_row(row, presented, hash_of_row, key_from_row::<Sqlite>)
     }
 
     async fn membership(
@@ -426,7 +397,7 @@ impl KeyLifecycle for SqliteStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Sqlite>)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -439,7 +410,7 @@ impl KeyLifecycle for SqliteStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Sqlite>)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
