@@ -290,6 +290,9 @@ pub(crate) fn scopes_to_text(scopes: &Scopes) -> String {
     scopes.to_string()
 }
 
+/// Scopes read back from an array of names; a list beyond the bounds of
+/// [`Scopes`] is a corrupt record.
+#[cfg(feature = "postgres")]
 pub(crate) fn scopes_from_names<I>(names: I) -> Result<Scopes, StoreError>
 where
     I: IntoIterator,
