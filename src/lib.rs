@@ -95,7 +95,6 @@ mod guard;
 pub mod hash;
 pub mod ids;
 mod layer;
-mod lifecycle;
 pub mod principal;
 mod public;
 mod record;

@@ -2,10 +2,10 @@
 
 use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 
-use crate::lifecycle::KeySummary;
 use crate::principal::Principal;
 use crate::record::Owner;
 use crate::scope::Scopes;
+use crate::store::KeySummary;
 
 /// As a list of names: `["objects.read", "keys.*"]`.
 impl Serialize for Scopes {

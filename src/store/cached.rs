@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
 use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
 use crate::store::ttl_cache::TtlCache;
 use crate::store::{Invalidate, Invalidation, KeyStore, StoreError};
 

@@ -3,18 +3,20 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::pin::pin;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::format::{KeyFormat, MintedToken};
+use crate::format::KeyFormat;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation, storable,
-};
 use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::lifecycle::{
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
+    OldKey, mint_and_insert, plan_issue, plan_rotation, storable,
+};
 use crate::store::usage::NotedFilter;
 use crate::store::{KeyStore, StoreError, StoreOptions};
 
@@ -69,25 +71,26 @@ struct State {
     members: HashMap<UserId, HashMap<OrgId, Membership>>,
 }
 
-/// How often to draw a fresh id when a minted one is already taken (twelve
-/// base62 characters make even one collision vanishingly unlikely).
-const MINT_ATTEMPTS: usize = 8;
-
-/// Mints a token for `new_key` whose id is not `taken`.
-fn mint_unused(
-    format: &KeyFormat,
-    new_key: &NewKey,
-    taken: impl Fn(&KeyId) -> bool,
-) -> Result<MintedToken, LifecycleError> {
-    for _ in 0..MINT_ATTEMPTS {
-        let minted = format.mint(new_key.kind(), new_key.environment)?;
-        if !taken(&minted.id) {
-            return Ok(minted);
+impl InsertMinted for State {
+    async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
+        if self.keys.contains_key(&record.id) {
+            return Ok(Insert::IdTaken);
         }
+        self.keys.insert(record.id.clone(), record.clone());
+        Ok(Insert::Done)
     }
-    Err(LifecycleError::Store(StoreError::backend(
-        "could not find an unused key id",
-    )))
+}
+
+/// Drives a future that never waits, such as [`mint_and_insert`] writing
+/// into the map, to its end at once: the map's lock guard is not `Send`, so
+/// it cannot be held across an `.await` of a store method.
+fn at_once<T>(
+    future: impl Future<Output = Result<T, LifecycleError>>,
+) -> Result<T, LifecycleError> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => Err(StoreError::backend("an insert into memory waited").into()),
+    }
 }
 
 impl MemoryStore {
@@ -214,19 +217,19 @@ impl KeyLifecycle for MemoryStore {
             &new_key.owner,
             usable,
         )?;
-        // Mint before changing anything, so a failure leaves the store as it was.
-        let minted = mint_unused(&options.format, &new_key, |id| state.keys.contains_key(id))?;
+        // Nothing else changes until the new key is in, so a failure leaves
+        // the store as it was.
+        let issued = at_once(mint_and_insert(&mut *state, &options.format, new_key, now))?;
         if plan == IssuePlan::RevokeOthersThenInsert {
             for record in state.keys.values_mut() {
-                if record.owner == new_key.owner && !record.is_revoked() {
+                if record.owner == issued.record.owner
+                    && record.id != issued.record.id
+                    && !record.is_revoked()
+                {
                     record.revoked_at = Some(now);
                 }
             }
         }
-        let issued = IssuedKey::new(minted, new_key, now);
-        state
-            .keys
-            .insert(issued.record.id.clone(), issued.record.clone());
         Ok(issued)
     }
 
@@ -275,19 +278,18 @@ impl KeyLifecycle for MemoryStore {
             .get(id)
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let plan = plan_rotation(old, &options.format, grace, now)?;
-        let minted = mint_unused(&options.format, &plan.successor, |id| {
-            state.keys.contains_key(id)
-        })?;
+        let issued = at_once(mint_and_insert(
+            &mut *state,
+            &options.format,
+            plan.successor,
+            now,
+        ))?;
         if let Some(old) = state.keys.get_mut(id) {
             match plan.old_key {
                 OldKey::Revoke => old.revoked_at = Some(now),
                 OldKey::GraceEndsAt(at) => old.grace_ends_at = Some(at),
             }
         }
-        let issued = IssuedKey::new(minted, plan.successor, now);
-        state
-            .keys
-            .insert(issued.record.id.clone(), issued.record.clone());
         Ok(issued)
     }
 

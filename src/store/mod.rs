@@ -1,4 +1,5 @@
-//! Where keys live: the [`KeyStore`] trait and the bundled stores.
+//! Where keys live: the [`KeyStore`] trait, the [`KeyLifecycle`] of the
+//! bundled stores with its policies and [`StoreOptions`], and the stores.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::ids::{KeyId, OrgId, UserId};
 
 #[cfg(feature = "cache")]
 mod cached;
+mod lifecycle;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -27,6 +29,7 @@ pub(crate) mod usage;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use cached::{CacheInvalidator, CacheOptions, CachedStore};
+pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -35,9 +38,6 @@ pub use postgres::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
-pub use crate::lifecycle::{
-    IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey,
-};
 pub use crate::record::{KeyRecord, Membership, Owner};
 
 /// Looks keys up for [`KeyAuthLayer`](crate::KeyAuthLayer).

@@ -5,37 +5,25 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnection, PgListener, PgPool, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
 use time::OffsetDateTime;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation, storable,
-};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
-use crate::store::sql::{
-    Migration, column_error, hash_of_row, latest_version, match_key_row, owner_columns,
-    owner_from_columns, scopes_from_names, spawn_usage_writer, summaries, to_micros_precision,
+use crate::store::lifecycle::{
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
+    OldKey, plan_issue, plan_rotation, storable,
 };
-use crate::store::usage::UsageBuffer;
+use crate::store::sql::{
+    Dialect, Migration, SqlCore, bind_key, column_error, hash_of_row, inserted, key_from_row,
+    match_key_row, migrate, owner_columns, pool_options, scopes_from_names, summaries,
+    to_micros_precision,
+};
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
-
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "keys and memberships",
-        sql: include_str!("../../migrations/postgres/0001_keys_and_memberships.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "clock-free revocation",
-        sql: include_str!("../../migrations/postgres/0002_clock_free_revocation.sql"),
-    },
-];
 
 /// Serializes migrations across processes starting at once (an arbitrary
 /// constant: "keyauth" in ASCII).
@@ -72,9 +60,6 @@ const SELECT_KEY_MATCHING: &str = concat!(
  FROM keyauth_keys WHERE id = $1"
 );
 
-/// How many times an issue draws a new id after a collision.
-const MINT_ATTEMPTS: usize = 8;
-
 /// The channel on which changes are announced to other instances.
 pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 
@@ -106,13 +91,84 @@ pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    inner: Arc<Inner>,
+    inner: Arc<SqlCore<Postgres>>,
 }
 
-struct Inner {
-    pool: PgPool,
-    options: StoreOptions,
-    usage: Option<UsageBuffer>,
+impl Dialect for Postgres {
+    const MIGRATIONS: &'static [Migration] = &[
+        Migration {
+            version: 1,
+            description: "keys and memberships",
+            sql: include_str!("../../migrations/postgres/0001_keys_and_memberships.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "clock-free revocation",
+            sql: include_str!("../../migrations/postgres/0002_clock_free_revocation.sql"),
+        },
+    ];
+    const MIGRATIONS_RECORDED: &'static str =
+        "SELECT to_regclass('keyauth_migrations') IS NOT NULL";
+    const CREATE_MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS keyauth_migrations (
+        version BIGINT PRIMARY KEY,
+        description TEXT NOT NULL,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )";
+    const APPLIED_VERSION: &'static str =
+        "SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations";
+    const BEGIN_WRITE: &'static str = "BEGIN";
+
+    fn lock_migrations() -> Option<Query<'static, Postgres, PgArguments>> {
+        Some(sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK))
+    }
+
+    fn record_migration(migration: &Migration) -> Query<'static, Postgres, PgArguments> {
+        sqlx::query("INSERT INTO keyauth_migrations (version, description) VALUES ($1, $2)")
+            .bind(migration.version)
+            .bind(migration.description)
+    }
+
+    fn time_of_row(row: &PgRow, column: &str) -> Result<Option<SystemTime>, StoreError> {
+        let time: Option<OffsetDateTime> = row.try_get(column).map_err(column_error)?;
+        Ok(time.map(SystemTime::from))
+    }
+
+    fn bind_time<'q>(
+        query: Query<'q, Postgres, PgArguments>,
+        at: Option<SystemTime>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query.bind(at.map(timestamp))
+    }
+
+    /// An array of names (see `bounded_scopes!`).
+    fn scopes_of_row(row: &PgRow) -> Result<Scopes, StoreError> {
+        let names: Vec<String> = row.try_get("scopes").map_err(column_error)?;
+        scopes_from_names(names)
+    }
+
+    fn bind_scopes<'q>(
+        query: Query<'q, Postgres, PgArguments>,
+        scopes: &Scopes,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query.bind(scope_names(scopes))
+    }
+
+    async fn write_uses(pool: &PgPool, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<OffsetDateTime> = uses.iter().map(|(_, at)| timestamp(*at)).collect();
+        // One statement for the whole batch.
+        sqlx::query(
+            "UPDATE keyauth_keys AS k SET last_used_at = u.at
+             FROM UNNEST($1::TEXT[], $2::TIMESTAMPTZ[]) AS u(id, at)
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::backend)
+    }
 }
 
 impl PostgresStore {
@@ -124,9 +180,7 @@ impl PostgresStore {
 
     /// Like [`connect`](Self::connect), with options.
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(16)
             .connect(url)
             .await
             .map_err(StoreError::backend)?;
@@ -135,20 +189,7 @@ impl PostgresStore {
 
     /// Uses an existing pool (migrating its database).
     pub async fn from_pool(pool: PgPool, options: StoreOptions) -> Result<Self, StoreError> {
-        Self::migrate(&pool).await?;
-        let usage = options.last_used_interval.map(UsageBuffer::new);
-        let inner = Arc::new(Inner {
-            pool,
-            options,
-            usage,
-        });
-        if let Some(usage) = &inner.usage {
-            spawn_usage_writer(
-                Arc::downgrade(&inner),
-                usage.interval(),
-                |inner: Arc<Inner>| async move { inner.flush_last_used().await },
-            );
-        }
+        let inner = SqlCore::open(pool, options).await?;
         Ok(Self { inner })
     }
 
@@ -158,56 +199,7 @@ impl PostgresStore {
     /// An up-to-date database is only read, so an application role without
     /// DDL rights can start once the schema exists.
     pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-        let recorded: bool =
-            sqlx::query_scalar("SELECT to_regclass('keyauth_migrations') IS NOT NULL")
-                .fetch_one(pool)
-                .await
-                .map_err(StoreError::backend)?;
-        if recorded {
-            let applied: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations",
-            )
-            .fetch_one(pool)
-            .await
-            .map_err(StoreError::backend)?;
-            if applied >= latest_version(MIGRATIONS) {
-                return Ok(());
-            }
-        }
-        let mut tx = pool.begin().await.map_err(StoreError::backend)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS keyauth_migrations (
-                version BIGINT PRIMARY KEY,
-                description TEXT NOT NULL,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-            )",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-        for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-            sqlx::raw_sql(migration.sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-            sqlx::query("INSERT INTO keyauth_migrations (version, description) VALUES ($1, $2)")
-                .bind(migration.version)
-                .bind(migration.description)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-        }
-        tx.commit().await.map_err(StoreError::backend)
+        migrate(pool).await
     }
 
     /// The pool, for your own queries.
@@ -225,49 +217,6 @@ impl PostgresStore {
     /// were written. Call it on shutdown to lose none.
     pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
         self.inner.flush_last_used().await
-    }
-}
-
-impl Inner {
-    /// The row of key `id`, on a connection of the pool.
-    async fn key_row(&self, id: &KeyId) -> Result<Option<PgRow>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
-        fetch_key_row(&mut connection, id, false).await
-    }
-
-    /// The row of key `id`, its scopes read only if its hash is `presented`.
-    async fn key_row_matching(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Result<Option<PgRow>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
-        fetch_key_row_matching(&mut connection, id, presented).await
-    }
-
-    async fn flush_last_used(&self) -> Result<usize, StoreError> {
-        let Some(usage) = &self.usage else {
-            return Ok(0);
-        };
-        usage
-            .flush(async |uses: &[(KeyId, SystemTime)]| {
-                let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
-                let times: Vec<OffsetDateTime> =
-                    uses.iter().map(|(_, at)| timestamp(*at)).collect();
-                // One statement for the whole batch.
-                sqlx::query(
-                    "UPDATE keyauth_keys AS k SET last_used_at = u.at
-                     FROM UNNEST($1::TEXT[], $2::TIMESTAMPTZ[]) AS u(id, at)
-                     WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
-                )
-                .bind(&ids)
-                .bind(&times)
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::backend)
-            })
-            .await
     }
 }
 
@@ -393,51 +342,12 @@ fn decode_invalidation(payload: &str) -> Option<Invalidation> {
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("pool", &self.inner.pool)
-            .field("options", &self.inner.options)
-            .finish()
+        self.inner.fmt_as("PostgresStore", f)
     }
 }
 
 fn timestamp(time: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(time)
-}
-
-fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    let hash = hash_of_row(row)?;
-    let owner = owner_from_columns(
-        row.try_get::<String, _>("owner_kind")
-            .map_err(column_error)?
-            .as_str(),
-        row.try_get("org_id").map_err(column_error)?,
-        row.try_get("workspace_id").map_err(column_error)?,
-        row.try_get("user_id").map_err(column_error)?,
-    )?;
-    let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
-        Ok(row
-            .try_get::<Option<OffsetDateTime>, _>(column)
-            .map_err(column_error)?
-            .map(SystemTime::from))
-    };
-    let scopes: Vec<String> = row.try_get("scopes").map_err(column_error)?;
-    let mut record = KeyRecord::new(
-        row.try_get::<String, _>("id").map_err(column_error)?,
-        hash,
-        owner,
-    )
-    .with_scopes(scopes_from_names(scopes)?)
-    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
-    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
-    record.prefix = row
-        .try_get::<Option<String>, _>("prefix")
-        .map_err(column_error)?
-        .map(Into::into);
-    record.expires_at = time("expires_at")?;
-    record.grace_ends_at = time("grace_ends_at")?;
-    record.revoked_at = time("revoked_at")?;
-    record.last_used_at = time("last_used_at")?;
-    Ok(record)
 }
 
 fn scope_names(scopes: &Scopes) -> Vec<&str> {
@@ -480,70 +390,32 @@ async fn fetch_key(
     for_update: bool,
 ) -> Result<Option<KeyRecord>, StoreError> {
     let row = fetch_key_row(connection, id, for_update).await?;
-    row.as_ref().map(key_from_row).transpose()
+    row.as_ref().map(key_from_row::<Postgres>).transpose()
 }
 
-async fn insert_key(connection: &mut PgConnection, record: &KeyRecord) -> Result<(), sqlx::Error> {
-    let (kind, org, workspace, user) = owner_columns(&record.owner);
-    sqlx::query(
-        "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-                                   scopes, name, created_at, expires_at, grace_ends_at,
-                                   revoked_at, last_used_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(record.id.as_str())
-    .bind(record.hash.as_bytes().as_slice())
-    .bind(record.prefix.as_deref())
-    .bind(kind)
-    .bind(org)
-    .bind(workspace)
-    .bind(user)
-    .bind(scope_names(&record.scopes))
-    .bind(&*record.name)
-    .bind(timestamp(record.created_at))
-    .bind(record.expires_at.map(timestamp))
-    .bind(record.grace_ends_at.map(timestamp))
-    .bind(record.revoked_at.map(timestamp))
-    .bind(record.last_used_at.map(timestamp))
-    .execute(connection)
-    .await
-    .map(|_| ())
-}
-
-/// Mints `new_key` and inserts it, drawing a new id on the (vanishingly
-/// rare) collision. A savepoint keeps the transaction usable after one.
-async fn insert_new_key(
-    connection: &mut PgConnection,
-    options: &StoreOptions,
-    new_key: NewKey,
-    now: SystemTime,
-) -> Result<IssuedKey, LifecycleError> {
-    for _ in 0..MINT_ATTEMPTS {
-        let minted = options.format.mint(new_key.kind(), new_key.environment)?;
-        let mut issued = IssuedKey::new(minted, new_key.clone(), now);
-        issued.record.expires_at = issued.record.expires_at.map(to_micros_precision);
+/// A savepoint keeps the transaction usable after an id collision.
+impl InsertMinted for PgConnection {
+    async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
         sqlx::query("SAVEPOINT keyauth_insert")
-            .execute(&mut *connection)
+            .execute(&mut *self)
             .await
             .map_err(StoreError::backend)?;
-        match insert_key(connection, &issued.record).await {
-            Ok(()) => return Ok(issued),
-            Err(error) if is_unique_violation(&error) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT keyauth_insert")
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(StoreError::backend)?;
-            }
-            Err(error) => return Err(StoreError::backend(error).into()),
+        let insert = sqlx::query(
+            "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
+                                       scopes, name, created_at, expires_at, grace_ends_at,
+                                       revoked_at, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        );
+        let result = bind_key(insert, record).execute(&mut *self).await;
+        let outcome = inserted(result)?;
+        if outcome == Insert::IdTaken {
+            sqlx::query("ROLLBACK TO SAVEPOINT keyauth_insert")
+                .execute(self)
+                .await
+                .map_err(StoreError::backend)?;
         }
+        Ok(outcome)
     }
-    Err(StoreError::backend("could not find an unused key id").into())
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|error| error.is_unique_violation())
 }
 
 /// Takes a transaction-scoped lock for one owner, so that counting its keys
@@ -567,8 +439,7 @@ async fn lock_owner(connection: &mut PgConnection, owner: &Owner) -> Result<(), 
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self.inner.key_row(id).await?;
-        row.as_ref().map(key_from_row).transpose()
+        fetch_key(&mut *self.inner.acquire().await?, id, false).await
     }
 
     /// Reads the row, compares its hash, and parses the rest (scopes
@@ -578,8 +449,9 @@ impl KeyStore for PostgresStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let row = self.inner.key_row_matching(id, presented).await?;
-        match_key_row(row, presented, hash_of_row, key_from_row)
+        let mut connection = self.inner.acquire().await?;
+        let row = fetch_key_row_matching(&mut connection, id, presented).await?;
+        match_key_row(row, presented, hash_of_row, key_from_row::<Postgres>)
     }
 
     async fn membership(
@@ -603,9 +475,7 @@ impl KeyStore for PostgresStore {
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        if let Some(usage) = &self.inner.usage {
-            usage.note(record, at);
-        }
+        self.inner.record_use(record, at);
     }
 }
 
@@ -614,7 +484,7 @@ impl KeyLifecycle for PostgresStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         storable(&new_key.scopes)?;
         let options = &self.inner.options;
-        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        let mut tx = self.inner.begin().await?;
         lock_owner(&mut tx, &new_key.owner).await?;
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
@@ -662,7 +532,7 @@ impl KeyLifecycle for PostgresStore {
                 announce(&mut tx, &Invalidation::Key(KeyId::from(id))).await?;
             }
         }
-        let issued = insert_new_key(&mut tx, options, new_key, now).await?;
+        let issued = self.inner.mint_and_insert(&mut *tx, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(issued)
     }
@@ -682,7 +552,7 @@ impl KeyLifecycle for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Postgres>)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -695,11 +565,11 @@ impl KeyLifecycle for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Postgres>)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
-        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        let mut tx = self.inner.begin().await?;
         let found: Option<bool> = sqlx::query_scalar(
             "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1 FOR UPDATE),
                   revoked AS (
@@ -723,7 +593,7 @@ impl KeyLifecycle for PostgresStore {
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        let mut tx = self.inner.begin().await?;
         // A rotation inserts a key for the owner, so it takes the owner's
         // lock like an issue does: otherwise a single-active-key issue could
         // miss the successor and leave two keys usable. A key's owner never
@@ -738,7 +608,10 @@ impl KeyLifecycle for PostgresStore {
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let now = to_micros_precision(options.now());
         let plan = plan_rotation(&old, &options.format, grace, now)?;
-        let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
+        let issued = self
+            .inner
+            .mint_and_insert(&mut *tx, plan.successor, now)
+            .await?;
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1", now),
             OldKey::GraceEndsAt(at) => (
@@ -766,7 +639,7 @@ impl KeyLifecycle for PostgresStore {
         if let Some(membership) = &membership {
             storable(&membership.scopes)?;
         }
-        let mut tx = self.inner.pool.begin().await.map_err(StoreError::backend)?;
+        let mut tx = self.inner.begin().await?;
         let query = match &membership {
             Some(membership) => sqlx::query(
                 "INSERT INTO keyauth_memberships (user_id, org_id, scopes) VALUES ($1, $2, $3)

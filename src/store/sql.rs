@@ -1,17 +1,28 @@
-//! What the SQL stores share: how an owner maps to columns, how times and
-//! scopes are stored, the migration list, and the background writer of
-//! `last_used_at`.
+//! What the SQL stores share: the pool, options and `last_used_at` buffer
+//! they hold ([`SqlCore`]), the migration loop, the insert of a minted key,
+//! how an owner maps to columns, and how times and scopes are stored. Each
+//! dialect's SQL stays in its store's file, behind [`Dialect`].
 
+use std::fmt;
 use std::future::Future;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::query::Query;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
+};
+
 use crate::hash::KeyHash;
-use crate::ids::{OrgId, UserId, WorkspaceId};
-use crate::lifecycle::{KeySummary, LifecycleError};
+use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
-use crate::store::{KeyMatch, StoreError};
+use crate::store::lifecycle::{
+    self, Insert, InsertMinted, IssuedKey, KeySummary, LifecycleError, NewKey,
+};
+use crate::store::usage::UsageBuffer;
+use crate::store::{KeyMatch, StoreError, StoreOptions};
 
 /// A schema change, applied once, in order, inside a transaction.
 #[derive(Debug, Clone, Copy)]
@@ -21,9 +32,220 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
-/// The newest version among `migrations`.
-pub(crate) fn latest_version(migrations: &[Migration]) -> i64 {
-    migrations.iter().map(|m| m.version).max().unwrap_or(0)
+/// What a SQL dialect brings to the code its store shares with the other:
+/// its migrations and the statements that apply them, how it begins a
+/// writing transaction, how it stores times and scopes, and how it writes
+/// `last_used_at` times.
+pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
+    /// The schema changes, oldest first.
+    const MIGRATIONS: &'static [Migration];
+    /// Whether `keyauth_migrations` exists: one boolean.
+    const MIGRATIONS_RECORDED: &'static str;
+    /// Creates `keyauth_migrations` if it is missing.
+    const CREATE_MIGRATIONS_TABLE: &'static str;
+    /// The newest applied version, 0 before any: one BIGINT.
+    const APPLIED_VERSION: &'static str;
+    /// Begins a transaction that reads and then writes.
+    const BEGIN_WRITE: &'static str;
+
+    /// Serializes migrating processes, run first in the migration's
+    /// transaction, where [`BEGIN_WRITE`](Self::BEGIN_WRITE) alone does not.
+    fn lock_migrations() -> Option<Query<'static, Self, Self::Arguments>> {
+        None
+    }
+
+    /// Records that `migration` was applied.
+    fn record_migration(migration: &Migration) -> Query<'static, Self, Self::Arguments>;
+
+    /// A time column of a key row; `None` for NULL.
+    fn time_of_row(row: &Self::Row, column: &str) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Binds a time as the dialect stores it.
+    fn bind_time<'q>(
+        query: Query<'q, Self, Self::Arguments>,
+        at: Option<SystemTime>,
+    ) -> Query<'q, Self, Self::Arguments>;
+
+    /// The `scopes` column of a key row, as its `SELECT` bounds it.
+    fn scopes_of_row(row: &Self::Row) -> Result<Scopes, StoreError>;
+
+    /// Binds scopes as the dialect stores them.
+    fn bind_scopes<'q>(
+        query: Query<'q, Self, Self::Arguments>,
+        scopes: &Scopes,
+    ) -> Query<'q, Self, Self::Arguments>;
+
+    /// Writes buffered `last_used_at` times, never moving one back.
+    fn write_uses(
+        pool: &Pool<Self>,
+        uses: &[(KeyId, SystemTime)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Applies the migrations of `D` that `pool`'s database lacks, in one
+/// transaction. An up-to-date database is only read, so an application role
+/// without DDL rights can start once the schema exists.
+pub(crate) async fn migrate<D: Dialect>(pool: &Pool<D>) -> Result<(), StoreError>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    bool: Type<D> + for<'r> Decode<'r, D>,
+    i64: Type<D> + for<'r> Decode<'r, D>,
+    usize: ColumnIndex<D::Row>,
+{
+    let recorded: bool = sqlx::query_scalar(D::MIGRATIONS_RECORDED)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::backend)?;
+    let latest = D::MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+    if recorded && applied_version(pool).await? >= latest {
+        return Ok(());
+    }
+    let mut tx = pool
+        .begin_with(D::BEGIN_WRITE)
+        .await
+        .map_err(StoreError::backend)?;
+    if let Some(lock) = D::lock_migrations() {
+        lock.execute(&mut *tx).await.map_err(StoreError::backend)?;
+    }
+    sqlx::query(D::CREATE_MIGRATIONS_TABLE)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+    let applied = applied_version(&mut *tx).await?;
+    for migration in D::MIGRATIONS.iter().filter(|m| m.version > applied) {
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        D::record_migration(migration)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+    }
+    tx.commit().await.map_err(StoreError::backend)
+}
+
+async fn applied_version<'e, D: Dialect>(
+    executor: impl Executor<'e, Database = D>,
+) -> Result<i64, StoreError>
+where
+    i64: Type<D> + for<'r> Decode<'r, D>,
+    usize: ColumnIndex<D::Row>,
+{
+    sqlx::query_scalar(D::APPLIED_VERSION)
+        .fetch_one(executor)
+        .await
+        .map_err(StoreError::backend)
+}
+
+/// Pool settings both stores start from: a database that cannot be reached
+/// fails within seconds, not after sqlx's default 30 s.
+pub(crate) fn pool_options<D: Database>(max_connections: u32) -> PoolOptions<D> {
+    PoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
+/// What a SQL store holds besides its SQL: the pool, the options, and the
+/// `last_used_at` times waiting for their background writer.
+pub(crate) struct SqlCore<D: Dialect> {
+    pub(crate) pool: Pool<D>,
+    pub(crate) options: StoreOptions,
+    usage: Option<UsageBuffer>,
+}
+
+impl<D: Dialect> SqlCore<D> {
+    /// Migrates `pool`'s database and holds it. With `last_used_at` tracking
+    /// on, a task writes the buffered times once per interval for as long as
+    /// the core lives.
+    pub(crate) async fn open(pool: Pool<D>, options: StoreOptions) -> Result<Arc<Self>, StoreError>
+    where
+        for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+        bool: Type<D> + for<'r> Decode<'r, D>,
+        i64: Type<D> + for<'r> Decode<'r, D>,
+        usize: ColumnIndex<D::Row>,
+    {
+        migrate(&pool).await?;
+        let usage = options.last_used_interval.map(UsageBuffer::new);
+        let core = Arc::new(Self {
+            pool,
+            options,
+            usage,
+        });
+        if let Some(usage) = &core.usage {
+            spawn_usage_writer(Arc::downgrade(&core), usage.interval());
+        }
+        Ok(core)
+    }
+
+    /// A connection of the pool.
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<D>, StoreError> {
+        self.pool.acquire().await.map_err(StoreError::backend)
+    }
+
+    /// A transaction that reads and then writes.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, D>, StoreError> {
+        self.pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(StoreError::backend)
+    }
+
+    /// Mints `new_key` and inserts it into `connection`, its expiry at the
+    /// database's precision so that the record handed out reads back equal.
+    pub(crate) async fn mint_and_insert<C: InsertMinted>(
+        &self,
+        connection: &mut C,
+        mut new_key: NewKey,
+        now: SystemTime,
+    ) -> Result<IssuedKey, LifecycleError> {
+        new_key.expires_at = new_key.expires_at.map(to_micros_precision);
+        lifecycle::mint_and_insert(connection, &self.options.format, new_key, now).await
+    }
+
+    /// Notes a use for the background writer.
+    pub(crate) fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+        if let Some(usage) = &self.usage {
+            usage.note(record, at);
+        }
+    }
+
+    /// Writes the buffered `last_used_at` times now; returns how many.
+    pub(crate) async fn flush_last_used(&self) -> Result<usize, StoreError> {
+        let Some(usage) = &self.usage else {
+            return Ok(0);
+        };
+        usage
+            .flush(async |uses: &[(KeyId, SystemTime)]| D::write_uses(&self.pool, uses).await)
+            .await
+    }
+
+    /// `Debug` for the store named `name`.
+    pub(crate) fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("pool", &self.pool)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Flushes `core`'s buffered `last_used_at` times every `interval` while it
+/// lives. Failures are logged, never returned to a request.
+fn spawn_usage_writer<D: Dialect>(core: Weak<SqlCore<D>>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(core) = core.upgrade() else {
+                break;
+            };
+            if let Err(error) = core.flush_last_used().await {
+                tracing::warn!(error = %error, "could not write last-used times; they are kept for the next attempt");
+            }
+        }
+    });
 }
 
 /// The owner as `(owner_kind, org_id, workspace_id, user_id)` columns.
@@ -68,6 +290,9 @@ pub(crate) fn scopes_to_text(scopes: &Scopes) -> String {
     scopes.to_string()
 }
 
+/// Scopes read back from an array of names; a list beyond the bounds of
+/// [`Scopes`] is a corrupt record.
+#[cfg(feature = "postgres")]
 pub(crate) fn scopes_from_names<I>(names: I) -> Result<Scopes, StoreError>
 where
     I: IntoIterator,
@@ -97,6 +322,75 @@ where
     Ok(KeyHash::from_bytes(hash))
 }
 
+/// A key row as a record: the columns [`bind_key`] writes, read back.
+pub(crate) fn key_from_row<D: Dialect>(row: &D::Row) -> Result<KeyRecord, StoreError>
+where
+    String: Type<D> + for<'r> Decode<'r, D>,
+    for<'r> &'r [u8]: Type<D> + Decode<'r, D>,
+    &'static str: ColumnIndex<D::Row>,
+{
+    let hash = hash_of_row(row)?;
+    let owner = owner_from_columns(
+        row.try_get::<String, _>("owner_kind")
+            .map_err(column_error)?
+            .as_str(),
+        row.try_get("org_id").map_err(column_error)?,
+        row.try_get("workspace_id").map_err(column_error)?,
+        row.try_get("user_id").map_err(column_error)?,
+    )?;
+    let time = |column| D::time_of_row(row, column);
+    let mut record = KeyRecord::new(
+        row.try_get::<String, _>("id").map_err(column_error)?,
+        hash,
+        owner,
+    )
+    .with_scopes(D::scopes_of_row(row)?)
+    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
+    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
+    record.prefix = row
+        .try_get::<Option<String>, _>("prefix")
+        .map_err(column_error)?
+        .map(Into::into);
+    record.expires_at = time("expires_at")?;
+    record.grace_ends_at = time("grace_ends_at")?;
+    record.revoked_at = time("revoked_at")?;
+    record.last_used_at = time("last_used_at")?;
+    Ok(record)
+}
+
+/// Binds the columns of `record` in the order the stores insert them: id,
+/// hash, prefix, the four owner columns, scopes, name, and the five times
+/// (created, expires, grace ends, revoked, last used).
+pub(crate) fn bind_key<'q, D: Dialect>(
+    query: Query<'q, D, D::Arguments>,
+    record: &KeyRecord,
+) -> Query<'q, D, D::Arguments>
+where
+    for<'t> &'t str: Encode<'t, D> + Type<D>,
+    for<'t> Option<&'t str>: Encode<'t, D>,
+    for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
+{
+    let (kind, org, workspace, user) = owner_columns(&record.owner);
+    let query = query
+        .bind(record.id.as_str())
+        .bind(record.hash.as_bytes().as_slice())
+        .bind(record.prefix.as_deref())
+        .bind(kind)
+        .bind(org)
+        .bind(workspace)
+        .bind(user);
+    let query = D::bind_scopes(query, &record.scopes).bind(&*record.name);
+    [
+        Some(record.created_at),
+        record.expires_at,
+        record.grace_ends_at,
+        record.revoked_at,
+        record.last_used_at,
+    ]
+    .into_iter()
+    .fold(query, D::bind_time)
+}
+
 /// Compares the hash of a fetched key row with `presented`, and decodes the
 /// rest of the row (its scopes above all) only when they match.
 pub(crate) fn match_key_row<Row>(
@@ -121,6 +415,22 @@ pub(crate) fn summaries<Row>(
         .map(|row| key_from_row(row).map(|record| KeySummary::from(&record)))
         .collect::<Result<_, _>>()
         .map_err(LifecycleError::from)
+}
+
+/// What the insert of a minted key came to: a unique violation means that
+/// its id is taken (the id is the one unique column of `keyauth_keys`).
+pub(crate) fn inserted<T>(result: Result<T, sqlx::Error>) -> Result<Insert, StoreError> {
+    match result {
+        Ok(_) => Ok(Insert::Done),
+        Err(error)
+            if error
+                .as_database_error()
+                .is_some_and(|error| error.is_unique_violation()) =>
+        {
+            Ok(Insert::IdTaken)
+        }
+        Err(error) => Err(StoreError::backend(error)),
+    }
 }
 
 /// Databases keep microseconds; so do the records the stores hand out, so
@@ -152,31 +462,6 @@ pub(crate) fn column_error(error: sqlx::Error) -> StoreError {
 
 pub(crate) fn corrupt(detail: String) -> StoreError {
     StoreError::backend(format!("unexpected data in the key store: {detail}"))
-}
-
-/// Runs `flush` every `interval` while `owner` lives: the writer of buffered
-/// `last_used_at` times. Its failures are logged, never returned to a
-/// request.
-pub(crate) fn spawn_usage_writer<T, F, Fut>(owner: Weak<T>, interval: Duration, flush: F)
-where
-    T: Send + Sync + 'static,
-    F: Fn(std::sync::Arc<T>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<usize, StoreError>> + Send,
-{
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let Some(owner) = owner.upgrade() else {
-                break;
-            };
-            if let Err(error) = flush(owner).await {
-                tracing::warn!(error = %error, "could not write last-used times; they are kept for the next attempt");
-            }
-        }
-    });
 }
 
 #[cfg(test)]

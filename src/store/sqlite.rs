@@ -6,39 +6,26 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Row, Sqlite, SqliteConnection};
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
-use crate::lifecycle::{
-    IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey, OldKey, plan_issue,
-    plan_rotation, storable,
-};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
-use crate::store::sql::{
-    Migration, column_error, corrupt, from_micros, hash_of_row, latest_version, match_key_row,
-    owner_columns, owner_from_columns, scopes_from_text, scopes_to_text, spawn_usage_writer,
-    summaries, to_micros, to_micros_precision,
+use crate::store::lifecycle::{
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
+    OldKey, plan_issue, plan_rotation, storable,
 };
-use crate::store::usage::UsageBuffer;
+use crate::store::sql::{
+    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, from_micros, hash_of_row,
+    inserted, key_from_row, match_key_row, migrate, owner_columns, pool_options, scopes_from_text,
+    scopes_to_text, summaries, to_micros, to_micros_precision,
+};
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
-
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "keys and memberships",
-        sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "clock-free revocation",
-        sql: include_str!("../../migrations/sqlite/0002_clock_free_revocation.sql"),
-    },
-];
 
 /// A stored list of scopes, read as bytes (`substr` on text would count
 /// characters through the whole value) and only up to one byte past the
@@ -80,9 +67,6 @@ const SELECT_KEY_MATCHING: &str = concat!(
 #[cfg(test)]
 const MAX_SCOPE_TEXT_READ: usize = 33025;
 
-/// How many times an issue draws a new id after a collision.
-const MINT_ATTEMPTS: usize = 8;
-
 /// Keys and memberships in SQLite, through a sqlx connection pool.
 ///
 /// The constructors create the tables (`keyauth_keys`,
@@ -110,13 +94,92 @@ const MINT_ATTEMPTS: usize = 8;
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
+    inner: Arc<SqlCore<Sqlite>>,
 }
 
-struct Inner {
-    pool: SqlitePool,
-    options: StoreOptions,
-    usage: Option<UsageBuffer>,
+impl Dialect for Sqlite {
+    const MIGRATIONS: &'static [Migration] = &[
+        Migration {
+            version: 1,
+            description: "keys and memberships",
+            sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "clock-free revocation",
+            sql: include_str!("../../migrations/sqlite/0002_clock_free_revocation.sql"),
+        },
+    ];
+    const MIGRATIONS_RECORDED: &'static str = "SELECT EXISTS (
+        SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keyauth_migrations'
+    )";
+    const CREATE_MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS keyauth_migrations (
+        version INTEGER PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL,
+        applied_at INTEGER NOT NULL
+    )";
+    const APPLIED_VERSION: &'static str =
+        "SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations";
+    /// Takes the write lock at once: reading and then writing in the
+    /// transaction cannot interleave with another writer (and cannot fail to
+    /// upgrade a read lock).
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    fn record_migration(migration: &Migration) -> Query<'static, Sqlite, SqliteArguments> {
+        sqlx::query(
+            "INSERT INTO keyauth_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(to_micros(SystemTime::now()))
+    }
+
+    fn time_of_row(row: &SqliteRow, column: &str) -> Result<Option<SystemTime>, StoreError> {
+        let micros: Option<i64> = row.try_get(column).map_err(column_error)?;
+        Ok(micros.map(from_micros))
+    }
+
+    fn bind_time<'q>(
+        query: Query<'q, Sqlite, SqliteArguments>,
+        at: Option<SystemTime>,
+    ) -> Query<'q, Sqlite, SqliteArguments> {
+        query.bind(at.map(to_micros))
+    }
+
+    /// Text, read as bytes (see `scopes_read!`).
+    fn scopes_of_row(row: &SqliteRow) -> Result<Scopes, StoreError> {
+        scopes_from_bytes(row.try_get("scopes").map_err(column_error)?)
+    }
+
+    fn bind_scopes<'q>(
+        query: Query<'q, Sqlite, SqliteArguments>,
+        scopes: &Scopes,
+    ) -> Query<'q, Sqlite, SqliteArguments> {
+        query.bind(scopes_to_text(scopes))
+    }
+
+    async fn write_uses(pool: &SqlitePool, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        let mut tx = pool.begin().await.map_err(StoreError::backend)?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE keyauth_keys SET last_used_at = ?2
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )
+            .bind(id.as_str())
+            .bind(to_micros(*at))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        }
+        tx.commit().await.map_err(StoreError::backend)
+    }
+}
+
+/// Scopes read back from their bytes (text, as stored).
+fn scopes_from_bytes(bytes: &[u8]) -> Result<Scopes, StoreError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| corrupt("a list of scopes is not UTF-8".to_owned()))?;
+    scopes_from_text(text)
 }
 
 impl SqliteStore {
@@ -135,11 +198,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        // A database that cannot be opened fails within seconds, not after
-        // sqlx's default 30 s.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(8)
             .connect_with(connect)
             .await
             .map_err(StoreError::backend)?;
@@ -148,20 +207,7 @@ impl SqliteStore {
 
     /// Uses an existing pool (migrating its database).
     pub async fn from_pool(pool: SqlitePool, options: StoreOptions) -> Result<Self, StoreError> {
-        Self::migrate(&pool).await?;
-        let usage = options.last_used_interval.map(UsageBuffer::new);
-        let inner = Arc::new(Inner {
-            pool,
-            options,
-            usage,
-        });
-        if let Some(usage) = &inner.usage {
-            spawn_usage_writer(
-                Arc::downgrade(&inner),
-                usage.interval(),
-                |inner: Arc<Inner>| async move { inner.flush_last_used().await },
-            );
-        }
+        let inner = SqlCore::open(pool, options).await?;
         Ok(Self { inner })
     }
 
@@ -170,54 +216,7 @@ impl SqliteStore {
     ///
     /// An up-to-date database is only read.
     pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-        let has_table: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'keyauth_migrations'",
-        )
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::backend)?;
-        if has_table.is_some() {
-            let applied: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations")
-                    .fetch_one(pool)
-                    .await
-                    .map_err(StoreError::backend)?;
-            if applied >= latest_version(MIGRATIONS) {
-                return Ok(());
-            }
-        }
-        let mut tx = begin_immediate(pool).await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS keyauth_migrations (
-                version INTEGER PRIMARY KEY NOT NULL,
-                description TEXT NOT NULL,
-                applied_at INTEGER NOT NULL
-            )",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keyauth_migrations")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-        for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-            sqlx::raw_sql(migration.sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::backend)?;
-            sqlx::query(
-                "INSERT INTO keyauth_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)",
-            )
-            .bind(migration.version)
-            .bind(migration.description)
-            .bind(to_micros(SystemTime::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        }
-        tx.commit().await.map_err(StoreError::backend)
+        migrate(pool).await
     }
 
     /// The pool, for your own queries.
@@ -238,91 +237,10 @@ impl SqliteStore {
     }
 }
 
-impl Inner {
-    /// The row of key `id`, on a connection of the pool.
-    async fn key_row(&self, id: &KeyId) -> Result<Option<SqliteRow>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
-        fetch_key_row(&mut connection, id).await
-    }
-
-    /// The row of key `id`, its scopes read only if its hash is `presented`.
-    async fn key_row_matching(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Result<Option<SqliteRow>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(StoreError::backend)?;
-        fetch_key_row_matching(&mut connection, id, presented).await
-    }
-
-    async fn flush_last_used(&self) -> Result<usize, StoreError> {
-        let Some(usage) = &self.usage else {
-            return Ok(0);
-        };
-        usage
-            .flush(async |uses: &[(KeyId, SystemTime)]| {
-                let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
-                for (id, at) in uses {
-                    sqlx::query(
-                        "UPDATE keyauth_keys SET last_used_at = ?2
-                         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-                    )
-                    .bind(id.as_str())
-                    .bind(to_micros(*at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::backend)?;
-                }
-                tx.commit().await.map_err(StoreError::backend)
-            })
-            .await
-    }
-}
-
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("pool", &self.inner.pool)
-            .field("options", &self.inner.options)
-            .finish()
+        self.inner.fmt_as("SqliteStore", f)
     }
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let hash = hash_of_row(row)?;
-    let owner = owner_from_columns(
-        row.try_get::<String, _>("owner_kind")
-            .map_err(column_error)?
-            .as_str(),
-        row.try_get("org_id").map_err(column_error)?,
-        row.try_get("workspace_id").map_err(column_error)?,
-        row.try_get("user_id").map_err(column_error)?,
-    )?;
-    let time = |column: &str| -> Result<Option<SystemTime>, StoreError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(column)
-            .map_err(column_error)?
-            .map(from_micros))
-    };
-    let mut record = KeyRecord::new(
-        row.try_get::<String, _>("id").map_err(column_error)?,
-        hash,
-        owner,
-    )
-    .with_scopes(scopes_from_bytes(
-        row.try_get::<&[u8], _>("scopes").map_err(column_error)?,
-    )?)
-    .with_name(row.try_get::<String, _>("name").map_err(column_error)?)
-    .with_created_at(time("created_at")?.unwrap_or(SystemTime::UNIX_EPOCH));
-    record.prefix = row
-        .try_get::<Option<String>, _>("prefix")
-        .map_err(column_error)?
-        .map(Into::into);
-    record.expires_at = time("expires_at")?;
-    record.grace_ends_at = time("grace_ends_at")?;
-    record.revoked_at = time("revoked_at")?;
-    record.last_used_at = time("last_used_at")?;
-    Ok(record)
 }
 
 async fn fetch_key_row(
@@ -351,94 +269,31 @@ async fn fetch_key_row_matching(
         .map_err(StoreError::backend)
 }
 
-/// Scopes read back from their bytes (text, as stored).
-fn scopes_from_bytes(bytes: &[u8]) -> Result<Scopes, StoreError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| corrupt("a list of scopes is not UTF-8".to_owned()))?;
-    scopes_from_text(text)
-}
-
 async fn fetch_key(
     connection: &mut SqliteConnection,
     id: &KeyId,
 ) -> Result<Option<KeyRecord>, StoreError> {
     let row = fetch_key_row(connection, id).await?;
-    row.as_ref().map(key_from_row).transpose()
+    row.as_ref().map(key_from_row::<Sqlite>).transpose()
 }
 
-async fn insert_key(
-    connection: &mut SqliteConnection,
-    record: &KeyRecord,
-) -> Result<(), sqlx::Error> {
-    let (kind, org, workspace, user) = owner_columns(&record.owner);
-    sqlx::query(
-        "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
-                                   scopes, name, created_at, expires_at, grace_ends_at,
-                                   revoked_at, last_used_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )
-    .bind(record.id.as_str())
-    .bind(record.hash.as_bytes().as_slice())
-    .bind(record.prefix.as_deref())
-    .bind(kind)
-    .bind(org)
-    .bind(workspace)
-    .bind(user)
-    .bind(scopes_to_text(&record.scopes))
-    .bind(&*record.name)
-    .bind(to_micros(record.created_at))
-    .bind(record.expires_at.map(to_micros))
-    .bind(record.grace_ends_at.map(to_micros))
-    .bind(record.revoked_at.map(to_micros))
-    .bind(record.last_used_at.map(to_micros))
-    .execute(connection)
-    .await
-    .map(|_| ())
-}
-
-/// Mints `new_key` and inserts it, drawing a new id on the (vanishingly
-/// rare) collision.
-async fn insert_new_key(
-    connection: &mut SqliteConnection,
-    options: &StoreOptions,
-    new_key: NewKey,
-    now: SystemTime,
-) -> Result<IssuedKey, LifecycleError> {
-    for _ in 0..MINT_ATTEMPTS {
-        let minted = options.format.mint(new_key.kind(), new_key.environment)?;
-        let mut issued = IssuedKey::new(minted, new_key.clone(), now);
-        issued.record.expires_at = issued.record.expires_at.map(to_micros_precision);
-        match insert_key(connection, &issued.record).await {
-            Ok(()) => return Ok(issued),
-            Err(error) if is_unique_violation(&error) => continue,
-            Err(error) => return Err(StoreError::backend(error).into()),
-        }
+impl InsertMinted for SqliteConnection {
+    async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
+        let insert = sqlx::query(
+            "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
+                                       scopes, name, created_at, expires_at, grace_ends_at,
+                                       revoked_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        );
+        let result = bind_key(insert, record).execute(self).await;
+        inserted(result)
     }
-    Err(StoreError::backend("could not find an unused key id").into())
-}
-
-/// A transaction that takes the write lock at once: reading and then
-/// writing in it cannot interleave with another writer (and cannot fail to
-/// upgrade a read lock).
-async fn begin_immediate(
-    pool: &SqlitePool,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-    pool.begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::backend)
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|error| error.is_unique_violation())
 }
 
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self.inner.key_row(id).await?;
-        row.as_ref().map(key_from_row).transpose()
+        fetch_key(&mut *self.inner.acquire().await?, id).await
     }
 
     /// Reads the row, compares its hash, and parses the rest (scopes
@@ -448,8 +303,9 @@ impl KeyStore for SqliteStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let row = self.inner.key_row_matching(id, presented).await?;
-        match_key_row(row, presented, hash_of_row, key_from_row)
+        let mut connection = self.inner.acquire().await?;
+        let row = fetch_key_row_matching(&mut connection, id, presented).await?;
+        match_key_row(row, presented, hash_of_row, key_from_row::<Sqlite>)
     }
 
     async fn membership(
@@ -473,9 +329,7 @@ impl KeyStore for SqliteStore {
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        if let Some(usage) = &self.inner.usage {
-            usage.note(record, at);
-        }
+        self.inner.record_use(record, at);
     }
 }
 
@@ -484,7 +338,7 @@ impl KeyLifecycle for SqliteStore {
     async fn issue(&self, new_key: NewKey) -> Result<IssuedKey, LifecycleError> {
         storable(&new_key.scopes)?;
         let options = &self.inner.options;
-        let mut tx = begin_immediate(&self.inner.pool).await?;
+        let mut tx = self.inner.begin().await?;
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
         let now = to_micros_precision(options.now());
@@ -525,7 +379,7 @@ impl KeyLifecycle for SqliteStore {
             .await
             .map_err(StoreError::backend)?;
         }
-        let issued = insert_new_key(&mut tx, options, new_key, now).await?;
+        let issued = self.inner.mint_and_insert(&mut *tx, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(issued)
     }
@@ -544,7 +398,7 @@ impl KeyLifecycle for SqliteStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Sqlite>)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
@@ -557,12 +411,12 @@ impl KeyLifecycle for SqliteStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(StoreError::backend)?;
-        summaries(&rows, key_from_row)
+        summaries(&rows, key_from_row::<Sqlite>)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
         let now = to_micros(self.inner.options.now());
-        let mut tx = begin_immediate(&self.inner.pool).await?;
+        let mut tx = self.inner.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keyauth_keys WHERE id = ?1")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -583,13 +437,16 @@ impl KeyLifecycle for SqliteStore {
 
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
-        let mut tx = begin_immediate(&self.inner.pool).await?;
+        let mut tx = self.inner.begin().await?;
         let now = to_micros_precision(options.now());
         let old = fetch_key(&mut tx, id)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let plan = plan_rotation(&old, &options.format, grace, now)?;
-        let issued = insert_new_key(&mut tx, options, plan.successor, now).await?;
+        let issued = self
+            .inner
+            .mint_and_insert(&mut *tx, plan.successor, now)
+            .await?;
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1", now),
             OldKey::GraceEndsAt(at) => (
@@ -640,6 +497,8 @@ impl KeyLifecycle for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::sqlite::SqlitePoolOptions;
+
     use super::*;
 
     #[test]
@@ -648,5 +507,38 @@ mod tests {
         let read = format!("substr(CAST(scopes AS BLOB), 1, {MAX_SCOPE_TEXT_READ})");
         assert!(KEY_COLUMNS.contains(&read));
         assert!(SELECT_KEY_MATCHING.contains(&format!("CASE WHEN hash = ?2 THEN {read} END")));
+    }
+
+    #[tokio::test]
+    async fn an_insert_under_a_taken_id_changes_nothing() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        let mut connection = store.pool().acquire().await.unwrap();
+        let twin = KeyRecord::new(
+            issued.record.id.clone(),
+            KeyHash::of("twin"),
+            Owner::org("globex"),
+        );
+        assert_eq!(
+            connection.insert_minted(&twin).await.unwrap(),
+            Insert::IdTaken
+        );
+        let other = KeyRecord::new("other", KeyHash::of("other"), Owner::org("globex"));
+        assert_eq!(
+            connection.insert_minted(&other).await.unwrap(),
+            Insert::Done
+        );
+        drop(connection);
+        assert_eq!(
+            store.find_key(&issued.record.id).await.unwrap(),
+            Some(issued.record)
+        );
     }
 }

@@ -258,6 +258,48 @@ impl IssuedKey {
     }
 }
 
+/// How many ids an issue or a rotation draws before it gives up (twelve
+/// base62 characters make even one collision vanishingly unlikely).
+const MINT_ATTEMPTS: usize = 8;
+
+/// What an insert of a freshly minted key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// The key is stored.
+    Done,
+    /// Another key has its id; nothing was changed.
+    IdTaken,
+}
+
+/// Where a store puts a freshly minted key: its map, or a connection inside
+/// the transaction of an issue or a rotation.
+pub(crate) trait InsertMinted {
+    /// Stores `record`, unless another key has its id.
+    fn insert_minted(
+        &mut self,
+        record: &KeyRecord,
+    ) -> impl Future<Output = Result<Insert, StoreError>> + Send;
+}
+
+/// Mints a key for `new_key`, created at `now`, and inserts it into
+/// `target`, drawing a fresh id for as long as the id is taken: the one
+/// mint-and-insert loop of every bundled store.
+pub(crate) async fn mint_and_insert<T: InsertMinted + ?Sized>(
+    target: &mut T,
+    format: &KeyFormat,
+    new_key: NewKey,
+    now: SystemTime,
+) -> Result<IssuedKey, LifecycleError> {
+    for _ in 0..MINT_ATTEMPTS {
+        let minted = format.mint(new_key.kind(), new_key.environment)?;
+        let issued = IssuedKey::new(minted, new_key.clone(), now);
+        if target.insert_minted(&issued.record).await? == Insert::Done {
+            return Ok(issued);
+        }
+    }
+    Err(StoreError::backend("could not find an unused key id").into())
+}
+
 /// A key as listed to its owner: masked, without its hash.
 ///
 /// ```
@@ -505,5 +547,47 @@ mod tests {
             plan_rotation(&ended, &KeyFormat::default(), Duration::ZERO, now),
             Err(LifecycleError::Expired(_))
         ));
+    }
+
+    /// Finds the first `taken` ids taken.
+    struct Collides {
+        taken: usize,
+        tried: Vec<KeyId>,
+    }
+
+    impl InsertMinted for Collides {
+        async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
+            self.tried.push(record.id.clone());
+            Ok(if self.tried.len() > self.taken {
+                Insert::Done
+            } else {
+                Insert::IdTaken
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_id_is_drawn_again_until_the_attempts_run_out() {
+        let (format, now) = (KeyFormat::default(), SystemTime::now());
+        let mut twice = Collides {
+            taken: 2,
+            tried: Vec::new(),
+        };
+        let issued = mint_and_insert(&mut twice, &format, NewKey::org("acme"), now)
+            .await
+            .unwrap();
+        assert_eq!(twice.tried.len(), 3);
+        assert_eq!(twice.tried[2], issued.record.id);
+        assert_ne!(twice.tried[0], twice.tried[1]);
+
+        let mut always = Collides {
+            taken: usize::MAX,
+            tried: Vec::new(),
+        };
+        let error = mint_and_insert(&mut always, &format, NewKey::org("acme"), now)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, LifecycleError::Store(_)));
+        assert_eq!(always.tried.len(), MINT_ATTEMPTS);
     }
 }
