@@ -64,8 +64,8 @@ pub struct PrincipalRejection {
     /// The layer's reason, when the layer saw the request.
     error: Option<AuthError>,
     /// The answer, built when the request was at hand (a responder may read
-    /// it).
-    response: http::Response<Bytes>,
+    /// it). Boxed: extraction results stay small on the path that succeeds.
+    response: Box<http::Response<Bytes>>,
 }
 
 impl PrincipalRejection {
@@ -89,7 +89,7 @@ impl PrincipalRejection {
 
 impl IntoResponse for PrincipalRejection {
     fn into_response(self) -> Response {
-        into_axum(self.response)
+        into_axum(*self.response)
     }
 }
 
@@ -117,18 +117,18 @@ impl std::error::Error for PrincipalRejection {
     }
 }
 
-/// The caller of `parts`: `Ok(None)` on a public path without a valid
-/// credential, with the layer's answer ready in case it is needed.
+/// The caller of `parts`, or the rejection with its answer built while the
+/// request is at hand.
 fn find(parts: &Parts) -> Result<Principal, PrincipalRejection> {
     match Caller::of(&parts.extensions) {
         Caller::Authenticated(principal, _) => Ok(principal.clone()),
         Caller::Refused(error, context) => Err(PrincipalRejection {
             error: Some(error.clone()),
-            response: context.respond(error, parts),
+            response: Box::new(context.respond(error, parts)),
         }),
         Caller::NotBehindKeyAuth => Err(PrincipalRejection {
             error: None,
-            response: not_behind_key_auth(parts),
+            response: Box::new(not_behind_key_auth(parts)),
         }),
     }
 }
