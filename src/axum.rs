@@ -121,7 +121,7 @@ impl std::error::Error for PrincipalRejection {
 /// request is at hand.
 fn find(parts: &Parts) -> Result<Principal, PrincipalRejection> {
     match Caller::of(&parts.extensions) {
-        Caller::Authenticated(principal, _) => Ok(principal.clone()),
+        Caller::Authenticated(principal) => Ok(principal.clone()),
         Caller::Refused(error, context) => Err(PrincipalRejection {
             error: Some(error.clone()),
             response: Box::new(context.respond(error, parts)),
@@ -158,7 +158,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         match Caller::of(&parts.extensions) {
-            Caller::Authenticated(principal, _) => Ok(Some(principal.clone())),
+            Caller::Authenticated(principal) => Ok(Some(principal.clone())),
             Caller::Refused(..) => Ok(None),
             Caller::NotBehindKeyAuth => find(parts).map(Some),
         }

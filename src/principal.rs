@@ -250,9 +250,8 @@ pub(crate) struct Unauthenticated(pub(crate) AuthError);
 
 /// What the layer left in a request's extensions about its caller.
 pub(crate) enum Caller<'a> {
-    /// A valid credential, and how the layer answers refusals, when it ran
-    /// (a principal inserted by hand has none).
-    Authenticated(&'a Principal, Option<&'a ResponseContext>),
+    /// A valid credential.
+    Authenticated(&'a Principal),
     /// A public path without a valid credential: the layer's reason and how
     /// it answers.
     Refused(&'a AuthError, &'a ResponseContext),
@@ -262,13 +261,23 @@ pub(crate) enum Caller<'a> {
 
 impl<'a> Caller<'a> {
     pub(crate) fn of(extensions: &'a Extensions) -> Self {
-        let context = extensions.get::<Arc<ResponseContext>>().map(|c| &**c);
         if let Some(principal) = extensions.get::<Principal>() {
-            return Caller::Authenticated(principal, context);
+            return Caller::Authenticated(principal);
         }
-        match (extensions.get::<Unauthenticated>(), context) {
+        match (
+            extensions.get::<Unauthenticated>(),
+            layer_context(extensions),
+        ) {
             (Some(Unauthenticated(error)), Some(context)) => Caller::Refused(error, context),
             _ => Caller::NotBehindKeyAuth,
         }
     }
+}
+
+/// How the layer that let the request in answers refusals; `None` when no
+/// layer did (a principal a test inserted by hand).
+pub(crate) fn layer_context(extensions: &Extensions) -> Option<&ResponseContext> {
+    extensions
+        .get::<Arc<ResponseContext>>()
+        .map(|context| &**context)
 }

@@ -11,7 +11,7 @@ use tower_service::Service;
 use crate::body::AuthBody;
 use crate::error::AuthError;
 use crate::future::ResponseFuture;
-use crate::principal::{Caller, Principal};
+use crate::principal::{Caller, Principal, layer_context};
 use crate::response::{not_behind_key_auth, respond_without_layer};
 use crate::scope::{InvalidScope, Scopes};
 
@@ -192,7 +192,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
         let refusal = match Caller::of(&parts.extensions) {
-            Caller::Authenticated(principal, context) => match self.rule.check(principal) {
+            Caller::Authenticated(principal) => match self.rule.check(principal) {
                 Ok(()) => None,
                 Err(error) => {
                     tracing::info!(
@@ -201,7 +201,7 @@ where
                         required = %self.rule.required,
                         "credential lacks a required scope"
                     );
-                    Some(match context {
+                    Some(match layer_context(&parts.extensions) {
                         Some(context) => context.respond(&error, &parts),
                         None => respond_without_layer(&error, &parts),
                     })

@@ -133,6 +133,9 @@ impl<'a> Refusal<'a> {
             if entry.challenge_fits(error) {
                 return entry.challenge.clone();
             }
+            if let Some(scope) = error.required_scope() {
+                return prepared.scope_challenge(scope);
+            }
         }
         challenge(error, self.realm())
     }
@@ -233,6 +236,9 @@ pub(crate) struct Refusals {
     /// Each missing-credential message of the layer's extraction policy,
     /// recognised by identity, with its body.
     advice: Box<[(Arc<str>, Bytes)]>,
+    /// The `insufficient_scope` challenge up to its scope:
+    /// `Bearer realm="…", error="insufficient_scope", scope="`.
+    scope_challenge_start: Box<str>,
 }
 
 struct Prepared {
@@ -272,11 +278,34 @@ impl Refusals {
                 (Arc::clone(message), body)
             })
             .collect();
+        let scope_challenge_start = challenge_text(
+            AuthErrorKind::InsufficientScope,
+            Some(&realm),
+            None,
+            Some(""),
+        )
+        .map(|mut text| {
+            text.pop(); // the closing quote
+            text.into_boxed_str()
+        })
+        .unwrap_or_default();
         Self {
             realm,
             by_kind,
             advice,
+            scope_challenge_start,
         }
+    }
+
+    /// The `insufficient_scope` challenge naming `scope`, from its prepared
+    /// start.
+    fn scope_challenge(&self, scope: &str) -> Option<HeaderValue> {
+        let start = &self.scope_challenge_start;
+        let mut value = String::with_capacity(start.len() + scope.len() + 1);
+        value.push_str(start);
+        push_quoted_string_content(&mut value, scope);
+        value.push('"');
+        HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
     }
 
     /// The refusal of `error` in this layer.
@@ -434,32 +463,42 @@ fn challenge_error(kind: AuthErrorKind) -> Option<&'static str> {
 /// The challenge of `error` in `realm`, built.
 fn challenge(error: &AuthError, realm: Option<&str>) -> Option<HeaderValue> {
     let kind = error.kind();
+    let description =
+        matches!(kind, AuthErrorKind::Revoked | AuthErrorKind::Expired).then(|| error.message());
+    let text = challenge_text(kind, realm, description, error.required_scope())?;
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+}
+
+/// `Bearer` and the challenge's attributes, or `None` for a kind that has no
+/// challenge.
+fn challenge_text(
+    kind: AuthErrorKind,
+    realm: Option<&str>,
+    description: Option<&str>,
+    scope: Option<&str>,
+) -> Option<String> {
     let code = challenge_error(kind);
     if code.is_none() && kind != AuthErrorKind::MissingCredentials {
         return None;
     }
-    let mut attributes: Vec<(&str, &str)> = Vec::with_capacity(4);
-    if let Some(realm) = realm {
-        attributes.push(("realm", realm));
-    }
-    if let Some(code) = code {
-        attributes.push(("error", code));
-    }
-    if matches!(kind, AuthErrorKind::Revoked | AuthErrorKind::Expired) {
-        attributes.push(("error_description", error.message()));
-    }
-    if let Some(scope) = error.required_scope() {
-        attributes.push(("scope", scope));
-    }
+    let attributes = [
+        ("realm", realm),
+        ("error", code),
+        ("error_description", description),
+        ("scope", scope),
+    ];
     let mut value = String::from("Bearer");
-    for (i, (name, text)) in attributes.iter().enumerate() {
+    let present = attributes
+        .iter()
+        .filter_map(|(name, text)| Some((name, (*text)?)));
+    for (i, (name, text)) in present.enumerate() {
         value.push_str(if i == 0 { " " } else { ", " });
         value.push_str(name);
         value.push_str("=\"");
         push_quoted_string_content(&mut value, text);
         value.push('"');
     }
-    HeaderValue::from_str(&value).ok()
+    Some(value)
 }
 
 /// Escapes `"` and `\` and drops anything that is not visible ASCII or a
@@ -531,20 +570,27 @@ mod tests {
             AuthError::missing_organization().with_org_header("x-org-id"),
             AuthError::forbidden(),
             AuthError::insufficient_scope("objects.write"),
+            AuthError::insufficient_scope("a \"quoted\" \\ scope\u{7f}"),
             AuthError::unavailable(),
         ]
     }
 
     #[test]
     fn prepared_answers_equal_built_ones() {
+        for realm in ["api", "a \"quoted\" realm"] {
+            let layer = refusals(realm);
+            for error in every_kind() {
+                let prepared = layer.refusal(&error);
+                assert_eq!(
+                    prepared.www_authenticate(),
+                    challenge(&error, Some(realm)),
+                    "{error:?}"
+                );
+            }
+        }
         let layer = refusals("api");
         for error in every_kind() {
             let prepared = layer.refusal(&error);
-            assert_eq!(
-                prepared.www_authenticate(),
-                challenge(&error, Some("api")),
-                "{error:?}"
-            );
             assert_eq!(
                 prepared.json_body(),
                 Refusal::new(&error).json_body(),

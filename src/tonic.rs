@@ -66,7 +66,7 @@ pub trait RequestPrincipal {
 impl<T> RequestPrincipal for tonic::Request<T> {
     fn principal(&self) -> Result<&Principal, Status> {
         match Caller::of(self.extensions()) {
-            Caller::Authenticated(principal, _) => Ok(principal),
+            Caller::Authenticated(principal) => Ok(principal),
             Caller::Refused(error, _) => Err(error.clone().into()),
             Caller::NotBehindKeyAuth => {
                 tracing::error!(
