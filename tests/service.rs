@@ -176,6 +176,8 @@ fn public_types_are_send_sync_and_the_layer_is_clone() {
     send_sync::<tower_keyauth::store::StoreError>();
     send_sync::<tower_keyauth::Extract>();
     send_sync::<tower_keyauth::KeyFormat>();
+    send_sync::<tower_keyauth::response::Refusal<'static>>();
+    send_sync::<tower_keyauth::axum::PrincipalRejection>();
     clone::<KeyAuthLayer<MemoryStore>>();
     clone::<KeyAuth<axum::Router, MemoryStore>>();
 
