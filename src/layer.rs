@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
 use tower_layer::Layer;
@@ -154,7 +153,7 @@ impl<S> KeyAuthLayer<S> {
     /// ```
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-    pub fn store_timeout(mut self, limit: Duration) -> Self {
+    pub fn store_timeout(mut self, limit: std::time::Duration) -> Self {
         self.config_mut().store_timeout = Some(limit);
         self
     }
