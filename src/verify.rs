@@ -128,23 +128,24 @@ pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Ch
         source: credential.source,
         org_header,
     };
-    let store_answer = catching(|| config.store.find_key_now(&attempt.id))
-        .unwrap_or_else(|panic| Some(Err(panic)));
+    let store_answer = catching(|| {
+        config
+            .store
+            .find_key_matching_now(&attempt.id, &attempt.hash)
+    })
+    .unwrap_or_else(|panic| Some(Err(panic)));
     match store_answer {
-        Some(found) => {
-            let matched = found.map(|found| KeyMatch::compare(found, &attempt.hash));
-            match attempt.examine(matched, config) {
-                Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
-                Ok(Examined::NeedsMembership(pending)) => {
-                    let id = pending.attempt.id.clone();
-                    let config = Arc::clone(config);
-                    Check::Pending(contained(id, config.store_timeout, async move {
-                        pending.resolve(&config).await
-                    }))
-                }
-                Err(error) => refuse(error),
+        Some(matched) => match attempt.examine(matched, config) {
+            Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
+            Ok(Examined::NeedsMembership(pending)) => {
+                let id = pending.attempt.id.clone();
+                let config = Arc::clone(config);
+                Check::Pending(contained(id, config.store_timeout, async move {
+                    pending.resolve(&config).await
+                }))
             }
-        }
+            Err(error) => refuse(error),
+        },
         None => {
             let id = attempt.id.clone();
             let config = Arc::clone(config);

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::format::KeyFormat;
+use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::lifecycle::{
@@ -18,7 +19,7 @@ use crate::store::lifecycle::{
     OldKey, mint_and_insert, plan_issue, plan_rotation, storable,
 };
 use crate::store::usage::NotedFilter;
-use crate::store::{KeyStore, StoreError, StoreOptions};
+use crate::store::{IdMap, KeyMatch, KeyStore, StoreError, StoreOptions};
 
 /// Keys and memberships in memory: no I/O, nothing survives a restart.
 ///
@@ -67,7 +68,7 @@ impl Shared {
 
 #[derive(Default)]
 struct State {
-    keys: HashMap<KeyId, KeyRecord>,
+    keys: IdMap<KeyId, KeyRecord>,
     members: HashMap<UserId, HashMap<OrgId, Membership>>,
 }
 
@@ -180,6 +181,21 @@ impl KeyStore for MemoryStore {
 
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
         Some(Ok(self.lookup(id)))
+    }
+
+    /// Compares under the read lock and copies the record only when it
+    /// matches.
+    fn find_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Option<Result<KeyMatch, StoreError>> {
+        let state = self.read();
+        let found = state.keys.get(id);
+        let matched = KeyMatch::compare_then(found.map(|record| &record.hash), presented, || {
+            Ok(found.cloned().expect("compared a stored record"))
+        });
+        Some(matched)
     }
 
     /// Writes `last_used_at` in the map at once, at most once per key and

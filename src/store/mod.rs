@@ -1,6 +1,7 @@
 //! Where keys live: the [`KeyStore`] trait, the [`KeyLifecycle`] of the
 //! bundled stores with its policies and [`StoreOptions`], and the stores.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -39,6 +40,12 @@ pub use postgres::{INVALIDATION_CHANNEL, InvalidationListener, PostgresStore};
 pub use sqlite::SqliteStore;
 
 pub use crate::record::{KeyRecord, Membership, Owner};
+
+/// A map keyed by key ids that only the store mints (never an id a client
+/// made up), hashed with foldhash instead of SipHash: the lookup is on every
+/// request, and a client cannot choose the keys that go in, so there is no
+/// table to flood.
+pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Looks keys up for [`KeyAuthLayer`](crate::KeyAuthLayer).
 ///
@@ -128,6 +135,21 @@ pub trait KeyStore: Send + Sync + 'static {
         None
     }
 
+    /// [`find_key_matching`](KeyStore::find_key_matching) without waiting,
+    /// when the store can: the layer's fast path. The default compares what
+    /// [`find_key_now`](KeyStore::find_key_now) answers; a store that holds
+    /// its records in memory can compare in place and copy a record only
+    /// when it matches, so that a wrong secret costs what an unknown id
+    /// costs.
+    fn find_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Option<Result<KeyMatch, StoreError>> {
+        let found = self.find_key_now(id)?;
+        Some(found.map(|found| KeyMatch::compare(found, presented)))
+    }
+
     /// Notes that `record` authenticated a request at `at`, for its
     /// `last_used_at`. Called on the request path, so it must not block:
     /// debounce and buffer the write, and make it later. Failures must stay
@@ -165,6 +187,14 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
         (**self).find_key_now(id)
     }
 
+    fn find_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Option<Result<KeyMatch, StoreError>> {
+        (**self).find_key_matching_now(id, presented)
+    }
+
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         (**self).record_use(record, at);
     }
@@ -194,6 +224,14 @@ impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
 
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
         (**self).find_key_now(id)
+    }
+
+    fn find_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Option<Result<KeyMatch, StoreError>> {
+        (**self).find_key_matching_now(id, presented)
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {

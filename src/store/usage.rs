@@ -1,13 +1,12 @@
 //! Debounced `last_used_at` tracking, kept off the request path.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ids::KeyId;
 use crate::record::KeyRecord;
-use crate::store::StoreError;
+use crate::store::{IdMap, StoreError};
 
 /// Which keys were already noted in the current window (time cut into
 /// windows of one interval): one relaxed atomic load per request, no lock,
@@ -89,9 +88,9 @@ pub(crate) struct UsageBuffer {
 #[derive(Debug, Default)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 struct UsageState {
-    pending: HashMap<KeyId, SystemTime>,
+    pending: IdMap<KeyId, SystemTime>,
     /// The window of each key's last write, for the windows not over yet.
-    written: HashMap<KeyId, u64>,
+    written: IdMap<KeyId, u64>,
 }
 
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
