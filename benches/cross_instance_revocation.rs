@@ -35,8 +35,8 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_keyauth::store::{CacheOptions, CachedStore, InvalidationListener, PostgresStore};
 use tower_keyauth::store::StoreOptions;
+use tower_keyauth::store::{CacheOptions, CachedStore, InvalidationListener, PostgresStore};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, NewKey};
 
 const DATABASE: &str = "keyauth_bench_revocation";
@@ -116,18 +116,23 @@ async fn run(url: &str, keys: usize, cuts: usize) {
     let mut after_cut = Vec::with_capacity(cuts);
     let mut after_revoke = Vec::with_capacity(cuts);
     let mut cut_missed = 0;
+    let mut cut_pids = Vec::new();
     for i in 0..cuts {
         let issued = a.issue(NewKey::org(format!("cut-{i}"))).await.unwrap();
         let token = issued.token.expose_secret().to_owned();
         assert_eq!(status(token.clone()).await, StatusCode::OK);
-        let pid = listener_pid(&admin).await;
+        let pid = listener_pid(&admin, &cut_pids).await;
+        cut_pids.push(pid);
         let cut = Instant::now();
         let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(pid)
             .fetch_one(&admin)
             .await
             .unwrap();
-        assert!(terminated, "the listener's backend {pid} was not terminated");
+        assert!(
+            terminated,
+            "the listener's backend {pid} was not terminated"
+        );
         a.revoke(&issued.record.id).await.unwrap();
         let revoked = Instant::now();
         match first_refusal(&status, &token, revoked).await {
@@ -142,7 +147,11 @@ async fn run(url: &str, keys: usize, cuts: usize) {
     println!();
     println!("| what | count | missed | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|---|");
-    row("listener up: revoke returned → B refuses", &mut seen, missed);
+    row(
+        "listener up: revoke returned → B refuses",
+        &mut seen,
+        missed,
+    );
     row(
         "listener cut: cut → B refuses (revoked after the cut)",
         &mut after_cut,
@@ -173,9 +182,7 @@ async fn recreate_database(url: &str) -> PgConnectOptions {
             .unwrap();
     }
     admin.close().await;
-    PgConnectOptions::from_str(url)
-        .unwrap()
-        .database(DATABASE)
+    PgConnectOptions::from_str(url).unwrap().database(DATABASE)
 }
 
 /// One application instance, set up as the README's `CachedStore` with
@@ -204,15 +211,17 @@ async fn instance(database: &PgConnectOptions, name: &str) -> Instance {
 }
 
 /// The backend of B's listener, once it is listening (after a cut, once it
-/// has reconnected).
-async fn listener_pid(admin: &PgPool) -> i32 {
+/// has reconnected); never one of the backends already cut, which may still
+/// be on their way out.
+async fn listener_pid(admin: &PgPool, cut: &[i32]) -> i32 {
     let deadline = Instant::now() + GIVE_UP;
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
-             WHERE application_name = $1 AND query ILIKE 'LISTEN%'",
+             WHERE application_name = $1 AND query ILIKE 'LISTEN%' AND pid <> ALL($2)",
         )
         .bind(APP_B)
+        .bind(cut)
         .fetch_optional(admin)
         .await
         .unwrap();
