@@ -16,8 +16,11 @@ use common::example::start_example;
 use common::*;
 use http::StatusCode;
 use libtest_mimic::Trial;
+use sqlx::postgres::PgConnectOptions;
 use tower_keyauth::ids::{OrgId, UserId};
-use tower_keyauth::store::{CacheOptions, CachedStore, Membership, PostgresStore, StoreOptions};
+use tower_keyauth::store::{
+    CacheOptions, CachedStore, InvalidationListener, Membership, PostgresStore, StoreOptions,
+};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey, Scopes};
 
 fn main() {
@@ -28,6 +31,22 @@ fn main() {
             "cache::postgres_announces_revocations_to_every_instance",
             || {
                 run_multi_thread(postgres_announces_revocations_to_every_instance());
+                Ok(())
+            },
+        ),
+        Trial::test(
+            "cache::a_key_revoked_just_after_the_listener_is_cut_is_refused",
+            || {
+                run_multi_thread(a_key_revoked_just_after_the_listener_is_cut_is_refused());
+                Ok(())
+            },
+        ),
+        Trial::test(
+            "cache::a_key_revoked_while_the_listener_cannot_reconnect_is_refused_once_it_listens_again",
+            || {
+                run_multi_thread(
+                    a_key_revoked_while_the_listener_cannot_reconnect_is_refused_once_it_listens_again(),
+                );
                 Ok(())
             },
         ),
@@ -188,6 +207,196 @@ async fn wait_for_status(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An application instance: its own pool (named `name` in
+/// `pg_stat_activity`), a cache whose TTL (one hour) no test waits for, and
+/// its listener.
+async fn named_instance(
+    connect: &PgConnectOptions,
+    name: &str,
+) -> (CachedStore<PostgresStore>, InvalidationListener) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect.clone().application_name(name))
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool(pool, StoreOptions::default())
+        .await
+        .unwrap();
+    let cached = CachedStore::with_options(store.clone(), long_ttl());
+    let listener = store
+        .listen_for_invalidations(cached.invalidator())
+        .await
+        .unwrap();
+    (cached, listener)
+}
+
+fn long_ttl() -> CacheOptions {
+    CacheOptions::default()
+        .positive_ttl(Duration::from_secs(3600))
+        .negative_ttl(Duration::from_secs(3600))
+}
+
+/// A name no other test uses, for `application_name`.
+fn unique_name(what: &str) -> String {
+    format!(
+        "keyauth-{what}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// Terminates the backend of the listener of the pool named `name` (the
+/// connection whose last statement was `LISTEN`), waiting for it to be
+/// listening first; `cut` holds the backends terminated before, which may
+/// still be on their way out.
+async fn cut_listener(admin: &sqlx::PgPool, name: &str, cut: &mut Vec<i32>) {
+    let deadline = SystemTime::now() + Duration::from_secs(5);
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE application_name = $1 AND query ILIKE 'LISTEN%' AND pid <> ALL($2)",
+        )
+        .bind(name)
+        .bind(&*cut)
+        .fetch_optional(admin)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(admin)
+                .await
+                .unwrap();
+            assert!(terminated, "backend {pid} was not terminated");
+            cut.push(pid);
+            return;
+        }
+        assert!(SystemTime::now() < deadline, "no listener named {name}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The documented bound (`PostgresStore::listen_for_invalidations`): when
+/// the listener's connection drops, the cache forgets everything once the
+/// listener listens again. A key the other instance has cached and that is
+/// revoked right after the cut, while the listener may not be listening
+/// (its announcement may be lost), is refused as soon as the listener is
+/// back; the bounded poll stands for "soon", the TTL being an hour.
+async fn a_key_revoked_just_after_the_listener_is_cut_is_refused() {
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let second_name = unique_name("second");
+    let (first, _first_listener) = named_instance(&connect, &unique_name("first")).await;
+    let (second, _second_listener) = named_instance(&connect, &second_name).await;
+    let app_on_second = app(KeyAuthLayer::new(second.clone()));
+    let mut cut = Vec::new();
+
+    for _ in 0..3 {
+        let issued = first.issue(NewKey::org("acme")).await.unwrap();
+        let token = issued.token.expose_secret();
+        assert_eq!(
+            get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+            StatusCode::OK
+        );
+        cut_listener(first.get_ref().pool(), &second_name, &mut cut).await;
+        first.revoke(&issued.record.id).await.unwrap();
+        wait_for_status(&app_on_second, token, &[], StatusCode::UNAUTHORIZED).await;
+    }
+}
+
+/// The listener's connection cut and, for a while, no new one to be had
+/// (the listener has a pool of its own, one connection, whose connects fail
+/// while `reachable` is false): the cache forgets everything when an
+/// attempt fails, the other instance caches the key again from the
+/// database, the key is revoked (the announcement is lost), and only then
+/// can the listener reconnect. It forgets everything once it listens again,
+/// so the key is refused then, not after the TTL (an hour).
+async fn a_key_revoked_while_the_listener_cannot_reconnect_is_refused_once_it_listens_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let (first, _first_listener) = named_instance(&connect, &unique_name("first")).await;
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let second_store = PostgresStore::from_pool(pool, StoreOptions::default())
+        .await
+        .unwrap();
+    let second = CachedStore::with_options(second_store, long_ttl());
+    let reachable = Arc::new(AtomicBool::new(true));
+    let listener_name = unique_name("listener");
+    let listener_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(300))
+        .after_connect({
+            let reachable = Arc::clone(&reachable);
+            move |_, _| {
+                let reachable = reachable.load(Ordering::SeqCst);
+                Box::pin(async move {
+                    if reachable {
+                        Ok(())
+                    } else {
+                        Err(sqlx::Error::Protocol("held down by the test".into()))
+                    }
+                })
+            }
+        })
+        .connect_with(connect.clone().application_name(&listener_name))
+        .await
+        .unwrap();
+    let listener_store = PostgresStore::from_pool(listener_pool, StoreOptions::default())
+        .await
+        .unwrap();
+    let _second_listener = listener_store
+        .listen_for_invalidations(second.invalidator())
+        .await
+        .unwrap();
+    let app_on_second = app(KeyAuthLayer::new(second.clone()));
+
+    let issued = first.issue(NewKey::org("acme")).await.unwrap();
+    let token = issued.token.expose_secret();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    reachable.store(false, Ordering::SeqCst);
+    cut_listener(first.get_ref().pool(), &listener_name, &mut Vec::new()).await;
+    // A failed attempt to reconnect empties the cache.
+    let deadline = SystemTime::now() + Duration::from_secs(5);
+    while second.cached_keys() > 0 {
+        assert!(SystemTime::now() < deadline, "the cache was never emptied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The key comes back into the cache from the database, and is revoked
+    // while nobody listens on its instance's behalf.
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(second.cached_keys(), 1);
+    first.revoke(&issued.record.id).await.unwrap();
+    reachable.store(true, Ordering::SeqCst);
+    wait_for_status(&app_on_second, token, &[], StatusCode::UNAUTHORIZED).await;
+
+    // And it listens again.
+    let next = first.issue(NewKey::org("acme")).await.unwrap();
+    let token = next.token.expose_secret();
+    assert_eq!(
+        get_bearer(&app_on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    first.revoke(&next.record.id).await.unwrap();
+    wait_for_status(&app_on_second, token, &[], StatusCode::UNAUTHORIZED).await;
 }
 
 async fn postgres_migrations_survive_instances_starting_at_once() {
