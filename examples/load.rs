@@ -1,36 +1,53 @@
-//! Load harness: requests per second through a public route and an
-//! authenticated route of one server, in one run, measured by `wrk`.
+//! Load harness: requests per second through a route without a key and
+//! with one, in one run, measured by `wrk`.
 //!
 //! ```sh
 //! apt-get install -y wrk                       # the load generator (Debian)
-//! cargo run --release --example load           # MemoryStore
+//! cargo run --release --example load           # MemoryStore, a minimal app
+//! LOAD_STORE=sqlite cargo run --release --example load    # the quickstart on SQLite
 //! LOAD_STORE=postgres DATABASE_URL=postgres://… cargo run --release --example load
 //! ```
 //!
-//! The server has two routes with the same trivial handler: `/public/ping`
-//! (a public path) and `/v1/ping` (behind the key layer, called with a valid
-//! key). Each round runs the public route bare, the public route with a
-//! padding header as long as the `Authorization` header (so both requests
-//! are the same size and only the server's work differs), and the
-//! authenticated route, back to back and in a rotating order; rounds repeat
-//! so drift on a shared machine hits all alike. The medians of the rates and
-//! of the per-round ratios (with their interquartile range) are printed as a
-//! Markdown table.
+//! `LOAD_STORE` picks the app:
 //!
-//! `LOAD_STORE` is `memory` (default) or `postgres` (a `PostgresStore` behind
-//! a `CachedStore` that listens for invalidations). `LOAD_SECONDS` (2),
-//! `LOAD_ROUNDS` (15), `LOAD_CONNECTIONS` (32), `LOAD_THREADS` (1, for wrk)
-//! and `LOAD_WORKERS` (2, the server's threads) tune the run;
-//! `LOAD_WRK_CPU` pins wrk to one CPU (run the harness itself under
-//! `taskset` to keep the server on the others).
+//! - `memory` (default): a minimal server with two routes running the same
+//!   trivial handler, `/public/ping` (a public path) and `/v1/ping` (behind
+//!   the key layer), on a `MemoryStore`: the layer's floor.
+//! - `sqlite` and `postgres`: the quickstart itself (`examples/quickstart.rs`,
+//!   included as a module: the same store set-up, cache, routes and layer,
+//!   not a copy), on a fresh SQLite file (or `DATABASE_URL`) or on the
+//!   PostgreSQL database `DATABASE_URL` names. Its `GET /` is a public path
+//!   whose handler also takes an `Option<Principal>`, so a request with a
+//!   valid key is authenticated: that route is measured with and without one.
+//!
+//! Each round runs the route without a key, the same route with a padding
+//! header as long as the `Authorization` header (so both requests are the
+//! same size and only the server's work differs), and the route with a
+//! valid key, back to back and in a rotating order; rounds repeat so drift
+//! on a shared machine hits all alike. The medians of the rates and of the
+//! per-round ratios (with their interquartile range) are printed as a
+//! Markdown table. On Linux a second table gives the same ratios of
+//! requests per CPU-second of the server (its threads' run time, from
+//! `/proc/self/task/*/schedstat`, around each wrk run): on a machine whose
+//! CPUs other work takes a varying share of, requests per second swing with
+//! that share, while requests per CPU-second measure the server's own cost.
+//!
+//! `LOAD_SECONDS` (2), `LOAD_ROUNDS` (15), `LOAD_CONNECTIONS` (32),
+//! `LOAD_THREADS` (1, for wrk) and `LOAD_WORKERS` (2, the server's threads)
+//! tune the run; `LOAD_WRK_CPU` pins wrk to one CPU (run the harness itself
+//! under `taskset` to keep the server on the others).
+
+// The quickstart's own construction (`connect`, `app`); its `main` and
+// printing are not used here.
+#[allow(dead_code)]
+#[path = "quickstart.rs"]
+mod quickstart;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use tower_keyauth::store::{CachedStore, PostgresStore};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 fn setting(name: &str, default: &str) -> String {
@@ -48,8 +65,15 @@ fn app<S: KeyStore>(store: S) -> Router {
         .layer(KeyAuthLayer::new(store).public("/public/*"))
 }
 
-/// Runs wrk against `url` and returns its requests per second.
-fn wrk(url: &str, header: Option<&str>, seconds: &str, connections: &str, threads: &str) -> f64 {
+/// Runs wrk against `url` and returns its requests per second and how many
+/// requests it completed.
+fn wrk(
+    url: &str,
+    header: Option<&str>,
+    seconds: &str,
+    connections: &str,
+    threads: &str,
+) -> (f64, f64) {
     // With LOAD_WRK_CPU set, wrk runs on that CPU alone (via taskset), so
     // that it and the server do not take turns on the same core.
     let mut command = match std::env::var("LOAD_WRK_CPU") {
@@ -79,10 +103,31 @@ fn wrk(url: &str, header: Option<&str>, seconds: &str, connections: &str, thread
     let text = String::from_utf8_lossy(&output.stdout);
     let non_2xx = text.lines().find(|line| line.contains("Non-2xx"));
     assert!(non_2xx.is_none(), "wrong answers under load: {text}");
-    text.lines()
+    let rate = text
+        .lines()
         .find_map(|line| line.strip_prefix("Requests/sec:"))
         .and_then(|rate| rate.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk's output: {text}"))
+        .unwrap_or_else(|| panic!("no rate in wrk's output: {text}"));
+    // "  123456 requests in 2.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output: {text}"));
+    (rate, requests)
+}
+
+/// The CPU time this process (every thread of the server) has run, in
+/// nanoseconds, from `/proc/self/task/*/schedstat` (Linux); `None` elsewhere.
+/// Requests per CPU-second of the server do not depend on how much of the
+/// CPU other tenants of a shared machine take, which requests per second do.
+fn cpu_nanos() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -113,34 +158,60 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let connections = setting("LOAD_CONNECTIONS", "32");
     let threads = setting("LOAD_THREADS", "1");
 
-    let (router, token, _listener) = match kind.as_str() {
+    // The app, a valid token, the paths without and with a key, a label,
+    // and what must live as long as the server (the quickstart's store and
+    // its invalidation listener).
+    let (router, token, paths, label, _connected) = match kind.as_str() {
         "memory" => {
             let store = MemoryStore::new();
             let issued = store.issue(NewKey::org("acme")).await?;
-            (app(store), issued.token.expose_secret().to_owned(), None)
-        }
-        "postgres" => {
-            let url = std::env::var("DATABASE_URL")
-                .map_err(|_| "LOAD_STORE=postgres needs DATABASE_URL")?;
-            let store = PostgresStore::connect(&url).await?;
-            let cached = CachedStore::new(store.clone());
-            let listener = store.listen_for_invalidations(cached.invalidator()).await?;
-            let issued = cached.issue(NewKey::org("acme")).await?;
             (
-                app(cached),
+                app(store),
                 issued.token.expose_secret().to_owned(),
-                Some(Arc::new(listener)),
+                ("/public/ping", "/v1/ping"),
+                "MemoryStore, minimal app (/public/ping vs /v1/ping)",
+                None,
             )
         }
-        other => return Err(format!("LOAD_STORE must be memory or postgres, not {other}").into()),
+        "sqlite" | "postgres" => {
+            let url = match (kind.as_str(), std::env::var("DATABASE_URL")) {
+                (_, Ok(url)) => url,
+                ("sqlite", Err(_)) => format!(
+                    "sqlite://{}",
+                    std::env::temp_dir()
+                        .join(format!("keyauth-load-{}.db", std::process::id()))
+                        .display()
+                ),
+                _ => return Err("LOAD_STORE=postgres needs DATABASE_URL".into()),
+            };
+            let connected = quickstart::connect(&url).await?;
+            let issued = connected.store.issue(NewKey::org("acme")).await?;
+            let label = if kind == "sqlite" {
+                "quickstart, SqliteStore + CachedStore (GET /)"
+            } else {
+                "quickstart, PostgresStore + CachedStore + LISTEN/NOTIFY (GET /)"
+            };
+            (
+                quickstart::app(connected.store.clone()),
+                issued.token.expose_secret().to_owned(),
+                ("/", "/"),
+                label,
+                Some(connected),
+            )
+        }
+        other => {
+            return Err(
+                format!("LOAD_STORE must be memory, sqlite or postgres, not {other}").into(),
+            );
+        }
     };
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let public = format!("http://{addr}/public/ping");
-    let authenticated = format!("http://{addr}/v1/ping");
+    let public = format!("http://{addr}{}", paths.0);
+    let authenticated = format!("http://{addr}{}", paths.1);
     let header = format!("Authorization: Bearer {token}");
     // A header of the same length that the server ignores: with it, public
     // and authenticated requests are the same size, so the client and the
@@ -175,12 +246,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let (mut bare, mut padded, mut authed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut padded_ratios) = (Vec::new(), Vec::new());
+    let (mut cpu_ratios, mut cpu_padded_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let mut rates = [0.0; 3];
+        // Requests per server CPU-second, where /proc tells.
+        let mut per_cpu = [None; 3];
         for step in 0..3 {
             let which = (round + step) % 3;
             let (url, header) = kinds[which];
-            rates[which] = run(url, header, &seconds).await?;
+            let before = cpu_nanos();
+            let (rate, requests) = run(url, header, &seconds).await?;
+            let after = cpu_nanos();
+            rates[which] = rate;
+            per_cpu[which] = before
+                .zip(after)
+                .filter(|(before, after)| after > before)
+                .map(|(before, after)| requests * 1e9 / (after - before) as f64);
         }
         let [b, p, a] = rates;
         eprintln!(
@@ -189,19 +270,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * a / p,
             100.0 * a / b
         );
+        if let [Some(b), Some(p), Some(a)] = per_cpu {
+            eprintln!(
+                "  per server CPU-second: public {b:.0}, public padded {p:.0}, authenticated {a:.0} requests; {:.1}% of padded, {:.1}% of bare",
+                100.0 * a / p,
+                100.0 * a / b
+            );
+            cpu_padded_ratios.push(a / p);
+            cpu_ratios.push(a / b);
+        }
         bare.push(b);
         padded.push(p);
         authed.push(a);
         padded_ratios.push(a / p);
         ratios.push(a / b);
     }
-    let label = if kind == "postgres" {
-        "PostgresStore + CachedStore"
-    } else {
-        "MemoryStore"
-    };
     println!(
-        "| store | public (req/s) | public, same-size request (req/s) | authenticated (req/s) | authenticated / same-size public | authenticated / public |"
+        "| app and store | without a key (req/s) | without a key, same-size request (req/s) | with a key (req/s) | with a key / same-size without | with a key / without |"
     );
     println!("|---|---|---|---|---|---|");
     println!(
@@ -212,5 +297,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         spread(padded_ratios),
         spread(ratios)
     );
+    if !cpu_ratios.is_empty() {
+        println!();
+        println!(
+            "| app and store | requests per server CPU-second: with a key / same-size without | with a key / without |"
+        );
+        println!("|---|---|---|");
+        println!(
+            "| {label} | {} | {} |",
+            spread(cpu_padded_ratios),
+            spread(cpu_ratios)
+        );
+    }
     Ok(())
 }

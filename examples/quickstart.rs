@@ -24,6 +24,16 @@
 //! | `POST /v1/keys` | scope `keys.write`: issue a key, shown once |
 //! | `GET /v1/keys` | scope `keys.read`: your organization's keys, masked |
 //! | `DELETE /v1/keys/{id}` | scope `keys.write`: revoke a key |
+//!
+//! The store sits behind a `CachedStore` (the set-up the README recommends
+//! for both SQL stores), so an authenticated request reads its key from
+//! memory, not from the database. A key revoked through this server is
+//! refused on its next request (the cache forgets it at once). Another
+//! process sharing the database learns of a revocation: on PostgreSQL at
+//! once, through `LISTEN/NOTIFY`; on SQLite, which cannot announce changes,
+//! within the cache's positive TTL, 30 s (plus the duration of a lookup that
+//! was under way at the revocation). `examples/load.rs` measures this app
+//! (`LOAD_STORE=sqlite` or `postgres`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,7 +51,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_keyauth::ids::{KeyId, OrgId, UserId};
 use tower_keyauth::store::{
-    LifecycleError, Membership, Owner, PostgresStore, SqliteStore, StoreError,
+    CacheOptions, CachedStore, InvalidationListener, LifecycleError, Membership, Owner,
+    PostgresStore, SqliteStore, StoreError,
 };
 use tower_keyauth::{
     AuthError, Extract, KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes,
@@ -57,8 +68,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// (fail closed), as recommended for production.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Any bundled store: SQLite or PostgreSQL, chosen at run time.
-type Store = Arc<dyn KeyLifecycle>;
+/// Any bundled store: SQLite or PostgreSQL, chosen at run time, behind a
+/// `CachedStore`.
+pub(crate) type Store = Arc<dyn KeyLifecycle>;
+
+/// The store and what keeps it up to date: on PostgreSQL, the listener that
+/// feeds other instances' revocations to the cache (it stops when dropped).
+pub(crate) struct Connected {
+    pub(crate) store: Store,
+    pub(crate) listener: Option<InvalidationListener>,
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -94,7 +113,10 @@ async fn run() -> Result<(), String> {
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
     let database = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE.to_owned());
-    let store = connect(&database).await?;
+    let Connected {
+        store,
+        listener: _listening,
+    } = connect(&database).await?;
     let demo = match store.list(&Owner::org("acme")).await {
         Ok(keys) if keys.is_empty() => Some(
             mint_demo_credentials(&store)
@@ -105,20 +127,7 @@ async fn run() -> Result<(), String> {
         Err(e) => return Err(database_failed(&database, &e)),
     };
 
-    let state = AppState {
-        store: store.clone(),
-        objects: Arc::default(),
-    };
-    let app = routes(state).layer(
-        KeyAuthLayer::new(store)
-            .extract(Extract::bearer_api_key_or_query())
-            .org_header(ORG_HEADER)
-            .store_timeout(STORE_TIMEOUT)
-            .public("/")
-            .public("/health/")
-            .public("/schema/")
-            .public("/docs/*"),
-    );
+    let app = app(store);
 
     match &demo {
         Some(demo) => print_demo(demo, addr),
@@ -167,18 +176,53 @@ async fn listen() -> Result<tokio::net::TcpListener, String> {
     })
 }
 
-/// Opens the store at `database`, giving up after `CONNECT_TIMEOUT`.
-async fn connect(database: &str) -> Result<Store, String> {
+/// The API: its routes behind the key layer, with `store` for both.
+pub(crate) fn app(store: Store) -> Router {
+    let state = AppState {
+        // The same (cached) store, so a revocation through the API makes
+        // the cache forget the key at once.
+        store: store.clone(),
+        objects: Arc::default(),
+    };
+    routes(state).layer(
+        KeyAuthLayer::new(store)
+            .extract(Extract::bearer_api_key_or_query())
+            .org_header(ORG_HEADER)
+            .store_timeout(STORE_TIMEOUT)
+            .public("/")
+            .public("/health/")
+            .public("/schema/")
+            .public("/docs/*"),
+    )
+}
+
+/// Opens the store at `database` behind a cache, giving up after
+/// `CONNECT_TIMEOUT`. The cache's default positive TTL (30 s) bounds how
+/// long a key revoked by another process sharing a SQLite file is still
+/// accepted here; on PostgreSQL the listener makes the cache forget it at
+/// once.
+pub(crate) async fn connect(database: &str) -> Result<Connected, String> {
     let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    let options = CacheOptions::default();
     let connecting = async {
-        Ok::<Store, StoreError>(if postgres {
-            Arc::new(PostgresStore::connect(database).await?)
+        Ok::<Connected, StoreError>(if postgres {
+            let store = PostgresStore::connect(database).await?;
+            let cached = CachedStore::with_options(store.clone(), options);
+            let listener = store.listen_for_invalidations(cached.invalidator()).await?;
+            Connected {
+                store: Arc::new(cached),
+                listener: Some(listener),
+            }
         } else {
-            Arc::new(SqliteStore::connect(database).await?)
+            let store = SqliteStore::connect(database).await?;
+            Connected {
+                store: Arc::new(CachedStore::with_options(store, options)),
+                listener: None,
+            }
         })
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(store)) => Ok(store),
+        Ok(Ok(connected)) => Ok(connected),
         Ok(Err(e)) => Err(database_failed(database, &e)),
         // sqlx retries a refused connection until its own timeout, so a
         // closed port and a silent host both end here.

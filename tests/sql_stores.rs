@@ -1,5 +1,6 @@
-//! What only the SQL stores do: migrations, and last-used writes in the
-//! background that never touch a request. Their PostgreSQL versions are in
+//! What only the SQL stores do: migrations, last-used writes in the
+//! background that never touch a request, and the documented bound on how
+//! long a cached SQLite instance accepts a key another one revoked. Their PostgreSQL versions are in
 //! `tests/postgres.rs`.
 
 mod common;
@@ -8,11 +9,64 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use http::StatusCode;
-use tower_keyauth::store::{SqliteStore, StoreOptions};
+use tower_keyauth::store::{CacheOptions, CachedStore, SqliteStore, StoreOptions};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey};
 
 fn sqlite_url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.join("keys.db").display())
+}
+
+/// The set-up the README and the quickstart use: `CachedStore` in front of
+/// `SqliteStore`. SQLite cannot announce changes, so two processes sharing
+/// one file (here two stores with their own pools and caches) learn of each
+/// other's revocations within the positive TTL, and the one that revoked at
+/// once. The TTL passes on tokio's paused clock (`advance`), not by waiting;
+/// the clock runs whenever SQLite is queried, because a paused clock jumps
+/// ahead while the runtime waits for SQLite's worker thread and fires the
+/// pool's timeouts.
+#[tokio::test]
+async fn a_cached_sqlite_instance_refuses_a_key_revoked_by_another_once_its_ttl_has_passed() {
+    let dir = TempDir::new("sqlite-cached-revocation");
+    let url = sqlite_url(&dir);
+    let ttl = CacheOptions::default().positive_ttl;
+    assert_eq!(ttl, Duration::from_secs(30), "the bound the docs state");
+    let first = CachedStore::new(SqliteStore::connect(&url).await.unwrap());
+    let second = CachedStore::new(SqliteStore::connect(&url).await.unwrap());
+    let issued = first.issue(NewKey::org("acme")).await.unwrap();
+    let token = issued.token.expose_secret();
+    let on_first = app(KeyAuthLayer::new(first.clone()));
+    let on_second = app(KeyAuthLayer::new(second.clone()));
+    for app in [&on_first, &on_second] {
+        assert_eq!(
+            get_bearer(app, "/v1/whoami", token).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(second.cached_keys(), 1);
+
+    first.revoke(&issued.record.id).await.unwrap();
+    // The instance that revoked refuses on the next request.
+    assert_eq!(
+        get_bearer(&on_first, "/v1/whoami", token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The other still answers from its cache until the TTL runs out (that
+    // is what the bound means; with time paused, it does: a hit makes no
+    // query)...
+    tokio::time::pause();
+    assert_eq!(
+        get_bearer(&on_second, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    // ...and refuses from then on, every time.
+    tokio::time::advance(ttl).await;
+    tokio::time::resume();
+    for _ in 0..3 {
+        assert_eq!(
+            get_bearer(&on_second, "/v1/whoami", token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }
 
 #[tokio::test]

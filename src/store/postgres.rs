@@ -73,6 +73,15 @@ pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 /// and single-active-key policies hold under concurrency, and a revocation
 /// is seen by every instance on its next lookup.
 ///
+/// Alone, it answers every authenticated request with a query. Put it
+/// behind a [`CachedStore`](crate::store::CachedStore) (feature `cache`) fed
+/// by [`listen_for_invalidations`](Self::listen_for_invalidations), as
+/// below and as the quickstart does: a request then reads its key from
+/// memory, a key revoked through that cache is refused on its next request,
+/// and every other instance forgets it as soon as the notification arrives
+/// (while the listener's connection is down, within the cache's positive
+/// TTL, 30 s by default).
+///
 /// For TLS, enable one of sqlx's TLS features (for example
 /// `sqlx = { version = "0.9", features = ["tls-rustls"] }`) in your
 /// application; features unify.
@@ -81,10 +90,12 @@ pub const INVALIDATION_CHANNEL: &str = "keyauth_invalidations";
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use tower_keyauth::KeyAuthLayer;
-/// use tower_keyauth::store::PostgresStore;
+/// use tower_keyauth::store::{CachedStore, PostgresStore};
 ///
 /// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
-/// let layer = KeyAuthLayer::new(store.clone());
+/// let cached = CachedStore::new(store.clone());
+/// let _listener = store.listen_for_invalidations(cached.invalidator()).await?; // keep it alive
+/// let layer = KeyAuthLayer::new(cached.clone()); // issue and revoke through `cached` too
 /// # let _ = layer;
 /// # Ok(())
 /// # }

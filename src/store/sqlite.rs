@@ -75,17 +75,27 @@ const MAX_SCOPE_TEXT_READ: usize = 33025;
 /// Several processes may share one database file (WAL mode); each sees the
 /// others' revocations on its next lookup.
 ///
+/// Alone, it answers every authenticated request with a query. Put it
+/// behind a [`CachedStore`](crate::store::CachedStore) (feature `cache`), as
+/// below and as the quickstart does, so that a request reads its key from
+/// memory. A key revoked through that cache is refused on its next request;
+/// SQLite cannot announce changes, so another process sharing the file
+/// refuses it once the cache's positive TTL has passed
+/// ([`CacheOptions::positive_ttl`](crate::store::CacheOptions::positive_ttl),
+/// 30 s by default, counted from the end of the lookup that cached the key).
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use tower_keyauth::{KeyAuthLayer, KeyLifecycle, NewKey};
-/// use tower_keyauth::store::SqliteStore;
+/// use tower_keyauth::store::{CachedStore, SqliteStore};
 ///
 /// # let dir = std::env::temp_dir().join(format!("keyauth-doc-{}", std::process::id()));
 /// # std::fs::create_dir_all(&dir)?;
 /// # let path = dir.join("keys.db");
-/// let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await?;
-/// let issued = store.issue(NewKey::org("acme")).await?;
+/// let url = format!("sqlite://{}", path.display());
+/// let store = CachedStore::new(SqliteStore::connect(&url).await?);
+/// let issued = store.issue(NewKey::org("acme")).await?; // issue and revoke through the cache
 /// let layer = KeyAuthLayer::new(store.clone());
 /// # let _ = (issued, layer);
 /// # std::fs::remove_dir_all(&dir)?;
