@@ -19,9 +19,8 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, bind_key, column_error, hash_of_row, inserted, key_from_row,
-    match_key_row, migrate, owner_columns, pool_options, scopes_from_names, summaries,
-    to_micros_precision,
+    Dialect, Migration, SqlCore, bind_key, column_error, inserted, key_from_row, migrate,
+    owner_columns, pool_options, scopes_from_names, summaries, to_micros_precision,
 };
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -127,6 +126,7 @@ impl Dialect for Postgres {
     )";
     const APPLIED_VERSION: &'static str =
         "SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations";
+    const SELECT_KEY_MATCHING: &'static str = SELECT_KEY_MATCHING;
     const BEGIN_WRITE: &'static str = "BEGIN";
 
     fn lock_migrations() -> Option<Query<'static, Postgres, PgArguments>> {
@@ -422,19 +422,6 @@ async fn fetch_key_row(
         .map_err(StoreError::backend)
 }
 
-async fn fetch_key_row_matching(
-    connection: &mut PgConnection,
-    id: &KeyId,
-    presented: &KeyHash,
-) -> Result<Option<PgRow>, StoreError> {
-    sqlx::query(SELECT_KEY_MATCHING)
-        .bind(id.as_str())
-        .bind(presented.as_bytes().as_slice())
-        .fetch_optional(connection)
-        .await
-        .map_err(StoreError::backend)
-}
-
 async fn fetch_key(
     connection: &mut PgConnection,
     id: &KeyId,
@@ -500,9 +487,7 @@ impl KeyStore for PostgresStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let mut connection = self.inner.acquire().await?;
-        let row = fetch_key_row_matching(&mut connection, id, presented).await?;
-        match_key_row(row, presented, hash_of_row, key_from_row::<Postgres>)
+        self.inner.find_key_matching(id, presented).await
     }
 
     async fn membership(

@@ -47,6 +47,9 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     const APPLIED_VERSION: &'static str;
     /// Begins a transaction that reads and then writes.
     const BEGIN_WRITE: &'static str;
+    /// Selects the key row of id `$1`/`?1`, its scopes read only when its
+    /// hash equals `$2`/`?2`.
+    const SELECT_KEY_MATCHING: &'static str;
 
     /// Serializes migrating processes, run first in the migration's
     /// transaction, where [`BEGIN_WRITE`](Self::BEGIN_WRITE) alone does not.
@@ -183,6 +186,31 @@ impl<D: Dialect> SqlCore<D> {
         self.pool.acquire().await.map_err(StoreError::backend)
     }
 
+    /// The key `id`, its hash compared with `presented` before anything
+    /// else of its row is decoded, so a forged token never pays for parsing
+    /// a record's scopes.
+    pub(crate) async fn find_key_matching(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+    ) -> Result<KeyMatch, StoreError>
+    where
+        for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+        for<'t> &'t str: Encode<'t, D> + Type<D>,
+        for<'t> &'t [u8]: Encode<'t, D> + Type<D> + Decode<'t, D>,
+        String: Type<D> + for<'r> Decode<'r, D>,
+        &'static str: ColumnIndex<D::Row>,
+    {
+        let mut connection = self.acquire().await?;
+        let row = sqlx::query(D::SELECT_KEY_MATCHING)
+            .bind(id.as_str())
+            .bind(presented.as_bytes().as_slice())
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::backend)?;
+        match_key_row(row, presented, hash_of_row, key_from_row::<D>)
+    }
+
     /// A transaction that reads and then writes.
     pub(crate) async fn begin(&self) -> Result<Transaction<'static, D>, StoreError> {
         self.pool
@@ -309,7 +337,7 @@ pub(crate) fn scopes_from_text(text: &str) -> Result<Scopes, StoreError> {
 }
 
 /// The stored hash of a key row, read before anything else of it.
-pub(crate) fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
+fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
 where
     R: sqlx::Row,
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -393,7 +421,7 @@ where
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the
 /// rest of the row (its scopes above all) only when they match.
-pub(crate) fn match_key_row<Row>(
+fn match_key_row<Row>(
     row: Option<Row>,
     presented: &KeyHash,
     hash_of_row: fn(&Row) -> Result<KeyHash, StoreError>,

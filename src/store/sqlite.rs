@@ -21,9 +21,9 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, from_micros, hash_of_row,
-    inserted, key_from_row, match_key_row, migrate, owner_columns, pool_options, scopes_from_text,
-    scopes_to_text, summaries, to_micros, to_micros_precision,
+    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, from_micros, inserted,
+    key_from_row, migrate, owner_columns, pool_options, scopes_from_text, scopes_to_text,
+    summaries, to_micros, to_micros_precision,
 };
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -133,6 +133,7 @@ impl Dialect for Sqlite {
     /// Takes the write lock at once: reading and then writing in the
     /// transaction cannot interleave with another writer (and cannot fail to
     /// upgrade a read lock).
+    const SELECT_KEY_MATCHING: &'static str = SELECT_KEY_MATCHING;
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
     fn record_migration(migration: &Migration) -> Query<'static, Sqlite, SqliteArguments> {
@@ -266,19 +267,6 @@ async fn fetch_key_row(
     .map_err(StoreError::backend)
 }
 
-async fn fetch_key_row_matching(
-    connection: &mut SqliteConnection,
-    id: &KeyId,
-    presented: &KeyHash,
-) -> Result<Option<SqliteRow>, StoreError> {
-    sqlx::query(SELECT_KEY_MATCHING)
-        .bind(id.as_str())
-        .bind(presented.as_bytes().as_slice())
-        .fetch_optional(connection)
-        .await
-        .map_err(StoreError::backend)
-}
-
 async fn fetch_key(
     connection: &mut SqliteConnection,
     id: &KeyId,
@@ -313,9 +301,7 @@ impl KeyStore for SqliteStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Result<KeyMatch, StoreError> {
-        let mut connection = self.inner.acquire().await?;
-        let row = fetch_key_row_matching(&mut connection, id, presented).await?;
-        match_key_row(row, presented, hash_of_row, key_from_row::<Sqlite>)
+        self.inner.find_key_matching(id, presented).await
     }
 
     async fn membership(
