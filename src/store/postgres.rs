@@ -40,12 +40,23 @@ macro_rules! bounded_scopes {
 /// [`Scope::MAX_LEN`](crate::scope::Scope::MAX_LEN) (the numbers are written out
 /// in `bounded_scopes!`), so a corrupt row costs no more to refuse than a
 /// valid one costs to read.
-const SELECT_KEY: &str = concat!(
-    "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, ",
-    bounded_scopes!(),
-    " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
+macro_rules! select_key {
+    ($scopes:expr) => {
+        concat!(
+            "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, ",
+            $scopes,
+            " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
  FROM keyauth_keys"
-);
+        )
+    };
+}
+
+const SELECT_KEY: &str = select_key!(bounded_scopes!());
+
+/// One key by its id (`$1`), and the same locking the row.
+const SELECT_KEY_BY_ID: &str = concat!(select_key!(bounded_scopes!()), " WHERE id = $1");
+const SELECT_KEY_BY_ID_FOR_UPDATE: &str =
+    concat!(select_key!(bounded_scopes!()), " WHERE id = $1 FOR UPDATE");
 
 /// One key, for a presented hash (`$2`): its scopes are read only when the
 /// stored hash equals it, so a forged token never pays for reading a long
@@ -53,10 +64,12 @@ const SELECT_KEY: &str = concat!(
 /// only spares the read (it compares SHA-256 outputs, which a database copy
 /// reveals anyway, never a secret).
 const SELECT_KEY_MATCHING: &str = concat!(
-    "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, CASE WHEN hash = $2 THEN ",
-    bounded_scopes!(),
-    " END AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
- FROM keyauth_keys WHERE id = $1"
+    select_key!(concat!(
+        "CASE WHEN hash = $2 THEN ",
+        bounded_scopes!(),
+        " END"
+    )),
+    " WHERE id = $1"
 );
 
 /// The channel on which changes are announced to other instances.
@@ -411,11 +424,11 @@ async fn fetch_key_row(
     for_update: bool,
 ) -> Result<Option<PgRow>, StoreError> {
     let sql = if for_update {
-        format!("{SELECT_KEY} WHERE id = $1 FOR UPDATE")
+        SELECT_KEY_BY_ID_FOR_UPDATE
     } else {
-        format!("{SELECT_KEY} WHERE id = $1")
+        SELECT_KEY_BY_ID
     };
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    sqlx::query(sql)
         .bind(id.as_str())
         .fetch_optional(connection)
         .await

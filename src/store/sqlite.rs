@@ -51,6 +51,13 @@ macro_rules! key_columns {
 
 const KEY_COLUMNS: &str = key_columns!(scopes_read!());
 
+/// One key by its id (`?1`).
+const SELECT_KEY_BY_ID: &str = concat!(
+    "SELECT ",
+    key_columns!(scopes_read!()),
+    " FROM keyauth_keys WHERE id = ?1"
+);
+
 /// One key, for a presented hash (`?2`): its scopes are read only when the
 /// stored hash equals it, so a forged token never pays for reading a long
 /// list. The decision stays the constant-time comparison in Rust; the
@@ -258,13 +265,11 @@ async fn fetch_key_row(
     connection: &mut SqliteConnection,
     id: &KeyId,
 ) -> Result<Option<SqliteRow>, StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM keyauth_keys WHERE id = ?1"
-    )))
-    .bind(id.as_str())
-    .fetch_optional(connection)
-    .await
-    .map_err(StoreError::backend)
+    sqlx::query(SELECT_KEY_BY_ID)
+        .bind(id.as_str())
+        .fetch_optional(connection)
+        .await
+        .map_err(StoreError::backend)
 }
 
 async fn fetch_key(
