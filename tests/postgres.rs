@@ -95,29 +95,8 @@ fn main() {
 async fn postgres_announces_revocations_to_every_instance() {
     let url = require_postgres_url();
     let connect = fresh_postgres_schema(&url).await;
-    let instance = || async {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(connect.clone())
-            .await
-            .unwrap();
-        let store = PostgresStore::from_pool(pool, StoreOptions::default())
-            .await
-            .unwrap();
-        let cached = CachedStore::with_options(
-            store.clone(),
-            CacheOptions::default()
-                .positive_ttl(Duration::from_secs(3600))
-                .negative_ttl(Duration::from_secs(3600)),
-        );
-        let listener = store
-            .listen_for_invalidations(cached.invalidator())
-            .await
-            .unwrap();
-        (cached, listener)
-    };
-    let (first, _first_listener) = instance().await;
-    let (second, _second_listener) = instance().await;
+    let (first, _first_listener) = named_instance(&connect, &unique_name("first")).await;
+    let (second, _second_listener) = named_instance(&connect, &unique_name("second")).await;
     let app_on_second = app(KeyAuthLayer::new(second.clone()));
 
     let issued = first.issue(NewKey::org("acme")).await.unwrap();
@@ -216,20 +195,26 @@ async fn named_instance(
     connect: &PgConnectOptions,
     name: &str,
 ) -> (CachedStore<PostgresStore>, InvalidationListener) {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(connect.clone().application_name(name))
-        .await
-        .unwrap();
-    let store = PostgresStore::from_pool(pool, StoreOptions::default())
-        .await
-        .unwrap();
+    let store = store_named(connect, name).await;
     let cached = CachedStore::with_options(store.clone(), long_ttl());
     let listener = store
         .listen_for_invalidations(cached.invalidator())
         .await
         .unwrap();
     (cached, listener)
+}
+
+/// A store on its own pool, whose connections carry `name` as their
+/// `application_name`.
+async fn store_named(connect: &PgConnectOptions, name: &str) -> PostgresStore {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect.clone().application_name(name))
+        .await
+        .unwrap();
+    PostgresStore::from_pool(pool, StoreOptions::default())
+        .await
+        .unwrap()
 }
 
 fn long_ttl() -> CacheOptions {
@@ -324,15 +309,10 @@ async fn a_key_revoked_while_the_listener_cannot_reconnect_is_refused_once_it_li
     let connect = fresh_postgres_schema(&url).await;
     let (first, _first_listener) = named_instance(&connect, &unique_name("first")).await;
 
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(connect.clone())
-        .await
-        .unwrap();
-    let second_store = PostgresStore::from_pool(pool, StoreOptions::default())
-        .await
-        .unwrap();
-    let second = CachedStore::with_options(second_store, long_ttl());
+    let second = CachedStore::with_options(
+        store_named(&connect, &unique_name("second")).await,
+        long_ttl(),
+    );
     let reachable = Arc::new(AtomicBool::new(true));
     let listener_name = unique_name("listener");
     let listener_pool = sqlx::postgres::PgPoolOptions::new()
