@@ -19,8 +19,9 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, bind_key, column_error, inserted, key_from_row, migrate,
-    owner_columns, pool_options, scopes_from_names, summaries, to_micros_precision,
+    Dialect, Migration, SqlCore, bind_key, column_error, dialect_migrations, inserted,
+    key_from_row, migrate, owner_columns, pool_options, scopes_from_names, summaries,
+    to_micros_precision,
 };
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -118,18 +119,7 @@ pub struct PostgresStore {
 }
 
 impl Dialect for Postgres {
-    const MIGRATIONS: &'static [Migration] = &[
-        Migration {
-            version: 1,
-            description: "keys and memberships",
-            sql: include_str!("../../migrations/postgres/0001_keys_and_memberships.sql"),
-        },
-        Migration {
-            version: 2,
-            description: "clock-free revocation",
-            sql: include_str!("../../migrations/postgres/0002_clock_free_revocation.sql"),
-        },
-    ];
+    const MIGRATIONS: &'static [Migration] = dialect_migrations!("postgres");
     const MIGRATIONS_RECORDED: &'static str =
         "SELECT to_regclass('keyauth_migrations') IS NOT NULL";
     const CREATE_MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS keyauth_migrations (

@@ -32,6 +32,34 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
+/// The schema changes of a dialect, from its folder under `migrations/`:
+/// every dialect has the same versions, each in its own SQL.
+macro_rules! dialect_migrations {
+    ($dialect:literal) => {
+        &[
+            Migration {
+                version: 1,
+                description: "keys and memberships",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0001_keys_and_memberships.sql"
+                )),
+            },
+            Migration {
+                version: 2,
+                description: "clock-free revocation",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0002_clock_free_revocation.sql"
+                )),
+            },
+        ]
+    };
+}
+pub(crate) use dialect_migrations;
+
 /// What a SQL dialect brings to the code its store shares with the other:
 /// its migrations and the statements that apply them, how it begins a
 /// writing transaction, how it stores times and scopes, and how it writes

@@ -21,8 +21,8 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, from_micros, inserted,
-    key_from_row, migrate, owner_columns, pool_options, scopes_from_text, scopes_to_text,
+    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, dialect_migrations, from_micros,
+    inserted, key_from_row, migrate, owner_columns, pool_options, scopes_from_text, scopes_to_text,
     summaries, to_micros, to_micros_precision,
 };
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -115,18 +115,7 @@ pub struct SqliteStore {
 }
 
 impl Dialect for Sqlite {
-    const MIGRATIONS: &'static [Migration] = &[
-        Migration {
-            version: 1,
-            description: "keys and memberships",
-            sql: include_str!("../../migrations/sqlite/0001_keys_and_memberships.sql"),
-        },
-        Migration {
-            version: 2,
-            description: "clock-free revocation",
-            sql: include_str!("../../migrations/sqlite/0002_clock_free_revocation.sql"),
-        },
-    ];
+    const MIGRATIONS: &'static [Migration] = dialect_migrations!("sqlite");
     const MIGRATIONS_RECORDED: &'static str = "SELECT EXISTS (
         SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keyauth_migrations'
     )";
