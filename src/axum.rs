@@ -87,6 +87,16 @@ impl PrincipalRejection {
     }
 }
 
+impl PrincipalRejection {
+    /// The 500 of a route the layer does not cover.
+    fn not_behind_key_auth(parts: &Parts) -> Self {
+        Self {
+            error: None,
+            response: Box::new(not_behind_key_auth(parts)),
+        }
+    }
+}
+
 impl IntoResponse for PrincipalRejection {
     fn into_response(self) -> Response {
         into_axum(*self.response)
@@ -126,10 +136,7 @@ fn find(parts: &Parts) -> Result<Principal, PrincipalRejection> {
             error: Some(error.clone()),
             response: Box::new(context.respond(error, parts)),
         }),
-        Caller::NotBehindKeyAuth => Err(PrincipalRejection {
-            error: None,
-            response: Box::new(not_behind_key_auth(parts)),
-        }),
+        Caller::NotBehindKeyAuth => Err(PrincipalRejection::not_behind_key_auth(parts)),
     }
 }
 
@@ -160,7 +167,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         match Caller::of(&parts.extensions) {
             Caller::Authenticated(principal) => Ok(Some(principal.clone())),
             Caller::Refused(..) => Ok(None),
-            Caller::NotBehindKeyAuth => find(parts).map(Some),
+            Caller::NotBehindKeyAuth => Err(PrincipalRejection::not_behind_key_auth(parts)),
         }
     }
 }

@@ -190,12 +190,10 @@ impl KeyStore for MemoryStore {
         id: &KeyId,
         presented: &KeyHash,
     ) -> Option<Result<KeyMatch, StoreError>> {
-        let state = self.read();
-        let found = state.keys.get(id);
-        let matched = KeyMatch::compare_then(found.map(|record| &record.hash), presented, || {
-            Ok(found.cloned().expect("compared a stored record"))
-        });
-        Some(matched)
+        Some(Ok(KeyMatch::compare_stored(
+            self.read().keys.get(id),
+            presented,
+        )))
     }
 
     /// Writes `last_used_at` in the map at once, at most once per key and

@@ -283,6 +283,26 @@ impl KeyMatch {
         }
     }
 
+    /// Like [`compare`](Self::compare) for a record the store keeps (an
+    /// in-memory map): copies it only when it matches, so a wrong secret
+    /// costs no copy.
+    ///
+    /// ```
+    /// use tower_keyauth::hash::KeyHash;
+    /// use tower_keyauth::store::{KeyMatch, KeyRecord, Owner};
+    /// let record = KeyRecord::new("Xb3kP9qLm2Ts", KeyHash::of("ak_Xb3kP9qLm2Ts.right"), Owner::org("acme"));
+    /// let right = KeyHash::of("ak_Xb3kP9qLm2Ts.right");
+    /// assert_eq!(KeyMatch::compare_stored(Some(&record), &right), KeyMatch::Matches(record.clone()));
+    /// ```
+    pub fn compare_stored(found: Option<&KeyRecord>, presented: &KeyHash) -> Self {
+        let matches = hash_matches(found.map(|record| &record.hash), presented);
+        match found {
+            Some(record) if matches => KeyMatch::Matches(record.clone()),
+            Some(_) => KeyMatch::Differs,
+            None => KeyMatch::Unknown,
+        }
+    }
+
     /// Compares `presented` with a stored hash read on its own, and decodes
     /// the rest of the record with `decode` only when they match: a store
     /// that reads a row can refuse a forged token before parsing the row's
