@@ -7,7 +7,15 @@
 //!   behind `KeyAuthLayer` over a `MemoryStore` for a valid key, an unknown
 //!   id, a wrong secret, a bad checksum and no credential; a valid key
 //!   through a `CachedStore` (a cache hit); and a key refused by
-//!   `RequireScopes` for a missing scope.
+//!   `RequireScopes` for a missing scope;
+//! * `routed`: the trivial service bare and behind the layer again, with
+//!   requests as axum's router hands them to a route's layers (carrying
+//!   `MatchedPath` and `OriginalUri` in their extensions): what a layer
+//!   adds on axum's request path, without axum's own cost of a route layer;
+//! * `axum`: the same on axum's real request path: a `Router` with one
+//!   route, bare and behind the layer (`Router::layer`), so the request
+//!   already carries the extensions axum's router inserts (`MatchedPath`,
+//!   `OriginalUri`) when the layer sees it.
 //!
 //! `scripts/bench-ratios.py` turns the results into the ratios of
 //! BENCHMARKS.md.
@@ -15,6 +23,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -28,7 +37,7 @@ use tower_keyauth::{KeyAuthLayer, KeyFormat, MemoryStore, RequireScopes, Scopes}
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{StoredKeys, Trivial, bearer, serve, ten_thousand_keys};
+use support::{StoredKeys, Trivial, bearer, serve, serve_routed, ten_thousand_keys};
 
 struct Fixture {
     store: MemoryStore,
@@ -181,5 +190,88 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, primitives, layer);
+fn routed(c: &mut Criterion) {
+    let fixture = fixture();
+    let matched: Arc<str> = Arc::from("/v1/objects");
+    let mut bare = Trivial;
+    let mut keyauth = KeyAuthLayer::new(fixture.store.clone()).layer(Trivial);
+    let mut cached = KeyAuthLayer::new(CachedStore::new(fixture.store.clone())).layer(Trivial);
+    let valid = bearer(&fixture.valid);
+    let unknown = bearer(&fixture.unknown);
+    let wrong_secret = bearer(&fixture.wrong_secret);
+
+    assert_eq!(serve_routed(&mut keyauth, Some(&valid), &matched), 200);
+    assert_eq!(serve_routed(&mut keyauth, Some(&unknown), &matched), 401);
+    assert_eq!(
+        serve_routed(&mut keyauth, Some(&wrong_secret), &matched),
+        401
+    );
+    let mut context = Context::from_waker(Waker::noop());
+    let mut filling = Request::new(String::new());
+    filling.headers_mut().insert(AUTHORIZATION, valid.clone());
+    let mut first = std::pin::pin!(cached.call(filling));
+    while first.as_mut().poll(&mut context).is_pending() {}
+    assert_eq!(serve_routed(&mut cached, Some(&valid), &matched), 200);
+
+    let mut group = c.benchmark_group("routed");
+    group.bench_function("bare", |b| {
+        b.iter(|| serve_routed(&mut bare, Some(&valid), &matched))
+    });
+    group.bench_function("keyauth_valid_key", |b| {
+        b.iter(|| serve_routed(&mut keyauth, Some(&valid), &matched))
+    });
+    group.bench_function("keyauth_unknown_id", |b| {
+        b.iter(|| serve_routed(&mut keyauth, Some(&unknown), &matched))
+    });
+    group.bench_function("keyauth_wrong_secret", |b| {
+        b.iter(|| serve_routed(&mut keyauth, Some(&wrong_secret), &matched))
+    });
+    group.bench_function("keyauth_cached_valid_key", |b| {
+        b.iter(|| serve_routed(&mut cached, Some(&valid), &matched))
+    });
+    group.finish();
+}
+
+fn axum_router(c: &mut Criterion) {
+    use axum::Router;
+    use axum::routing::get;
+
+    let fixture = fixture();
+    let route = || Router::new().route("/", get(|| async { "ok" }));
+    let mut bare = route();
+    let mut keyauth = route().layer(KeyAuthLayer::new(fixture.store.clone()));
+    let mut cached = route().layer(KeyAuthLayer::new(CachedStore::new(fixture.store.clone())));
+    let valid = bearer(&fixture.valid);
+    let unknown = bearer(&fixture.unknown);
+    let wrong_secret = bearer(&fixture.wrong_secret);
+
+    assert_eq!(serve(&mut bare, Some(&valid)), 200);
+    assert_eq!(serve(&mut keyauth, Some(&valid)), 200);
+    assert_eq!(serve(&mut keyauth, Some(&unknown)), 401);
+    assert_eq!(serve(&mut keyauth, Some(&wrong_secret)), 401);
+    let mut context = Context::from_waker(Waker::noop());
+    let mut filling = Request::new(String::new());
+    filling.headers_mut().insert(AUTHORIZATION, valid.clone());
+    let mut first = std::pin::pin!(Service::call(&mut cached, filling));
+    while first.as_mut().poll(&mut context).is_pending() {}
+    assert_eq!(serve(&mut cached, Some(&valid)), 200);
+
+    let mut group = c.benchmark_group("axum");
+    group.bench_function("bare", |b| b.iter(|| serve(&mut bare, Some(&valid))));
+    group.bench_function("keyauth_valid_key", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&valid)))
+    });
+    group.bench_function("keyauth_unknown_id", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&unknown)))
+    });
+    group.bench_function("keyauth_wrong_secret", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&wrong_secret)))
+    });
+    group.bench_function("keyauth_cached_valid_key", |b| {
+        b.iter(|| serve(&mut cached, Some(&valid)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, primitives, layer, routed, axum_router);
 criterion_main!(benches);

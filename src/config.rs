@@ -11,13 +11,12 @@ use crate::clock::SharedClock;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
 use crate::public::PublicPaths;
-use crate::response::{DefaultResponder, Refusals, Responder, ResponseContext};
+use crate::response::{
+    Answers, DEFAULT_REALM, DefaultResponder, Refusals, Responder, ResponseContext,
+};
 
 /// The organization header personal tokens name their organization in.
 pub const DEFAULT_ORG_HEADER: &str = "x-org-id";
-
-/// The realm of `WWW-Authenticate` challenges unless a layer names another.
-const DEFAULT_REALM: &str = "api";
 
 /// What every [`KeyAuth`](crate::KeyAuth) service of one layer shares.
 pub(crate) struct Config<S> {
@@ -28,10 +27,14 @@ pub(crate) struct Config<S> {
     pub(crate) org_header: HeaderName,
     pub(crate) hide_credentials: bool,
     responder: Arc<dyn Responder>,
+    /// Whether `responder` is the default one.
+    standard_responder: bool,
     realm: Arc<str>,
     /// The responder and the refusals prepared for this realm and
     /// extraction policy; rebuilt whenever one of them changes.
     pub(crate) context: Arc<ResponseContext>,
+    /// What admitted requests carry of `context`.
+    pub(crate) answers: Answers,
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) clock: SharedClock,
 }
@@ -46,8 +49,10 @@ impl<S> Clone for Config<S> {
             org_header: self.org_header.clone(),
             hide_credentials: self.hide_credentials,
             responder: Arc::clone(&self.responder),
+            standard_responder: self.standard_responder,
             realm: Arc::clone(&self.realm),
             context: Arc::clone(&self.context),
+            answers: self.answers.clone(),
             store_timeout: self.store_timeout,
             clock: self.clock.clone(),
         }
@@ -62,6 +67,7 @@ impl<S> Config<S> {
         let responder: Arc<dyn Responder> = Arc::new(DefaultResponder);
         let realm: Arc<str> = Arc::from(DEFAULT_REALM);
         let context = Self::context(&responder, &realm, &extract);
+        let answers = Answers::of(&realm, true, &context);
         Self {
             store,
             format: KeyFormat::default(),
@@ -70,10 +76,12 @@ impl<S> Config<S> {
             org_header: HeaderName::from_static(DEFAULT_ORG_HEADER),
             hide_credentials: false,
             responder,
+            standard_responder: true,
             realm,
             context,
+            answers,
             store_timeout: None,
-            clock: SharedClock::default(),
+            clock: SharedClock::coarse(),
         }
     }
 
@@ -89,6 +97,7 @@ impl<S> Config<S> {
 
     pub(crate) fn set_responder(&mut self, responder: Arc<dyn Responder>) {
         self.responder = responder;
+        self.standard_responder = false;
         self.refresh_context();
     }
     fn context(
@@ -102,6 +111,7 @@ impl<S> Config<S> {
 
     fn refresh_context(&mut self) {
         self.context = Self::context(&self.responder, &self.realm, &self.extract);
+        self.answers = Answers::of(&self.realm, self.standard_responder, &self.context);
     }
 }
 

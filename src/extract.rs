@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, Uri};
+use http::{HeaderName, HeaderValue, Uri};
 use percent_encoding::percent_decode;
 
 use crate::error::AuthError;
@@ -292,22 +292,57 @@ impl Extract {
         &self,
         request: &'a Parts,
     ) -> Result<Option<Credential<'a>>, AuthError> {
-        let mut found: Option<Credential<'a>> = None;
-        for source in self.sources.iter() {
-            let Some(credential) = source.extract(request)? else {
-                continue;
-            };
-            match &found {
-                Some(first) if first.token != credential.token => {
+        let mut sources = self.sources.iter();
+        let mut found = None;
+        for source in sources.by_ref() {
+            found = source.extract(request)?;
+            if found.is_some() {
+                break;
+            }
+        }
+        let Some(first) = found else {
+            return Ok(None);
+        };
+        for source in sources {
+            if let Some(other) = source.extract(request)? {
+                if other.token != first.token {
                     return Err(AuthError::invalid_request(
                         "The request carries two different credentials.",
                     ));
                 }
-                Some(_) => {}
-                None => found = Some(credential),
             }
         }
-        Ok(found)
+        Ok(Some(first))
+    }
+
+    /// [`extract`](Self::extract) for the default policy, Bearer alone, on
+    /// a request in which no header is repeated (`len() == keys_len()`):
+    /// then one lookup finds the only `Authorization` value, marks it
+    /// sensitive (see [`scrub`](Self::scrub)) and reads it. The token's
+    /// bytes are checked after parsing (a token of the key format is visible
+    /// ASCII by its shape), so that the common token is read once. Sets
+    /// `marked` when it marked the header.
+    pub(crate) fn extract_marking<'a>(
+        &self,
+        request: &'a mut Parts,
+        marked: &mut bool,
+    ) -> Result<Option<Credential<'a>>, AuthError> {
+        let simple = matches!(*self.sources, [Source::Bearer])
+            && request.headers.len() == request.headers.keys_len();
+        if !simple {
+            return self.extract(request);
+        }
+        let Some(value) = request.headers.get_mut(AUTHORIZATION) else {
+            return Ok(None);
+        };
+        value.set_sensitive(true);
+        *marked = true;
+        let value: &'a HeaderValue = value;
+        Ok(bearer_value(value.as_bytes())?.map(|token| Credential {
+            token: Cow::Borrowed(token),
+            source: CredentialSource::Bearer,
+            bytes_unchecked: true,
+        }))
     }
 
     /// Removes query credentials from the URI, and with `hide_headers` also
@@ -316,7 +351,16 @@ impl Extract {
     /// HTTP/2 never puts them in its header table. `repeats_possible` says
     /// whether a repeated credential header may pass (on public paths only:
     /// elsewhere repetition is refused), so that every value is marked.
-    pub(crate) fn scrub(&self, request: &mut Parts, hide_headers: bool, repeats_possible: bool) {
+    ///
+    /// `bearer_marked` says that [`extract_marking`](Self::extract_marking)
+    /// marked the only `Authorization` value already.
+    pub(crate) fn scrub(
+        &self,
+        request: &mut Parts,
+        hide_headers: bool,
+        repeats_possible: bool,
+        bearer_marked: bool,
+    ) {
         for source in self.sources.iter() {
             match source {
                 Source::Query(name) => remove_query_parameter(&mut request.uri, name),
@@ -327,6 +371,7 @@ impl Extract {
                     request.headers.remove(name);
                 }
                 Source::Custom(custom) if hide_headers => custom.hide(request),
+                Source::Bearer if bearer_marked => {}
                 Source::Bearer => mark_sensitive(request, &AUTHORIZATION, repeats_possible),
                 Source::Header(name) => mark_sensitive(request, name, repeats_possible),
                 Source::Custom(_) => {}
@@ -366,20 +411,39 @@ impl fmt::Debug for Extract {
 
 /// A credential found in a request, not yet checked against any key.
 pub(crate) struct Credential<'a> {
-    pub(crate) token: Cow<'a, str>,
+    /// 1 to [`MAX_CREDENTIAL_LEN`] bytes, visible ASCII unless
+    /// `bytes_unchecked`. Kept as bytes: the layer parses and hashes bytes,
+    /// so no step needs to prove them UTF-8.
+    pub(crate) token: Cow<'a, [u8]>,
     pub(crate) source: CredentialSource,
+    /// Whether the bytes still need [`check_bytes`](Self::check_bytes).
+    pub(crate) bytes_unchecked: bool,
+}
+
+impl Credential<'_> {
+    /// Refuses a token with control, space or non-ASCII bytes (400), if
+    /// extraction left that check for later.
+    pub(crate) fn check_bytes(&self) -> Result<(), AuthError> {
+        if self.bytes_unchecked && !all_visible_ascii(&self.token) {
+            return Err(malformed());
+        }
+        Ok(())
+    }
 }
 
 impl Source {
     fn extract<'a>(&self, request: &'a Parts) -> Result<Option<Credential<'a>>, AuthError> {
         let (token, source) = match self {
-            Source::Bearer => (bearer_token(request)?, CredentialSource::Bearer),
+            Source::Bearer => (
+                bearer_token(request)?.map(Cow::Borrowed),
+                CredentialSource::Bearer,
+            ),
             Source::Header(name) => (
-                single_header(request, name)?,
+                single_header(request, name)?.map(Cow::Borrowed),
                 CredentialSource::Header(name.clone()),
             ),
             Source::Query(name) => (
-                query_parameter(request.uri.query(), name)?,
+                query_parameter(request.uri.query(), name)?.map(text_bytes),
                 CredentialSource::Query(name.clone()),
             ),
             Source::Custom(custom) => {
@@ -387,10 +451,24 @@ impl Source {
                 if let Some(token) = &token {
                     check_credential_syntax(token)?;
                 }
-                (token, CredentialSource::Custom(Arc::from(custom.label())))
+                (
+                    token.map(text_bytes),
+                    CredentialSource::Custom(Arc::from(custom.label())),
+                )
             }
         };
-        Ok(token.map(|token| Credential { token, source }))
+        Ok(token.map(|token| Credential {
+            token,
+            source,
+            bytes_unchecked: false,
+        }))
+    }
+}
+
+fn text_bytes(text: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
     }
 }
 
@@ -407,14 +485,19 @@ fn check_credential_syntax(token: &str) -> Result<(), AuthError> {
 }
 
 fn check_credential_bytes(token: &[u8]) -> Result<(), AuthError> {
+    check_credential_length(token)?;
+    if !all_visible_ascii(token) {
+        return Err(malformed());
+    }
+    Ok(())
+}
+
+fn check_credential_length(token: &[u8]) -> Result<(), AuthError> {
     if token.is_empty() {
         return Err(AuthError::invalid_request("The credential is empty."));
     }
     if token.len() > MAX_CREDENTIAL_LEN {
         return Err(AuthError::invalid_request("The credential is too long."));
-    }
-    if !all_visible_ascii(token) {
-        return Err(malformed());
     }
     Ok(())
 }
@@ -429,7 +512,7 @@ pub(crate) fn all_visible_ascii(bytes: &[u8]) -> bool {
 
 /// The token of `Authorization: Bearer <token>`; `None` without the header
 /// or with another scheme.
-fn bearer_token(request: &Parts) -> Result<Option<Cow<'_, str>>, AuthError> {
+fn bearer_token(request: &Parts) -> Result<Option<&[u8]>, AuthError> {
     let mut values = request.headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -439,17 +522,38 @@ fn bearer_token(request: &Parts) -> Result<Option<Cow<'_, str>>, AuthError> {
             "The Authorization header must not be repeated.",
         ));
     }
-    let bytes = value.as_bytes();
-    let scheme_end = bytes
-        .iter()
-        .position(|&b| b == b' ' || b == b'\t')
-        .unwrap_or(bytes.len());
-    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
-        return Ok(None);
+    let token = bearer_value(value.as_bytes())?;
+    if let Some(token) = token {
+        check_credential_bytes(token)?;
     }
-    // Spaces around the token are tolerated; anything else is checked by
-    // `check_credential_syntax`.
-    ascii_token(trim_spaces(&bytes[scheme_end..]))
+    Ok(token)
+}
+
+/// The token of an `Authorization` value with the Bearer scheme (in any
+/// case), without the spaces around it, checked for its length but not yet
+/// for its bytes; `None` for another scheme or none.
+fn bearer_value(bytes: &[u8]) -> Result<Option<&[u8]>, AuthError> {
+    let after_scheme = match bytes.get(..7) {
+        // The usual form, `Bearer <token>`, without searching.
+        Some(start) if start[6] == b' ' && start[..6].eq_ignore_ascii_case(b"bearer") => {
+            &bytes[6..]
+        }
+        _ => {
+            let scheme_end = bytes
+                .iter()
+                .position(|&b| b == b' ' || b == b'\t')
+                .unwrap_or(bytes.len());
+            if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+                return Ok(None);
+            }
+            &bytes[scheme_end..]
+        }
+    };
+    // Spaces around the token are tolerated; anything else is refused by
+    // the check of its bytes.
+    let token = trim_spaces(after_scheme);
+    check_credential_length(token)?;
+    Ok(Some(token))
 }
 
 fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
@@ -462,20 +566,7 @@ fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// Borrows header bytes as a token, after the syntax check every source
-/// shares.
-fn ascii_token(bytes: &[u8]) -> Result<Option<Cow<'_, str>>, AuthError> {
-    check_credential_bytes(bytes)?;
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(Some(Cow::Borrowed(text))),
-        Err(_) => Err(malformed()),
-    }
-}
-
-fn single_header<'a>(
-    request: &'a Parts,
-    name: &HeaderName,
-) -> Result<Option<Cow<'a, str>>, AuthError> {
+fn single_header<'a>(request: &'a Parts, name: &HeaderName) -> Result<Option<&'a [u8]>, AuthError> {
     let mut values = request.headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -485,7 +576,9 @@ fn single_header<'a>(
             "The {name} header must not be repeated."
         )));
     }
-    ascii_token(trim_spaces(value.as_bytes()))
+    let token = trim_spaces(value.as_bytes());
+    check_credential_bytes(token)?;
+    Ok(Some(token))
 }
 
 /// The value of query parameter `name`, form-urlencoded decoded (`+` is a
@@ -575,7 +668,7 @@ mod tests {
     fn token_of(policy: &Extract, request: &Parts) -> Result<Option<String>, AuthErrorKind> {
         policy
             .extract(request)
-            .map(|found| found.map(|c| c.token.into_owned()))
+            .map(|found| found.map(|c| String::from_utf8(c.token.into_owned()).unwrap()))
             .map_err(|e| e.kind())
     }
 
@@ -713,11 +806,11 @@ mod tests {
         ];
         for (before, after) in cases {
             let mut request = parts(|b| b.uri(before));
-            policy.scrub(&mut request, false, false);
+            policy.scrub(&mut request, false, false, false);
             assert_eq!(request.uri.to_string(), after);
         }
         let mut absolute = parts(|b| b.uri("http://example.com/x?api-key=k&y=1"));
-        policy.scrub(&mut absolute, false, false);
+        policy.scrub(&mut absolute, false, false, false);
         assert_eq!(absolute.uri.to_string(), "http://example.com/x?y=1");
     }
 
@@ -729,7 +822,7 @@ mod tests {
                 .header("x-api-key", "a")
                 .header("accept", "*/*")
         });
-        policy.scrub(&mut request, true, false);
+        policy.scrub(&mut request, true, false, false);
         assert!(request.headers.get("authorization").is_none());
         assert!(request.headers.get("x-api-key").is_none());
         assert!(request.headers.get("accept").is_some());
@@ -743,7 +836,7 @@ mod tests {
                 .header("x-api-key", "secret-value")
                 .header("accept", "*/*")
         });
-        policy.scrub(&mut request, false, false);
+        policy.scrub(&mut request, false, false, false);
         assert!(request.headers["authorization"].is_sensitive());
         assert!(request.headers["x-api-key"].is_sensitive());
         assert!(!request.headers["accept"].is_sensitive());
@@ -753,7 +846,7 @@ mod tests {
             b.header("authorization", "Bearer first-secret")
                 .header("authorization", "Bearer second-secret")
         });
-        policy.scrub(&mut repeated, false, true);
+        policy.scrub(&mut repeated, false, true, false);
         let shown = format!("{:?}", repeated.headers);
         assert!(
             !shown.contains("first-secret") && !shown.contains("second-secret"),

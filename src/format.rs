@@ -17,7 +17,7 @@
 //! of the whole token.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use crate::hash::{KeyHash, Token};
 use crate::ids::KeyId;
@@ -238,13 +238,21 @@ impl KeyFormat {
     /// Recognises a token's shape, checking its checksum. Never touches a
     /// store.
     pub fn parse<'a>(&'a self, token: &'a str) -> Result<ParsedToken<'a>, ParseError> {
+        self.parse_bytes(token.as_bytes())
+    }
+
+    /// [`parse`](Self::parse) of a token's bytes: what the layer calls, so
+    /// that no step before it needs to prove the token UTF-8.
+    pub(crate) fn parse_bytes<'a>(
+        &'a self,
+        bytes: &'a [u8],
+    ) -> Result<ParsedToken<'a>, ParseError> {
         let rule = self.rules.iter().find(|rule| {
-            token.len() > rule.prefix.len()
-                && token.starts_with(&*rule.prefix)
-                && token.as_bytes()[rule.prefix.len()] == b'_'
+            let prefix = rule.prefix.as_bytes();
+            bytes.get(prefix.len()) == Some(&b'_') && bytes.starts_with(prefix)
         });
         let Some(rule) = rule else {
-            return if self.accept_opaque && !token.is_empty() {
+            return if self.accept_opaque && !bytes.is_empty() {
                 Ok(ParsedToken {
                     shape: Shape::Opaque,
                 })
@@ -252,23 +260,30 @@ impl KeyFormat {
                 Err(ParseError::UnknownPrefix)
             };
         };
-        let rest = &token[rule.prefix.len() + 1..];
-        let (id, secret_and_checksum) = rest.split_once('.').ok_or(ParseError::Malformed)?;
-        // Folds rather than `all`: no early exit, so the checks vectorize.
-        let id_ok = id.bytes().fold(true, |ok, b| ok & is_id_byte(b));
-        if id.is_empty() || id.len() > MAX_ID_LEN || !id_ok {
+        let id_start = rule.prefix.len() + 1;
+        let rest = &bytes[id_start..];
+        // The id ends at the first `.`, which must come within its longest
+        // length: a longer id or no dot at all is malformed either way.
+        let id_len = swar::first_dot(&rest[..rest.len().min(MAX_ID_LEN + 1)])
+            .ok_or(ParseError::Malformed)?;
+        let (id, secret_and_checksum) = (&rest[..id_len], &rest[id_len + 1..]);
+        let id_ok = swar::all_bytes(id, |word| {
+            swar::alphanumeric(word) | swar::equal(word, b'-')
+        });
+        let secret_ok = swar::all_bytes(secret_and_checksum, swar::alphanumeric);
+        if id_len == 0
+            || !id_ok
+            || secret_and_checksum.len() < MIN_SECRET_LEN + CHECKSUM_LEN
+            || !secret_ok
+        {
             return Err(ParseError::Malformed);
         }
-        let secret_ok = secret_and_checksum
-            .bytes()
-            .fold(true, |ok, b| ok & b.is_ascii_alphanumeric());
-        if secret_and_checksum.len() < MIN_SECRET_LEN + CHECKSUM_LEN || !secret_ok {
-            return Err(ParseError::Malformed);
-        }
-        let (body, checksum) = token.split_at(token.len() - CHECKSUM_LEN);
-        if checksum.as_bytes() != checksum_of(body) {
+        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if !checksum_matches(body, checksum) {
             return Err(ParseError::BadChecksum);
         }
+        // Letters, digits and `-`, so always UTF-8.
+        let id = std::str::from_utf8(id).map_err(|_| ParseError::Malformed)?;
         Ok(ParsedToken {
             shape: Shape::Prefixed { rule, id },
         })
@@ -340,19 +355,138 @@ fn is_valid_prefix(prefix: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn is_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-'
+/// The byte tests of [`KeyFormat::parse`], eight bytes at a time in a
+/// `u64` (SWAR: SIMD within a register). Every request's token is checked,
+/// and a byte at a time cost three times the instructions (BENCHMARKS.md).
+///
+/// A test maps a word (eight bytes, the first in the lowest bits) to a word
+/// in which exactly the bytes that pass have their high bit set.
+mod swar {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+
+    /// The bytes from `low` to `high` (ASCII, so below 0x80). With each
+    /// byte's high bit set first, subtracting a value below 0x80 never
+    /// borrows from the next byte, and leaves the high bit set exactly
+    /// when the byte's low seven bits are at least that value; bytes that
+    /// are not ASCII are dropped at the end.
+    #[inline(always)]
+    pub(super) const fn in_range(word: u64, low: u8, high: u8) -> u64 {
+        let raised = word | HIGH;
+        let at_least_low = raised - ONES * low as u64;
+        let above_high = raised - ONES * (high as u64 + 1);
+        at_least_low & !above_high & !word & HIGH
+    }
+
+    /// The bytes equal to `byte` (ASCII).
+    #[inline(always)]
+    pub(super) const fn equal(word: u64, byte: u8) -> u64 {
+        in_range(word, byte, byte)
+    }
+
+    /// ASCII letters and digits. Setting bit 5 turns `A`-`Z` into `a`-`z`
+    /// and no other byte into one.
+    #[inline(always)]
+    pub(super) const fn alphanumeric(word: u64) -> u64 {
+        in_range(word, b'0', b'9') | in_range(word | (ONES * 0x20), b'a', b'z')
+    }
+
+    /// Whether every byte of `bytes` passes `test`. A last partial word is
+    /// read again from its end (the overlap was tested already), or, in a
+    /// slice shorter than a word, padded with `0`, which every test of
+    /// ours accepts.
+    #[inline(always)]
+    pub(super) fn all_bytes(bytes: &[u8], test: impl Fn(u64) -> u64) -> bool {
+        let mut words = bytes.chunks_exact(8);
+        let mut passed = HIGH;
+        for word in words.by_ref() {
+            passed &= test(load(word));
+        }
+        if !words.remainder().is_empty() {
+            let last = match bytes.len().checked_sub(8) {
+                Some(start) => load(&bytes[start..]),
+                None => {
+                    let mut padded = [b'0'; 8];
+                    padded[..bytes.len()].copy_from_slice(bytes);
+                    u64::from_le_bytes(padded)
+                }
+            };
+            passed &= test(last);
+        }
+        passed == HIGH
+    }
+
+    /// The position of the first `.` in `bytes`.
+    #[inline(always)]
+    pub(super) fn first_dot(bytes: &[u8]) -> Option<usize> {
+        let mut words = bytes.chunks_exact(8);
+        let mut offset = 0;
+        for word in words.by_ref() {
+            let dots = equal(load(word), b'.');
+            if dots != 0 {
+                return Some(offset + dots.trailing_zeros() as usize / 8);
+            }
+            offset += 8;
+        }
+        let tail = words.remainder();
+        tail.iter().position(|&b| b == b'.').map(|at| offset + at)
+    }
+
+    #[inline(always)]
+    fn load(bytes: &[u8]) -> u64 {
+        match bytes.first_chunk::<8>() {
+            Some(word) => u64::from_le_bytes(*word),
+            None => 0,
+        }
+    }
 }
 
 /// CRC32 (IEEE) of `body`, as six base62 digits, most significant first.
 fn checksum_of(body: &str) -> [u8; CHECKSUM_LEN] {
-    let mut value = crc32fast::hash(body.as_bytes());
+    let mut value = crc32(body.as_bytes());
     let mut digits = [b'0'; CHECKSUM_LEN];
     for digit in digits.iter_mut().rev() {
         *digit = BASE62[(value % 62) as usize];
         value /= 62;
     }
     digits
+}
+
+/// The value of each base62 digit, and `NOT_BASE62` for other bytes.
+const BASE62_VALUES: [u8; 256] = {
+    let mut values = [NOT_BASE62; 256];
+    let mut digit = 0;
+    while digit < BASE62.len() {
+        values[BASE62[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
+const NOT_BASE62: u8 = u8::MAX;
+
+/// Whether `checksum` is [`checksum_of`] `body`. It reads the six digits
+/// as a number instead of writing the CRC as digits: one multiply-add per
+/// digit instead of a division. Six base62 digits name each number below
+/// 62⁶ once, and every CRC32 is below it, so the two tests agree.
+fn checksum_matches(body: &[u8], checksum: &[u8]) -> bool {
+    let mut presented: u64 = 0;
+    let mut valid = checksum.len() == CHECKSUM_LEN;
+    for &byte in checksum {
+        let value = BASE62_VALUES[usize::from(byte)];
+        valid &= value != NOT_BASE62;
+        presented = presented * 62 + u64::from(value);
+    }
+    valid && presented == u64::from(crc32(body))
+}
+
+/// CRC32 of `bytes`, from a hasher whose CPU features were detected once:
+/// `crc32fast::hash` detects them on every call, a sixth of its cost for a
+/// token.
+fn crc32(bytes: &[u8]) -> u32 {
+    static DETECTED: LazyLock<crc32fast::Hasher> = LazyLock::new(crc32fast::Hasher::new);
+    let mut hasher = DETECTED.clone();
+    hasher.update(bytes);
+    hasher.finalize()
 }
 
 /// Appends `count` uniformly random base62 characters from the OS CSPRNG.
@@ -509,6 +643,87 @@ mod tests {
             let parsed = format.parse(minted.token.expose_secret()).unwrap();
             assert_eq!(parsed.key_id(), Some(minted.id.clone()));
             assert!(parsed.accepts(kind));
+        }
+    }
+
+    #[test]
+    fn the_word_tests_agree_with_the_byte_tests() {
+        let id_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
+        for b in 0..=u8::MAX {
+            // Each byte in every position, among bytes that pass and bytes
+            // that do not.
+            for position in 0..8 {
+                for filler in [b'a', b'Z', b'7', b'.', b'-', 0xff, 0] {
+                    let mut word = [filler; 8];
+                    word[position] = b;
+                    let word = u64::from_le_bytes(word);
+                    let bit = |mask: u64| mask >> (position * 8 + 7) & 1 == 1;
+                    assert_eq!(
+                        bit(swar::alphanumeric(word)),
+                        b.is_ascii_alphanumeric(),
+                        "{b:#x}"
+                    );
+                    assert_eq!(bit(swar::equal(word, b'.')), b == b'.', "{b:#x}");
+                    let id = swar::alphanumeric(word) | swar::equal(word, b'-');
+                    assert_eq!(bit(id), id_byte(b), "{b:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_slice_tests_agree_with_the_byte_tests() {
+        let alphabet = b"aZ09-._~ \x7f\x80\xffQ";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| {
+                    let pick = (state >> (i % 8 * 8)) as usize + i;
+                    // Mostly letters and digits, so that all-pass slices occur.
+                    if pick % 5 == 0 {
+                        alphabet[pick / 5 % alphabet.len()]
+                    } else {
+                        b'a' + (pick % 26) as u8
+                    }
+                })
+                .collect();
+            assert_eq!(
+                swar::all_bytes(&bytes, swar::alphanumeric),
+                bytes.iter().all(u8::is_ascii_alphanumeric),
+                "{bytes:?}"
+            );
+            assert_eq!(
+                swar::first_dot(&bytes),
+                bytes.iter().position(|&b| b == b'.'),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reading_the_checksum_agrees_with_writing_it() {
+        let format = KeyFormat::default();
+        for _ in 0..200 {
+            let minted = format.mint(KeyKind::Organization, None).unwrap();
+            let token = minted.token.expose_secret().as_bytes();
+            let (body, checksum) = token.split_at(token.len() - CHECKSUM_LEN);
+            assert_eq!(checksum, checksum_of(std::str::from_utf8(body).unwrap()));
+            assert!(checksum_matches(body, checksum));
+            for position in 0..CHECKSUM_LEN {
+                for other in BASE62.iter().chain(b"-._~!") {
+                    let mut changed = checksum.to_vec();
+                    if changed[position] == *other {
+                        continue;
+                    }
+                    changed[position] = *other;
+                    assert!(!checksum_matches(body, &changed));
+                }
+            }
+            assert!(!checksum_matches(body, &checksum[1..]));
         }
     }
 

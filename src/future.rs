@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::AuthBody;
-use crate::response::ResponseContext;
+use crate::response::{Answers, ResponseContext};
 use crate::verify::{Admission, PendingVerdict, admit};
 
 pin_project! {
@@ -43,7 +43,7 @@ pin_project! {
         Calling {
             #[pin]
             future: Svc::Future,
-            context: Option<Arc<ResponseContext>>,
+            answers: Option<Answers>,
         },
         /// The request was refused without calling the inner service.
         Refused {
@@ -58,6 +58,7 @@ struct Waiting<Svc, ReqBody> {
     request: Option<(Parts, ReqBody)>,
     inner: Option<Svc>,
     public: bool,
+    answers: Answers,
     context: Arc<ResponseContext>,
 }
 
@@ -65,9 +66,9 @@ impl<Svc, ReqBody> ResponseFuture<Svc, ReqBody>
 where
     Svc: Service<Request<ReqBody>>,
 {
-    pub(crate) fn calling(future: Svc::Future, context: Option<Arc<ResponseContext>>) -> Self {
+    pub(crate) fn calling(future: Svc::Future, answers: Option<Answers>) -> Self {
         Self {
-            state: State::Calling { future, context },
+            state: State::Calling { future, answers },
         }
     }
 
@@ -85,6 +86,7 @@ where
         body: ReqBody,
         inner: Svc,
         public: bool,
+        answers: Answers,
         context: Arc<ResponseContext>,
     ) -> Self {
         Self {
@@ -94,6 +96,7 @@ where
                     request: Some((parts, body)),
                     inner: Some(inner),
                     public,
+                    answers,
                     context,
                 }),
             },
@@ -114,22 +117,28 @@ where
                 StateProjection::Checking { waiting } => {
                     let verdict = ready!(waiting.verdict.as_mut().poll(cx));
                     let (parts, body) = waiting.request.take().expect("polled after completion");
-                    match admit(verdict, waiting.public, &waiting.context, parts) {
+                    match admit(
+                        verdict,
+                        waiting.public,
+                        &waiting.answers,
+                        &waiting.context,
+                        parts,
+                    ) {
                         Admission::Pass(parts) => {
                             let mut inner = waiting.inner.take().expect("polled after completion");
                             let future = inner.call(Request::from_parts(parts, body));
-                            let context = Some(Arc::clone(&waiting.context));
-                            this.state.set(State::Calling { future, context });
+                            let answers = Some(waiting.answers.clone());
+                            this.state.set(State::Calling { future, answers });
                         }
                         Admission::Refuse(refusal) => {
                             return Poll::Ready(Ok(refusal.map(AuthBody::refusal)));
                         }
                     }
                 }
-                StateProjection::Calling { future, context } => {
+                StateProjection::Calling { future, answers } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(context) = context {
-                        context.restamp(&mut response);
+                    if let Some(answers) = answers {
+                        answers.restamp(&mut response);
                     }
                     return Poll::Ready(Ok(response.map(AuthBody::inner)));
                 }

@@ -80,7 +80,13 @@ pub struct KeyHash([u8; 32]);
 impl KeyHash {
     /// Hashes a token.
     pub fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
+        Self::of_bytes(token.as_bytes())
+    }
+
+    /// Hashes a token's bytes.
+    #[inline]
+    pub(crate) fn of_bytes(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
     }
 
     /// Wraps 32 bytes read back from storage.

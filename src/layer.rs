@@ -160,7 +160,9 @@ impl<S> KeyAuthLayer<S> {
 
     /// Where the layer reads the time to decide expiry and a rotation's
     /// grace period, and to note a key's use (default
-    /// [`SystemClock`](crate::clock::SystemClock)). Revocation never asks it.
+    /// [`CoarseClock`](crate::clock::CoarseClock): the system clock to
+    /// within one kernel tick; give [`SystemClock`](crate::clock::SystemClock)
+    /// for the exact one). Revocation never asks it.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config_mut().clock = SharedClock::new(clock);
         self

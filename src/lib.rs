@@ -91,7 +91,6 @@ mod error;
 pub mod extract;
 pub mod format;
 pub mod future;
-mod guard;
 pub mod hash;
 pub mod ids;
 mod layer;

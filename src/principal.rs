@@ -8,7 +8,7 @@ use http::{Extensions, HeaderName};
 use crate::error::AuthError;
 use crate::format::Environment;
 use crate::ids::{KeyId, KeyKind, OrgId, UserId, WorkspaceId};
-use crate::response::ResponseContext;
+use crate::response::{ResponseContext, layer_context};
 use crate::scope::Scopes;
 
 /// The organization (and, for workspace keys, the workspace) a request acts
@@ -272,12 +272,4 @@ impl<'a> Caller<'a> {
             _ => Caller::NotBehindKeyAuth,
         }
     }
-}
-
-/// How the layer that let the request in answers refusals; `None` when no
-/// layer did (a principal a test inserted by hand).
-pub(crate) fn layer_context(extensions: &Extensions) -> Option<&ResponseContext> {
-    extensions
-        .get::<Arc<ResponseContext>>()
-        .map(|context| &**context)
 }

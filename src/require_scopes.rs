@@ -11,8 +11,8 @@ use tower_service::Service;
 use crate::body::AuthBody;
 use crate::error::AuthError;
 use crate::future::ResponseFuture;
-use crate::principal::{Caller, Principal, layer_context};
-use crate::response::{not_behind_key_auth, respond_without_layer};
+use crate::principal::{Caller, Principal};
+use crate::response::{not_behind_key_auth, principal_context};
 use crate::scope::{InvalidScope, Scopes};
 
 /// Requires every one of its scopes, per route (axum) or per service
@@ -201,10 +201,7 @@ where
                         required = %self.rule.required,
                         "credential lacks a required scope"
                     );
-                    Some(match layer_context(&parts.extensions) {
-                        Some(context) => context.respond(&error, &parts),
-                        None => respond_without_layer(&error, &parts),
-                    })
+                    Some(principal_context(&parts.extensions).respond(&error, &parts))
                 }
             },
             Caller::Refused(error, context) => Some(context.respond(error, &parts)),

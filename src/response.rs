@@ -8,12 +8,12 @@
 //! [`Refusal`]: the error with those prepared parts.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{Extensions, HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::error::{AuthError, AuthErrorKind, Message};
@@ -140,6 +140,15 @@ impl<'a> Refusal<'a> {
         challenge(error, self.realm())
     }
 
+    /// The headers the layer prepared for this refusal's JSON answer, when
+    /// its challenge is the prepared one.
+    fn prepared_json_headers(&self) -> Option<&'a HeaderMap> {
+        let prepared = &self.prepared?.by_kind[self.error.kind().index()];
+        prepared
+            .challenge_fits(self.error)
+            .then_some(&prepared.json_headers)
+    }
+
     /// The JSON body: `{"error":"<code>","message":"<message>"}`, with a
     /// `"scope"` field for `insufficient_scope` and an `"org_header"` field
     /// for `missing_organization` when the layer names the header.
@@ -204,10 +213,17 @@ impl DefaultResponder {
     pub fn json(refusal: &Refusal<'_>) -> Response<Bytes> {
         let mut response = Response::new(refusal.json_body());
         *response.status_mut() = refusal.status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(challenge) = refusal.www_authenticate() {
-            headers.insert(WWW_AUTHENTICATE, challenge);
+        match refusal.prepared_json_headers() {
+            // A copy of the layer's headers for this kind: no header is
+            // hashed and placed again.
+            Some(headers) => *response.headers_mut() = headers.clone(),
+            None => {
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(challenge) = refusal.www_authenticate() {
+                    headers.insert(WWW_AUTHENTICATE, challenge);
+                }
+            }
         }
         response
     }
@@ -227,6 +243,21 @@ impl Responder for DefaultResponder {
     }
 }
 
+/// The body of each kind's standard message, the same in every realm.
+static STANDARD_BODIES: LazyLock<[String; AuthErrorKind::ALL.len()]> = LazyLock::new(|| {
+    AuthErrorKind::ALL.map(|kind| json_text(kind.error_code(), kind.standard_message(), &[]))
+});
+
+/// Each kind's challenge in the default realm.
+static STANDARD_REALM_CHALLENGES: LazyLock<[Option<String>; AuthErrorKind::ALL.len()]> =
+    LazyLock::new(|| {
+        AuthErrorKind::ALL.map(|kind| {
+            let description = matches!(kind, AuthErrorKind::Revoked | AuthErrorKind::Expired)
+                .then(|| kind.standard_message());
+            challenge_text(kind, Some(DEFAULT_REALM), description, None)
+        })
+    });
+
 /// One layer's answers, prepared once when the layer is built: for each
 /// kind its challenge in the layer's realm and the body of its standard
 /// message, and the bodies of the layer's advice on sending a key.
@@ -245,6 +276,9 @@ struct Prepared {
     challenge: Option<HeaderValue>,
     /// The body of the kind's standard message.
     body: Bytes,
+    /// `content-type: application/json` and the challenge, as
+    /// [`DefaultResponder::json`] sends them.
+    json_headers: HeaderMap,
 }
 
 impl Prepared {
@@ -264,11 +298,29 @@ impl Prepared {
 
 impl Refusals {
     pub(crate) fn new<'m>(realm: Arc<str>, advice: impl IntoIterator<Item = &'m Arc<str>>) -> Self {
+        // Answers shared by every layer are kept in statics, so handing one
+        // out copies a pointer instead of counting a shared buffer.
+        let bodies: &'static [String; AuthErrorKind::ALL.len()] = &STANDARD_BODIES;
+        let standard_realm = *realm == *DEFAULT_REALM;
         let by_kind = AuthErrorKind::ALL.map(|kind| {
-            let standard = AuthError::standard_of(kind);
+            let challenge = if standard_realm {
+                let challenges: &'static [Option<String>; AuthErrorKind::ALL.len()] =
+                    &STANDARD_REALM_CHALLENGES;
+                challenges[kind.index()]
+                    .as_deref()
+                    .map(HeaderValue::from_static)
+            } else {
+                challenge(&AuthError::standard_of(kind), Some(&realm))
+            };
+            let mut json_headers = HeaderMap::with_capacity(2);
+            json_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Some(challenge) = &challenge {
+                json_headers.insert(WWW_AUTHENTICATE, challenge.clone());
+            }
             Prepared {
-                challenge: challenge(&standard, Some(&realm)),
-                body: json_body(kind.error_code(), kind.standard_message(), &[]),
+                challenge,
+                body: Bytes::from_static(bodies[kind.index()].as_bytes()),
+                json_headers,
             }
         });
         let advice = advice
@@ -335,9 +387,9 @@ impl Refusals {
 }
 
 /// How one layer answers: its responder and its prepared refusals. The
-/// layer puts it into the extensions of every request it lets through, so
-/// that later refusals (a scope layer's, an extractor's, a handler's) answer
-/// the same way.
+/// layer leaves it in the extensions of the requests it lets through (see
+/// [`Answers`] for when), so that later refusals (a scope layer's, an
+/// extractor's, a handler's) answer the same way.
 pub(crate) struct ResponseContext {
     responder: Arc<dyn Responder>,
     refusals: Refusals,
@@ -383,21 +435,94 @@ impl fmt::Debug for ResponseContext {
     }
 }
 
+/// The realm of `WWW-Authenticate` challenges unless a layer names another.
+pub(crate) const DEFAULT_REALM: &str = "api";
+
+/// The answers of every layer that keeps the default realm and responder,
+/// prepared once per process.
+static STANDARD_ANSWERS: LazyLock<ResponseContext> = LazyLock::new(|| {
+    ResponseContext::new(
+        Arc::new(DefaultResponder),
+        Refusals::new(Arc::from(DEFAULT_REALM), []),
+    )
+});
+
+/// How the refusals that come after a layer admitted a request (a scope
+/// layer's, a handler's `?`) learn the layer's realm and responder.
+///
+/// Most layers keep the default realm and responder. The principals they
+/// admit travel alone: a principal without a layer's context is answered
+/// with the standard answers, prepared once per process. So admitting a
+/// request inserts one value into its extensions, and touches no counter
+/// that other threads share. Any other layer's requests also carry its own
+/// context.
+#[derive(Clone)]
+pub(crate) enum Answers {
+    Standard,
+    Layer(Arc<ResponseContext>),
+}
+
+impl Answers {
+    /// The answers of a layer with this realm and responder, whose full
+    /// context (with its advice on sending a key) is `context`.
+    pub(crate) fn of(
+        realm: &str,
+        standard_responder: bool,
+        context: &Arc<ResponseContext>,
+    ) -> Self {
+        if standard_responder && realm == DEFAULT_REALM {
+            Answers::Standard
+        } else {
+            Answers::Layer(Arc::clone(context))
+        }
+    }
+
+    pub(crate) fn context(&self) -> &ResponseContext {
+        match self {
+            Answers::Standard => &STANDARD_ANSWERS,
+            Answers::Layer(context) => context,
+        }
+    }
+
+    /// Gives a refusal that a handler answered itself its challenge in these
+    /// answers' realm (see [`ResponseContext::restamp`]); a response
+    /// without one costs a look at its extensions.
+    #[inline]
+    pub(crate) fn restamp<B>(&self, response: &mut Response<B>) {
+        if response.extensions().get::<HandlerRefusal>().is_some() {
+            self.context().restamp(response);
+        }
+    }
+
+    /// Leaves what an admitted request needs of these answers in its
+    /// extensions: nothing for the standard ones.
+    pub(crate) fn mark(&self, extensions: &mut Extensions) {
+        if let Answers::Layer(context) = self {
+            extensions.insert(Arc::clone(context));
+        }
+    }
+}
+
+/// The context a layer left in a request's extensions, if any: always on a
+/// request it let through without a principal, and with a principal unless
+/// its answers are the standard ones.
+pub(crate) fn layer_context(extensions: &Extensions) -> Option<&ResponseContext> {
+    extensions
+        .get::<Arc<ResponseContext>>()
+        .map(|context| &**context)
+}
+
+/// How to refuse a request that carries a principal: as the layer that
+/// admitted it answers, or with the standard answers (also for a principal
+/// inserted by hand, without a layer).
+pub(crate) fn principal_context(extensions: &Extensions) -> &ResponseContext {
+    layer_context(extensions).unwrap_or(&STANDARD_ANSWERS)
+}
+
 /// Marks a response that a handler built from an [`AuthError`], for the
 /// layer around it to give it the layer's challenge.
 #[derive(Clone)]
 pub(crate) struct HandlerRefusal(pub(crate) AuthError);
-
-/// The standard answer to a refusal outside any layer (for a principal
-/// that a test or another middleware inserted by hand): no realm.
-pub(crate) fn respond_without_layer(error: &AuthError, request: &Parts) -> Response<Bytes> {
-    let refusal = Refusal::new(error);
-    if is_grpc(&request.headers) {
-        DefaultResponder::grpc(&refusal)
-    } else {
-        DefaultResponder::json(&refusal)
-    }
-}
 
 /// The answer when a request needs a [`Principal`](crate::Principal) but
 /// never passed a [`KeyAuthLayer`](crate::KeyAuthLayer): a server
@@ -519,6 +644,10 @@ fn push_quoted_string_content(out: &mut String, text: &str) {
 /// `{"error":"<code>","message":"<message>"}`, escaped, with each extra
 /// field that has a value.
 fn json_body(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> Bytes {
+    Bytes::from(json_text(code, message, extra))
+}
+
+fn json_text(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> String {
     let mut body = String::with_capacity(96 + message.len());
     body.push_str("{\"error\":\"");
     push_json_string_content(&mut body, code);
@@ -533,7 +662,7 @@ fn json_body(code: &str, message: &str, extra: &[(&str, Option<&str>)]) -> Bytes
         }
     }
     body.push_str("\"}");
-    Bytes::from(body)
+    body
 }
 
 fn push_json_string_content(out: &mut String, text: &str) {
@@ -584,6 +713,16 @@ mod tests {
                 assert_eq!(
                     prepared.www_authenticate(),
                     challenge(&error, Some(realm)),
+                    "{error:?}"
+                );
+                let mut built = HeaderMap::new();
+                built.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(challenge) = challenge(&error, Some(realm)) {
+                    built.insert(WWW_AUTHENTICATE, challenge);
+                }
+                assert_eq!(
+                    *DefaultResponder::json(&prepared).headers(),
+                    built,
                     "{error:?}"
                 );
             }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::future::ResponseFuture;
 use crate::layer::KeyAuthLayer;
 use crate::store::KeyStore;
-use crate::verify::{self, Admission, Check, admit};
+use crate::verify::{self, Admission, Check, refuse};
 
 /// The service of [`KeyAuthLayer`]: authenticates, then calls the inner
 /// service with a [`Principal`](crate::Principal) in the request extensions,
@@ -88,15 +88,18 @@ where
         let (mut parts, body) = request.into_parts();
         let config = &self.config;
         let public = config.public.matches(&parts);
-        let check = verify::check(config, &parts);
-        config
-            .extract
-            .scrub(&mut parts, config.hide_credentials, public);
-        match check {
-            Check::Done(verdict) => match admit(verdict, public, &config.context, parts) {
+        match verify::check(config, &mut parts, public) {
+            Check::Admitted => {
+                config.answers.mark(&mut parts.extensions);
+                ResponseFuture::calling(
+                    self.inner.call(Request::from_parts(parts, body)),
+                    Some(config.answers.clone()),
+                )
+            }
+            Check::Refused(error) => match refuse(error, public, &config.context, parts) {
                 Admission::Pass(parts) => ResponseFuture::calling(
                     self.inner.call(Request::from_parts(parts, body)),
-                    Some(Arc::clone(&config.context)),
+                    Some(config.answers.clone()),
                 ),
                 Admission::Refuse(refusal) => ResponseFuture::refused(refusal),
             },
@@ -111,6 +114,7 @@ where
                     body,
                     inner,
                     public,
+                    config.answers.clone(),
                     Arc::clone(&config.context),
                 )
             }

@@ -17,18 +17,20 @@ use http::{HeaderName, Response};
 
 use crate::config::Config;
 use crate::error::AuthError;
-use crate::format::{Environment, KindSet};
-use crate::guard::{CatchUnwind, catching};
+use crate::extract::Credential;
+use crate::format::{Environment, KindSet, ParseError, ParsedToken};
 use crate::hash::KeyHash;
 use crate::ids::KeyKind;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::principal::{CredentialSource, Principal, Tenant, Unauthenticated};
 use crate::record::{KeyRecord, Membership, Owner};
-use crate::response::ResponseContext;
+use crate::response::{Answers, ResponseContext};
 use crate::scope::Scopes;
-use crate::store::{KeyMatch, KeyStore, StoreError};
+use crate::store::guard::{CatchUnwind, catching};
+use crate::store::{KeyMatch, KeyMatchRef, KeyStore, StoreError, note_use};
 
-/// What the layer decided about a request's credential.
+/// What the layer decided about a request's credential, once the store
+/// answered.
 #[derive(Debug)]
 pub(crate) enum Verdict {
     Authenticated(Principal),
@@ -39,7 +41,10 @@ pub(crate) type PendingVerdict = Pin<Box<dyn Future<Output = Verdict> + Send>>;
 
 /// A verdict now, or one that waits on the store.
 pub(crate) enum Check {
-    Done(Verdict),
+    /// The credential is valid; its principal is in the request's
+    /// extensions already.
+    Admitted,
+    Refused(AuthError),
     Pending(PendingVerdict),
 }
 
@@ -53,107 +58,189 @@ pub(crate) enum Admission {
 
 /// Lets the request in (with its principal, or on a public path with the
 /// reason there is none) or has the refusal built. A request let in
-/// carries the layer's response context, for refusals further in.
+/// carries the layer's answers, for refusals further in: with a principal,
+/// its [`Answers`]; without one, the whole context, whose advice on sending
+/// a key a `Principal` extractor may need.
 pub(crate) fn admit(
     verdict: Verdict,
     public: bool,
+    answers: &Answers,
     context: &Arc<ResponseContext>,
     mut parts: Parts,
 ) -> Admission {
     match verdict {
         Verdict::Authenticated(principal) => {
             parts.extensions.insert(principal);
+            answers.mark(&mut parts.extensions);
+            Admission::Pass(parts)
         }
-        Verdict::Refused(rejection) if public => {
-            tracing::debug!(
-                outcome = rejection.error_code(),
-                "public path: credential ignored"
-            );
-            parts.extensions.insert(Unauthenticated(rejection));
-        }
-        Verdict::Refused(rejection) => {
-            return Admission::Refuse(context.respond(&rejection, &parts));
-        }
+        Verdict::Refused(rejection) => refuse(rejection, public, context, parts),
     }
+}
+
+/// A refused credential: answered here, or on a public path let in without
+/// a principal.
+pub(crate) fn refuse(
+    rejection: AuthError,
+    public: bool,
+    context: &Arc<ResponseContext>,
+    mut parts: Parts,
+) -> Admission {
+    if !public {
+        return Admission::Refuse(context.respond(&rejection, &parts));
+    }
+    tracing::debug!(
+        outcome = rejection.error_code(),
+        "public path: credential ignored"
+    );
+    parts.extensions.insert(Unauthenticated(rejection));
     parts.extensions.insert(Arc::clone(context));
     Admission::Pass(parts)
 }
 
 /// Runs every step that needs no I/O; asks the store only for a token whose
-/// shape and checksum are valid.
-pub(crate) fn check<S: KeyStore>(config: &Arc<Config<S>>, request: &Parts) -> Check {
-    let credential = match config.extract.extract(request) {
+/// shape and checksum are valid. A valid credential's principal goes
+/// straight into `request`'s extensions. A request that will reach the
+/// inner service (admitted, on a public path, or waiting for the store)
+/// leaves with its credentials scrubbed (see [`Extract::scrub`]).
+///
+/// [`Extract::scrub`]: crate::extract::Extract
+pub(crate) fn check<S: KeyStore>(
+    config: &Arc<Config<S>>,
+    request: &mut Parts,
+    public: bool,
+) -> Check {
+    let mut bearer_marked = false;
+    let check = check_credential(config, request, &mut bearer_marked);
+    if public || !matches!(check, Check::Refused(_)) {
+        config
+            .extract
+            .scrub(request, config.hide_credentials, public, bearer_marked);
+    }
+    check
+}
+
+/// The common path in one frame, with plain locals: every value moved
+/// between frames here costs a copy through the stack. What is rare (no
+/// credential, a malformed one, a refusal, a store that waits) is out of
+/// line.
+fn check_credential<S: KeyStore>(
+    config: &Arc<Config<S>>,
+    request: &mut Parts,
+    bearer_marked: &mut bool,
+) -> Check {
+    let credential = match config.extract.extract_marking(request, bearer_marked) {
         Ok(Some(credential)) => credential,
-        Ok(None) => {
-            let refusal = config.extract.missing(request);
-            tracing::debug!(
-                outcome = "missing_credentials",
-                reason = refusal.message(),
-                "no credential in request"
-            );
-            return refuse(refusal);
-        }
-        Err(error) => {
-            tracing::info!(
-                outcome = "invalid_request",
-                reason = error.message(),
-                "malformed credential"
-            );
-            return refuse(error);
-        }
+        Ok(None) => return no_credential(config, request),
+        Err(error) => return Check::Refused(malformed_credential(error)),
     };
     if let CredentialSource::Query(parameter) = &credential.source {
-        tracing::warn!(
-            parameter = &**parameter,
-            "credential sent in the URL query; URLs get logged, prefer a header"
-        );
+        warn_query(parameter);
     }
-    let parsed = match config.format.parse(&credential.token) {
-        Ok(parsed) => parsed,
-        Err(reason) => {
-            tracing::info!(outcome = "invalid_token", reason = %reason, "token refused before lookup");
-            return refuse(AuthError::invalid_token());
-        }
+    let parsed = match config.format.parse_bytes(&credential.token) {
+        // A token of the key format is visible ASCII by its shape; any
+        // other still needs the check extraction may have left.
+        Ok(parsed) if !parsed.is_opaque() => parsed,
+        unusual => match opaque_or_refused(unusual, &credential) {
+            Ok(parsed) => parsed,
+            Err(refusal) => return Check::Refused(refusal),
+        },
     };
+    let hash = KeyHash::of_bytes(&credential.token);
+    let (id, kinds, environment) = (
+        parsed.lookup_id(&hash),
+        parsed.kinds(),
+        parsed.environment(),
+    );
+    let source = credential.source;
     let org_header = match organization_header(request, &config.org_header) {
-        Ok(org) => org,
-        Err(error) => return refuse(error),
+        Ok(org_header) => org_header,
+        Err(refusal) => return Check::Refused(refusal),
     };
-    let hash = KeyHash::of(&credential.token);
-    let attempt = Attempt {
-        id: parsed.lookup_id(&hash),
-        hash,
-        kinds: parsed.kinds(),
-        environment: parsed.environment(),
-        source: credential.source,
-        org_header,
-    };
-    let store_answer = catching(|| {
-        config
-            .store
-            .find_key_matching_now(&attempt.id, &attempt.hash)
+    // The store lends the record; the decision copies what the principal
+    // needs, and anything but an admission is logged once the store let go
+    // of the record.
+    let mut examination = None;
+    let extensions = &mut request.extensions;
+    let answer = catching(|| {
+        config.store.with_key_matching_now(&id, &hash, &mut |lent| {
+            match decide(kinds, org_header.as_ref(), lent, config) {
+                // The common case builds the principal where it stays.
+                Decision::Admit {
+                    kind,
+                    tenant,
+                    scopes,
+                    at,
+                } => {
+                    extensions.insert(Principal::authenticated(
+                        id.clone(),
+                        kind,
+                        tenant,
+                        None,
+                        scopes,
+                        source.clone(),
+                        environment,
+                    ));
+                    examination = Some(Examination::Admitted);
+                    Some(at)
+                }
+                other => {
+                    examination = Some(Examination::Decided(other));
+                    None
+                }
+            }
+        })
     })
     .unwrap_or_else(|panic| Some(Err(panic)));
-    match store_answer {
-        Some(matched) => match attempt.examine(matched, config) {
-            Ok(Examined::Done(principal)) => Check::Done(Verdict::Authenticated(principal)),
-            Ok(Examined::NeedsMembership(pending)) => {
-                let id = pending.attempt.id.clone();
-                let config = Arc::clone(config);
-                Check::Pending(contained(id, config.store_timeout, async move {
-                    pending.resolve(&config).await
-                }))
-            }
-            Err(error) => refuse(error),
-        },
-        None => {
-            let id = attempt.id.clone();
-            let config = Arc::clone(config);
-            Check::Pending(contained(id, config.store_timeout, async move {
-                attempt.run(&config).await
-            }))
-        }
+    if let (Some(Ok(())), Some(Examination::Admitted)) = (&answer, &examination) {
+        tracing::debug!(key_id = %id, source = %source, "credential accepted");
+        return Check::Admitted;
     }
+    let attempt = Attempt {
+        id,
+        hash,
+        kinds,
+        environment,
+        source,
+        org_header,
+    };
+    attempt.conclude_unusual(answer, examination, config, request)
+}
+
+#[cold]
+#[inline(never)]
+fn no_credential<S>(config: &Config<S>, request: &Parts) -> Check {
+    let refusal = config.extract.missing(request);
+    tracing::debug!(
+        outcome = "missing_credentials",
+        reason = refusal.message(),
+        "no credential in request"
+    );
+    Check::Refused(refusal)
+}
+
+#[cold]
+#[inline(never)]
+fn warn_query(parameter: &str) {
+    tracing::warn!(
+        parameter,
+        "credential sent in the URL query; URLs get logged, prefer a header"
+    );
+}
+
+/// An opaque token (checked for its bytes, if extraction left that), or the
+/// refusal of a token that did not parse.
+#[cold]
+#[inline(never)]
+fn opaque_or_refused<'a>(
+    parsed: Result<ParsedToken<'a>, ParseError>,
+    credential: &Credential<'_>,
+) -> Result<ParsedToken<'a>, AuthError> {
+    credential.check_bytes().map_err(malformed_credential)?;
+    parsed.map_err(|reason| {
+        tracing::info!(outcome = "invalid_token", reason = %reason, "token refused before lookup");
+        AuthError::invalid_token()
+    })
 }
 
 /// The pending part of a check, contained: a store that panics or does not
@@ -176,8 +263,71 @@ fn contained(
     })
 }
 
-fn refuse(error: AuthError) -> Check {
-    Check::Done(Verdict::Refused(error))
+/// Everything after the lookup that needs no further I/O, read from the
+/// record the store lends: only what the principal needs is copied.
+/// Nothing of the record is looked at before its hash matched the
+/// token's.
+#[inline(always)]
+fn decide<S>(
+    kinds: KindSet,
+    org_header: Option<&OrgId>,
+    lent: KeyMatchRef<'_>,
+    config: &Config<S>,
+) -> Decision {
+    let record = match lent {
+        KeyMatchRef::Matches(record) if kinds.contains(record.kind()) => record,
+        KeyMatchRef::Matches(_) | KeyMatchRef::Differs => {
+            return Decision::Refuse(Refused::SecretOrPrefix);
+        }
+        KeyMatchRef::Unknown => return Decision::Refuse(Refused::UnknownId),
+    };
+    // Only now that the secret matched may the client learn more. A
+    // revocation holds whatever the clock says; expiry is a time.
+    if record.is_revoked() {
+        return Decision::Refuse(Refused::Revoked);
+    }
+    let now = config.clock.now();
+    if record.is_expired_at(now) {
+        return Decision::Refuse(Refused::Expired);
+    }
+    let org = match &record.owner {
+        Owner::Organization(org) | Owner::Workspace { org, .. } => org,
+        Owner::User(user) => {
+            let Some(org) = org_header.cloned() else {
+                return Decision::Refuse(Refused::MissingOrganization);
+            };
+            return Decision::Membership(Box::new(PendingMembership {
+                user: user.clone(),
+                record: record.clone(),
+                org,
+                now,
+            }));
+        }
+    };
+    if org_header.is_some_and(|named| named != org) {
+        return Decision::Refuse(Refused::OtherOrganization);
+    }
+    Decision::Admit {
+        kind: record.kind(),
+        tenant: Tenant {
+            org: org.clone(),
+            workspace: match &record.owner {
+                Owner::Workspace { workspace, .. } => Some(workspace.clone()),
+                _ => None,
+            },
+        },
+        scopes: record.scopes.clone(),
+        at: now,
+    }
+}
+
+fn malformed_credential(error: AuthError) -> AuthError {
+    tracing::info!(
+        outcome = "invalid_request",
+        reason = error.message(),
+        "malformed credential"
+    );
+    error
 }
 
 /// The organization the request names in the org header, if any.
@@ -211,6 +361,58 @@ struct Attempt {
     org_header: Option<OrgId>,
 }
 
+/// What the layer made of a lookup, before it is logged and turned into a
+/// principal or a refusal.
+enum Decision {
+    /// Admit, acting for `tenant` with `scopes`; the use happened `at`.
+    Admit {
+        kind: KeyKind,
+        tenant: Tenant,
+        scopes: Scopes,
+        at: SystemTime,
+    },
+    /// A personal token whose secret matched: its user's membership decides.
+    Membership(Box<PendingMembership>),
+    Refuse(Refused),
+}
+
+/// What became of a lent record.
+enum Examination {
+    /// Admitted: the principal is in the request's extensions.
+    Admitted,
+    /// Anything else, to conclude once the store let go of the record.
+    Decided(Decision),
+}
+
+impl Decision {
+    /// When the request was admitted, for the store to note the key's use
+    /// (never for a refused request, so `last_used_at` means "let in").
+    fn used_at(&self) -> Option<SystemTime> {
+        match self {
+            Decision::Admit { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+}
+
+/// Why a looked-up credential was refused, for the log.
+enum Refused {
+    SecretOrPrefix,
+    UnknownId,
+    Revoked,
+    Expired,
+    MissingOrganization,
+    OtherOrganization,
+}
+
+/// What a personal token's membership check needs of its record.
+struct PendingMembership {
+    user: UserId,
+    record: KeyRecord,
+    org: OrgId,
+    now: SystemTime,
+}
+
 enum Examined {
     Done(Principal),
     /// Rare (personal tokens only), and waits on the store anyway.
@@ -218,80 +420,129 @@ enum Examined {
 }
 
 impl Attempt {
+    /// Everything but an admission the store answered at once: a store
+    /// that waits, fails or answers strangely, a personal token, a refusal.
+    #[cold]
+    #[inline(never)]
+    fn conclude_unusual<S: KeyStore>(
+        self,
+        answer: Option<Result<(), StoreError>>,
+        examination: Option<Examination>,
+        config: &Arc<Config<S>>,
+        request: &mut Parts,
+    ) -> Check {
+        let concluded = match (answer, examination) {
+            (None, _) => {
+                let id = self.id.clone();
+                let config = Arc::clone(config);
+                return Check::Pending(contained(id, config.store_timeout, async move {
+                    self.run(&config).await
+                }));
+            }
+            (Some(Err(error)), _) => Err(store_failed(&self.id, &error)),
+            (Some(Ok(())), Some(Examination::Decided(decision))) => self.conclude(decision, config),
+            (Some(Ok(())), Some(Examination::Admitted)) => return Check::Admitted,
+            (Some(Ok(())), None) => Err(store_failed(
+                &self.id,
+                &StoreError::backend("the store answered without lending the key"),
+            )),
+        };
+        match concluded {
+            Ok(Examined::Done(principal)) => {
+                request.extensions.insert(principal);
+                Check::Admitted
+            }
+            Ok(Examined::NeedsMembership(pending)) => {
+                let id = pending.attempt.id.clone();
+                let config = Arc::clone(config);
+                Check::Pending(contained(id, config.store_timeout, async move {
+                    pending.resolve(&config).await
+                }))
+            }
+            Err(error) => Check::Refused(error),
+        }
+    }
+
     async fn run<S: KeyStore>(self, config: &Arc<Config<S>>) -> Verdict {
-        let matched = config.store.find_key_matching(&self.id, &self.hash).await;
-        match self.examine(matched, config) {
+        let matched = match config.store.find_key_matching(&self.id, &self.hash).await {
+            Ok(matched) => matched,
+            Err(error) => return Verdict::Refused(store_failed(&self.id, &error)),
+        };
+        let decision = decide(self.kinds, self.org_header.as_ref(), matched.lend(), config);
+        if let (Some(at), KeyMatch::Matches(record)) = (decision.used_at(), &matched) {
+            note_use(&*config.store, record, at);
+        }
+        match self.conclude(decision, config) {
             Ok(Examined::Done(principal)) => Verdict::Authenticated(principal),
             Ok(Examined::NeedsMembership(pending)) => pending.resolve(config).await,
             Err(error) => Verdict::Refused(error),
         }
     }
 
-    /// Everything after the lookup that needs no further I/O. Nothing of
-    /// the record is looked at before its hash matched the token's.
-    #[inline(always)]
-    fn examine<S: KeyStore>(
+    /// What a decision means for the request: its principal, a membership
+    /// to ask the store for, or a refusal, logged.
+    fn conclude<S: KeyStore>(
         self,
-        matched: Result<KeyMatch, StoreError>,
+        decision: Decision,
         config: &Config<S>,
     ) -> Result<Examined, AuthError> {
         let id = &self.id;
-        let record = match matched.map_err(|error| store_failed(id, &error))? {
-            KeyMatch::Matches(record) if self.kinds.contains(record.kind()) => record,
-            KeyMatch::Matches(_) | KeyMatch::Differs => {
-                tracing::info!(key_id = %id, outcome = "invalid_token", reason = "secret or prefix does not match", "credential refused");
-                return Err(AuthError::invalid_token());
+        match decision {
+            Decision::Admit {
+                kind,
+                tenant,
+                scopes,
+                at: _,
+            } => {
+                let principal = self.into_principal(kind, tenant, None, scopes);
+                tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
+                Ok(Examined::Done(principal))
             }
-            KeyMatch::Unknown => {
-                tracing::info!(key_id = %id, outcome = "invalid_token", reason = "unknown key id", "credential refused");
-                return Err(AuthError::invalid_token());
-            }
-        };
-        // Only now that the secret matched may the client learn more. A
-        // revocation holds whatever the clock says; expiry is a time.
-        if record.is_revoked() {
-            tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
-            return Err(AuthError::revoked());
-        }
-        let now = config.clock.now();
-        if record.is_expired_at(now) {
-            tracing::info!(key_id = %id, outcome = "expired", "credential refused");
-            return Err(AuthError::expired());
-        }
-        let tenant = match &record.owner {
-            Owner::Organization(org) => Tenant {
-                org: org.clone(),
-                workspace: None,
-            },
-            Owner::Workspace { org, workspace } => Tenant {
-                org: org.clone(),
-                workspace: Some(workspace.clone()),
-            },
-            Owner::User(user) => {
-                let Some(org) = self.org_header.clone() else {
-                    tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
-                    return Err(AuthError::missing_organization()
-                        .with_org_header(config.org_header.as_str()));
-                };
-                return Ok(Examined::NeedsMembership(Box::new(MembershipCheck {
-                    user: user.clone(),
+            Decision::Membership(pending) => {
+                let PendingMembership {
+                    user,
+                    record,
+                    org,
+                    now,
+                } = *pending;
+                Ok(Examined::NeedsMembership(Box::new(MembershipCheck {
+                    user,
                     attempt: self,
                     record,
                     org,
                     now,
-                })));
+                })))
             }
-        };
-        if let Some(named) = &self.org_header {
-            if *named != tenant.org {
+            Decision::Refuse(Refused::SecretOrPrefix) => {
+                tracing::info!(key_id = %id, outcome = "invalid_token", reason = "secret or prefix does not match", "credential refused");
+                Err(AuthError::invalid_token())
+            }
+            Decision::Refuse(Refused::UnknownId) => {
+                tracing::info!(key_id = %id, outcome = "invalid_token", reason = "unknown key id", "credential refused");
+                Err(AuthError::invalid_token())
+            }
+            Decision::Refuse(Refused::Revoked) => {
+                tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
+                Err(AuthError::revoked())
+            }
+            Decision::Refuse(Refused::Expired) => {
+                tracing::info!(key_id = %id, outcome = "expired", "credential refused");
+                Err(AuthError::expired())
+            }
+            Decision::Refuse(Refused::MissingOrganization) => {
+                tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
+                Err(AuthError::missing_organization().with_org_header(config.org_header.as_str()))
+            }
+            Decision::Refuse(Refused::OtherOrganization) => {
+                let named = self
+                    .org_header
+                    .as_ref()
+                    .map(OrgId::as_str)
+                    .unwrap_or_default();
                 tracing::info!(key_id = %id, outcome = "forbidden", org = %named, "key used for another organization");
-                return Err(AuthError::forbidden());
+                Err(AuthError::forbidden())
             }
         }
-        note_use(config, &record, now);
-        let principal = self.into_principal(record.kind(), tenant, None, record.scopes);
-        tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
-        Ok(Examined::Done(principal))
     }
 
     fn into_principal(
@@ -310,15 +561,6 @@ impl Attempt {
             self.source,
             self.environment,
         )
-    }
-}
-
-/// Tells the store that `record` authenticated an admitted request (never
-/// for a refused one, so `last_used_at` means "let in"). A panicking store
-/// does not fail the request.
-fn note_use<S: KeyStore>(config: &Config<S>, record: &KeyRecord, now: SystemTime) {
-    if let Err(panic) = catching(|| config.store.record_use(record, now)) {
-        tracing::error!(key_id = %record.id, error = %panic, "recording a key's use failed; the request goes on");
     }
 }
 
@@ -348,7 +590,7 @@ impl MembershipCheck {
                 Verdict::Refused(AuthError::forbidden())
             }
             Ok(Some(Membership { scopes, .. })) => {
-                note_use(config, &self.record, self.now);
+                note_use(&*config.store, &self.record, self.now);
                 tracing::debug!(key_id = %id, org = %org, source = %self.attempt.source, "personal token accepted");
                 let scopes = self.record.scopes.intersection(&scopes);
                 let tenant = Tenant {

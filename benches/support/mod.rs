@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use http::header::AUTHORIZATION;
@@ -80,12 +81,51 @@ where
     S: Service<Request<String>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
-    let mut context = Context::from_waker(Waker::noop());
-    assert!(service.poll_ready(&mut context).is_ready());
     let mut request = Request::new(String::new());
     if let Some(value) = authorization {
         request.headers_mut().insert(AUTHORIZATION, value.clone());
     }
+    drive(service, request)
+}
+
+/// The path of the route that matched, as axum's router records it
+/// (`axum::extract::MatchedPath`, which has no public constructor).
+#[derive(Clone)]
+pub(crate) struct MatchedPath(#[allow(dead_code)] Arc<str>);
+
+/// Like [`serve`], with the request as axum's router hands it to the layers
+/// of a route (`Router::layer`): carrying `MatchedPath` and `OriginalUri` in
+/// its extensions. A layer's own values then join an existing map instead
+/// of creating one.
+#[allow(dead_code)]
+pub(crate) fn serve_routed<S, B>(
+    service: &mut S,
+    authorization: Option<&HeaderValue>,
+    matched: &Arc<str>,
+) -> u16
+where
+    S: Service<Request<String>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut request = Request::new(String::new());
+    if let Some(value) = authorization {
+        request.headers_mut().insert(AUTHORIZATION, value.clone());
+    }
+    let original = axum::extract::OriginalUri(request.uri().clone());
+    request
+        .extensions_mut()
+        .insert(MatchedPath(Arc::clone(matched)));
+    request.extensions_mut().insert(original);
+    drive(service, request)
+}
+
+fn drive<S, B>(service: &mut S, request: Request<String>) -> u16
+where
+    S: Service<Request<String>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut context = Context::from_waker(Waker::noop());
+    assert!(service.poll_ready(&mut context).is_ready());
     match pin!(service.call(request)).poll(&mut context) {
         Poll::Ready(response) => response.unwrap().status().as_u16(),
         Poll::Pending => panic!("the benchmark expects answers without waiting"),

@@ -6,11 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
 use crate::store::ttl_cache::TtlCache;
-use crate::store::{Invalidate, Invalidation, KeyStore, StoreError};
+use crate::store::{Invalidate, Invalidation, KeyMatchRef, KeyStore, StoreError, note_use};
 
 /// How long answers are kept, and how many.
 ///
@@ -240,6 +241,24 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
     /// [`find_key`](KeyStore::find_key), where concurrent misses coalesce.
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
         self.shared.keys.get(id).map(Ok)
+    }
+
+    /// A cache hit lends the cached record, under its shard's read lock.
+    fn with_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+    ) -> Option<Result<(), StoreError>> {
+        self.shared.keys.with(id, |cached| {
+            let found = cached?.as_ref();
+            if let (Some(at), Some(record)) =
+                (examine(KeyMatchRef::compare(found, presented)), found)
+            {
+                note_use(&self.shared.store, record, at);
+            }
+            Some(Ok(()))
+        })
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {

@@ -19,7 +19,7 @@ use crate::store::lifecycle::{
     OldKey, mint_and_insert, plan_issue, plan_rotation, storable,
 };
 use crate::store::usage::NotedFilter;
-use crate::store::{IdMap, KeyMatch, KeyStore, StoreError, StoreOptions};
+use crate::store::{IdMap, KeyMatch, KeyMatchRef, KeyStore, StoreError, StoreOptions};
 
 /// Keys and memberships in memory: no I/O, nothing survives a restart.
 ///
@@ -148,6 +148,20 @@ impl MemoryStore {
     fn lookup(&self, id: &KeyId) -> Option<KeyRecord> {
         self.read().keys.get(id).cloned()
     }
+
+    /// `at`, if it is the first use of `record` to write in its window.
+    fn first_use_in_window(&self, record: &KeyRecord, at: SystemTime) -> Option<SystemTime> {
+        let noted = self.shared.noted.as_ref()?;
+        noted.first_use_in_window(record, at).map(|_| at)
+    }
+
+    fn write_last_used(&self, id: &KeyId, at: SystemTime) {
+        if let Some(stored) = self.write().keys.get_mut(id) {
+            if stored.last_used_at.is_none_or(|last| last < at) {
+                stored.last_used_at = Some(at);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -196,20 +210,34 @@ impl KeyStore for MemoryStore {
         )))
     }
 
+    /// Compares under the read lock and lends the record where it is; a
+    /// use to write waits for the write lock after it.
+    fn with_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+    ) -> Option<Result<(), StoreError>> {
+        let state = self.read();
+        let found = state.keys.get(id);
+        let used_at = examine(KeyMatchRef::compare(found, presented));
+        let to_write = match (found, used_at) {
+            (Some(record), Some(at)) => self.first_use_in_window(record, at),
+            _ => None,
+        };
+        drop(state);
+        if let Some(at) = to_write {
+            self.write_last_used(id, at);
+        }
+        Some(Ok(()))
+    }
+
     /// Writes `last_used_at` in the map at once, at most once per key and
     /// interval-long window (behind a cache, the record seen here is an old
     /// copy, so its own time is not enough to debounce).
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        let Some(noted) = &self.shared.noted else {
-            return;
-        };
-        if noted.first_use_in_window(record, at).is_none() {
-            return;
-        }
-        if let Some(stored) = self.write().keys.get_mut(&record.id) {
-            if stored.last_used_at.is_none_or(|last| last < at) {
-                stored.last_used_at = Some(at);
-            }
+        if let Some(at) = self.first_use_in_window(record, at) {
+            self.write_last_used(&record.id, at);
         }
     }
 }

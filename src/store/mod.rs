@@ -12,9 +12,11 @@ use crate::clock::{Clock, SharedClock};
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use guard::catching;
 
 #[cfg(feature = "cache")]
 mod cached;
+pub(crate) mod guard;
 mod lifecycle;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -150,6 +152,68 @@ pub trait KeyStore: Send + Sync + 'static {
         Some(found.map(|found| KeyMatch::compare(found, presented)))
     }
 
+    /// [`find_key_matching_now`](KeyStore::find_key_matching_now) without
+    /// copying the record: the store lends the key with this id, compared
+    /// with `presented`, to `examine`, which the layer uses to decide about
+    /// the request and to copy only what the request's principal needs.
+    /// `examine` answers the time of an admitted request, whose use the
+    /// store then notes as [`record_use`](KeyStore::record_use) would.
+    /// `None` means "ask [`find_key_matching`](KeyStore::find_key_matching)",
+    /// and `examine` was not called.
+    ///
+    /// The default lends what `find_key_matching_now` answers. A store that
+    /// holds its records in memory can lend them where they are (under its
+    /// read lock, say), which saves a copy of the record on every request:
+    /// [`MemoryStore`] and `CachedStore` do. Compare with
+    /// [`KeyMatchRef::compare`], and call `examine` at most once.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use tower_keyauth::hash::KeyHash;
+    /// use tower_keyauth::ids::KeyId;
+    /// use tower_keyauth::store::{KeyMatchRef, KeyRecord, KeyStore, Owner, StoreError};
+    /// # use async_trait::async_trait;
+    ///
+    /// /// One key, held in memory.
+    /// struct OneKey(KeyRecord);
+    ///
+    /// #[async_trait]
+    /// impl KeyStore for OneKey {
+    ///     async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    ///         Ok((self.0.id == *id).then(|| self.0.clone()))
+    ///     }
+    ///
+    ///     fn with_key_matching_now(
+    ///         &self,
+    ///         id: &KeyId,
+    ///         presented: &KeyHash,
+    ///         examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+    ///     ) -> Option<Result<(), StoreError>> {
+    ///         let found = (self.0.id == *id).then_some(&self.0);
+    ///         if let Some(at) = examine(KeyMatchRef::compare(found, presented)) {
+    ///             self.record_use(&self.0, at);
+    ///         }
+    ///         Some(Ok(()))
+    ///     }
+    /// }
+    /// ```
+    fn with_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+    ) -> Option<Result<(), StoreError>> {
+        let matched = match self.find_key_matching_now(id, presented)? {
+            Ok(matched) => matched,
+            Err(error) => return Some(Err(error)),
+        };
+        let used_at = examine(matched.lend());
+        if let (Some(at), KeyMatch::Matches(record)) = (used_at, &matched) {
+            note_use(self, record, at);
+        }
+        Some(Ok(()))
+    }
+
     /// Notes that `record` authenticated a request at `at`, for its
     /// `last_used_at`. Called on the request path, so it must not block:
     /// debounce and buffer the write, and make it later. Failures must stay
@@ -195,6 +259,15 @@ impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
         (**self).find_key_matching_now(id, presented)
     }
 
+    fn with_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+    ) -> Option<Result<(), StoreError>> {
+        (**self).with_key_matching_now(id, presented, examine)
+    }
+
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         (**self).record_use(record, at);
     }
@@ -234,6 +307,15 @@ impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
         (**self).find_key_matching_now(id, presented)
     }
 
+    fn with_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+    ) -> Option<Result<(), StoreError>> {
+        (**self).with_key_matching_now(id, presented, examine)
+    }
+
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         (**self).record_use(record, at);
     }
@@ -254,6 +336,58 @@ pub enum KeyMatch {
     Differs,
     /// No key has this id.
     Unknown,
+}
+
+/// A [`KeyMatch`] whose record the store lends instead of copying, as
+/// [`KeyStore::with_key_matching_now`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum KeyMatchRef<'a> {
+    /// A key has this id and the token's hash matches it.
+    Matches(&'a KeyRecord),
+    /// A key has this id, but the token's hash differs.
+    Differs,
+    /// No key has this id.
+    Unknown,
+}
+
+impl<'a> KeyMatchRef<'a> {
+    /// Compares `presented` with the hash of `found` in constant time, an
+    /// unknown id against a dummy hash (see [`KeyMatch::compare`]).
+    ///
+    /// ```
+    /// use tower_keyauth::hash::KeyHash;
+    /// use tower_keyauth::store::{KeyMatchRef, KeyRecord, Owner};
+    /// let record = KeyRecord::new("Xb3kP9qLm2Ts", KeyHash::of("ak_Xb3kP9qLm2Ts.right"), Owner::org("acme"));
+    /// let right = KeyHash::of("ak_Xb3kP9qLm2Ts.right");
+    /// assert_eq!(KeyMatchRef::compare(Some(&record), &right), KeyMatchRef::Matches(&record));
+    /// assert_eq!(KeyMatchRef::compare(None, &right), KeyMatchRef::Unknown);
+    /// ```
+    pub fn compare(found: Option<&'a KeyRecord>, presented: &KeyHash) -> Self {
+        let matches = hash_matches(found.map(|record| &record.hash), presented);
+        match found {
+            Some(record) if matches => KeyMatchRef::Matches(record),
+            Some(_) => KeyMatchRef::Differs,
+            None => KeyMatchRef::Unknown,
+        }
+    }
+
+    /// The match with its record copied.
+    pub fn to_owned(self) -> KeyMatch {
+        match self {
+            KeyMatchRef::Matches(record) => KeyMatch::Matches(record.clone()),
+            KeyMatchRef::Differs => KeyMatch::Differs,
+            KeyMatchRef::Unknown => KeyMatch::Unknown,
+        }
+    }
+}
+
+/// Notes a use for [`KeyStore::with_key_matching_now`]: a panicking
+/// `record_use` does not fail the request.
+pub(crate) fn note_use<S: KeyStore + ?Sized>(store: &S, record: &KeyRecord, at: SystemTime) {
+    if let Err(panic) = catching(|| store.record_use(record, at)) {
+        tracing::error!(key_id = %record.id, error = %panic, "recording a key's use failed; the request goes on");
+    }
 }
 
 /// Compared against when the id is unknown, so that an unknown id and a
@@ -295,11 +429,15 @@ impl KeyMatch {
     /// assert_eq!(KeyMatch::compare_stored(Some(&record), &right), KeyMatch::Matches(record.clone()));
     /// ```
     pub fn compare_stored(found: Option<&KeyRecord>, presented: &KeyHash) -> Self {
-        let matches = hash_matches(found.map(|record| &record.hash), presented);
-        match found {
-            Some(record) if matches => KeyMatch::Matches(record.clone()),
-            Some(_) => KeyMatch::Differs,
-            None => KeyMatch::Unknown,
+        KeyMatchRef::compare(found, presented).to_owned()
+    }
+
+    /// The match, its record lent.
+    pub fn lend(&self) -> KeyMatchRef<'_> {
+        match self {
+            KeyMatch::Matches(record) => KeyMatchRef::Matches(record),
+            KeyMatch::Differs => KeyMatchRef::Differs,
+            KeyMatch::Unknown => KeyMatchRef::Unknown,
         }
     }
 

@@ -82,11 +82,16 @@ where
 
     /// The cached value, if there is a live one.
     pub(crate) fn get(&self, key: &K) -> Option<V> {
-        match Self::read(self.shard(key)).get(key) {
-            Some(Slot::Ready { value, expires }) if *expires > Instant::now() => {
-                Some(value.clone())
-            }
-            _ => None,
+        self.with(key, |value| value.cloned())
+    }
+
+    /// Lends `read` the cached value, if there is a live one, under its
+    /// shard's read lock.
+    pub(crate) fn with<R>(&self, key: &K, read: impl FnOnce(Option<&V>) -> R) -> R {
+        let shard = Self::read(self.shard(key));
+        match shard.get(key) {
+            Some(Slot::Ready { value, expires }) if *expires > Instant::now() => read(Some(value)),
+            _ => read(None),
         }
     }
 
