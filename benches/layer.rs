@@ -20,7 +20,6 @@
 //! `scripts/bench-ratios.py` turns the results into the ratios of
 //! BENCHMARKS.md.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -31,58 +30,12 @@ use http::Request;
 use http::header::AUTHORIZATION;
 use tower::{Layer, Service};
 use tower_keyauth::hash::KeyHash;
-use tower_keyauth::ids::KeyKind;
-use tower_keyauth::store::{CachedStore, KeyRecord, Owner};
-use tower_keyauth::{KeyAuthLayer, KeyFormat, MemoryStore, RequireScopes, Scopes};
+use tower_keyauth::store::CachedStore;
+use tower_keyauth::{KeyAuthLayer, KeyFormat, RequireScopes};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{StoredKeys, Trivial, bearer, serve, serve_routed, ten_thousand_keys};
-
-struct Fixture {
-    store: MemoryStore,
-    valid: String,
-    unknown: String,
-    wrong_secret: String,
-    bad_checksum: String,
-    /// A key that may read but not write.
-    reader: String,
-}
-
-/// A store of 10 000 keys, and one token of each kind the layer meets.
-fn fixture() -> Fixture {
-    let format = KeyFormat::default();
-    let StoredKeys {
-        store,
-        known: valid,
-        unknown,
-    } = ten_thousand_keys(&format);
-    // A stored id whose record holds another secret's hash.
-    let victim = format.mint(KeyKind::Organization, None).unwrap();
-    let other = format.mint(KeyKind::Organization, None).unwrap();
-    store.insert(KeyRecord::new(
-        victim.id.clone(),
-        other.token.hash(),
-        Owner::org("acme"),
-    ));
-    let wrong_secret = victim.token.expose_secret().to_owned();
-    let reader = format.mint(KeyKind::Organization, None).unwrap();
-    store.insert(
-        KeyRecord::new(reader.id.clone(), reader.token.hash(), Owner::org("acme"))
-            .with_scopes(Scopes::parse(["objects.read"]).unwrap()),
-    );
-    let reader = reader.token.expose_secret().to_owned();
-    let last = if valid.ends_with('A') { 'B' } else { 'A' };
-    let bad_checksum = format!("{}{last}", &valid[..valid.len() - 1]);
-    Fixture {
-        store,
-        valid,
-        unknown,
-        wrong_secret,
-        bad_checksum,
-        reader,
-    }
-}
+use support::{Trivial, bearer, fixture, serve, serve_routed, yardstick_map};
 
 fn primitives(c: &mut Criterion) {
     let fixture = fixture();
@@ -91,10 +44,8 @@ fn primitives(c: &mut Criterion) {
     let stored = KeyHash::of(token);
     let (body, _checksum) = token.split_at(token.len() - 6);
 
-    // The yardstick's map: as many entries as the store, keyed like ids.
-    let ids: Vec<String> = (0..10_000).map(|i| format!("{i:012}")).collect();
-    let map: HashMap<String, KeyHash> = ids.iter().map(|id| (id.clone(), stored)).collect();
-    let probe = ids[5_000].as_str();
+    let (map, probe) = yardstick_map(stored);
+    let probe = probe.as_str();
 
     let mut group = c.benchmark_group("primitives");
     group.bench_function("parse_valid", |b| {

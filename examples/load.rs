@@ -32,6 +32,12 @@
 //! CPUs other work takes a varying share of, requests per second swing with
 //! that share, while requests per CPU-second measure the server's own cost.
 //!
+//! Before the wrk rounds, the same three requests go through the app's
+//! router in this process (`Service::call`, no socket), interleaved in
+//! `LOAD_INPROCESS_ROUNDS` (30) rounds of `LOAD_INPROCESS_BATCH` (2000)
+//! calls: what the server's own work per request is, and what a key adds
+//! to it. `LOAD_INPROCESS_ONLY=1` stops there (for profiling).
+//!
 //! `LOAD_SECONDS` (2), `LOAD_ROUNDS` (15), `LOAD_CONNECTIONS` (32),
 //! `LOAD_THREADS` (1, for wrk) and `LOAD_WORKERS` (2, the server's threads)
 //! tune the run; `LOAD_WRK_CPU` pins wrk to one CPU (run the harness itself
@@ -130,6 +136,71 @@ fn cpu_nanos() -> Option<u64> {
     Some(total)
 }
 
+/// Times the app's own handling of the three kinds of request, through
+/// the router's `Service::call` in this process (no socket, no HTTP
+/// parsing), in rounds of `LOAD_INPROCESS_BATCH` calls per kind, and prints
+/// the medians and the difference a key makes.
+async fn in_process(
+    router: &Router,
+    token: &str,
+    paths: (&str, &str),
+    label: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tower::{Service, ServiceExt};
+    let rounds: usize = setting("LOAD_INPROCESS_ROUNDS", "30").parse()?;
+    let batch: usize = setting("LOAD_INPROCESS_BATCH", "2000").parse()?;
+    let bearer = format!("Bearer {token}");
+    let padding = "p".repeat(bearer.len());
+    let request = |path: &str, header: Option<(&str, &str)>| {
+        let mut builder = http::Request::get(path);
+        if let Some((name, value)) = header {
+            builder = builder.header(name, value);
+        }
+        builder.body(axum::body::Body::empty())
+    };
+    let kinds = [
+        (paths.0, None),
+        (paths.0, Some(("x-padding", padding.as_str()))),
+        (paths.1, Some(("authorization", bearer.as_str()))),
+    ];
+    let mut nanos: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds + 1 {
+        for step in 0..3 {
+            let which = (round + step) % 3;
+            let (path, header) = kinds[which];
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                let mut service = router.clone();
+                let request: http::Request<axum::body::Body> = request(path, header)?;
+                let response = ServiceExt::<http::Request<axum::body::Body>>::ready(&mut service)
+                    .await?
+                    .call(request)
+                    .await?;
+                assert!(response.status().is_success(), "{}", response.status());
+            }
+            // The first round warms up.
+            if round > 0 {
+                nanos[which].push(start.elapsed().as_nanos() as f64 / batch as f64);
+            }
+        }
+    }
+    let differences: Vec<f64> = (0..rounds).map(|r| nanos[2][r] - nanos[1][r]).collect();
+    let [bare, padded, authed] = nanos;
+    println!(
+        "| app and store (in process) | without a key (ns) | without a key, same-size request (ns) | with a key (ns) | what the key adds (ns, vs same size) |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {label} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        median(bare),
+        median(padded),
+        median(authed),
+        median(differences)
+    );
+    println!();
+    Ok(())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -205,6 +276,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
+
+    // The server's own work, without the network: the same requests through
+    // the router in this process, interleaved.
+    in_process(&router, &token, paths, label).await?;
+    if setting("LOAD_INPROCESS_ONLY", "0") == "1" {
+        return Ok(());
+    }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;

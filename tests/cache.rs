@@ -94,8 +94,12 @@ async fn a_flood_of_one_unknown_id_costs_one_lookup_per_negative_ttl() {
 async fn an_expired_negative_entry_costs_one_more_lookup() {
     let ttl = Duration::from_millis(200);
     let probe = CountingStore::new(MemoryStore::new());
-    let cached =
-        CachedStore::with_options(probe.clone(), CacheOptions::default().negative_ttl(ttl));
+    let cached = CachedStore::with_options(
+        probe.clone(),
+        CacheOptions::default()
+            .negative_ttl(ttl)
+            .clock(tokio_clock()),
+    );
     let mut service = bare_service(KeyAuthLayer::new(cached));
     let unknown = minted();
     let started = tokio::time::Instant::now();
@@ -268,10 +272,13 @@ async fn revoking_through_the_cache_takes_effect_at_once() {
 async fn a_revocation_through_another_instance_is_seen_within_the_ttl() {
     let ttl = Duration::from_millis(300);
     let shared = MemoryStore::new();
-    let first =
-        CachedStore::with_options(shared.clone(), CacheOptions::default().positive_ttl(ttl));
-    let second =
-        CachedStore::with_options(shared.clone(), CacheOptions::default().positive_ttl(ttl));
+    let options = || {
+        CacheOptions::default()
+            .positive_ttl(ttl)
+            .clock(tokio_clock())
+    };
+    let first = CachedStore::with_options(shared.clone(), options());
+    let second = CachedStore::with_options(shared.clone(), options());
     let issued = first.issue(NewKey::org("acme")).await.unwrap();
     let token = issued.token.expose_secret();
     let app_on_second = app(KeyAuthLayer::new(second));

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use common::client::request;
+use common::tokio_clock;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -176,8 +177,12 @@ async fn with_a_cache_no_request_succeeds_once_the_ttl_has_passed() {
     let shared = MemoryStore::new();
     let issued = shared.issue(NewKey::org("acme")).await.unwrap();
     // The serving instance caches; the revocation comes through another one.
-    let serving =
-        CachedStore::with_options(shared.clone(), CacheOptions::default().positive_ttl(ttl));
+    let serving = CachedStore::with_options(
+        shared.clone(),
+        CacheOptions::default()
+            .positive_ttl(ttl)
+            .clock(tokio_clock()),
+    );
     let revoke = || async { shared.revoke(&issued.record.id).await.unwrap() };
     let send = in_process(serving, issued.token.expose_secret());
     revoke_under_load(send, revoke, ttl, Some(Duration::from_millis(5))).await;

@@ -30,8 +30,11 @@ async fn a_cached_sqlite_instance_refuses_a_key_revoked_by_another_once_its_ttl_
     let url = sqlite_url(&dir);
     let ttl = CacheOptions::default().positive_ttl;
     assert_eq!(ttl, Duration::from_secs(30), "the bound the docs state");
-    let first = CachedStore::new(SqliteStore::connect(&url).await.unwrap());
-    let second = CachedStore::new(SqliteStore::connect(&url).await.unwrap());
+    // Aged on tokio's clock, which the test pauses and advances below.
+    let cached =
+        |store| CachedStore::with_options(store, CacheOptions::default().clock(tokio_clock()));
+    let first = cached(SqliteStore::connect(&url).await.unwrap());
+    let second = cached(SqliteStore::connect(&url).await.unwrap());
     let issued = first.issue(NewKey::org("acme")).await.unwrap();
     let token = issued.token.expose_secret();
     let on_first = app(KeyAuthLayer::new(first.clone()));

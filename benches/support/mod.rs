@@ -4,6 +4,7 @@
 //!
 //! Not every bench uses every helper, hence the `allow(dead_code)`s.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::pin;
@@ -13,9 +14,10 @@ use std::task::{Context, Poll, Waker};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::Service;
+use tower_keyauth::hash::KeyHash;
 use tower_keyauth::ids::KeyKind;
 use tower_keyauth::store::{KeyRecord, Owner};
-use tower_keyauth::{KeyFormat, MemoryStore};
+use tower_keyauth::{KeyFormat, MemoryStore, Scopes};
 
 /// The innermost service: answers at once, allocates nothing.
 #[derive(Clone, Copy)]
@@ -71,6 +73,62 @@ pub(crate) fn ten_thousand_keys(format: &KeyFormat) -> StoredKeys {
         known,
         unknown,
     }
+}
+
+#[allow(dead_code)]
+pub(crate) struct Fixture {
+    pub(crate) store: MemoryStore,
+    pub(crate) valid: String,
+    pub(crate) unknown: String,
+    pub(crate) wrong_secret: String,
+    pub(crate) bad_checksum: String,
+    /// A key that may read but not write.
+    pub(crate) reader: String,
+}
+
+/// A store of 10 000 keys, and one token of each kind the layer meets.
+#[allow(dead_code)]
+pub(crate) fn fixture() -> Fixture {
+    let format = KeyFormat::default();
+    let StoredKeys {
+        store,
+        known: valid,
+        unknown,
+    } = ten_thousand_keys(&format);
+    // A stored id whose record holds another secret's hash.
+    let victim = format.mint(KeyKind::Organization, None).unwrap();
+    let other = format.mint(KeyKind::Organization, None).unwrap();
+    store.insert(KeyRecord::new(
+        victim.id.clone(),
+        other.token.hash(),
+        Owner::org("acme"),
+    ));
+    let wrong_secret = victim.token.expose_secret().to_owned();
+    let reader = format.mint(KeyKind::Organization, None).unwrap();
+    store.insert(
+        KeyRecord::new(reader.id.clone(), reader.token.hash(), Owner::org("acme"))
+            .with_scopes(Scopes::parse(["objects.read"]).unwrap()),
+    );
+    let reader = reader.token.expose_secret().to_owned();
+    let last = if valid.ends_with('A') { 'B' } else { 'A' };
+    let bad_checksum = format!("{}{last}", &valid[..valid.len() - 1]);
+    Fixture {
+        store,
+        valid,
+        unknown,
+        wrong_secret,
+        bad_checksum,
+        reader,
+    }
+}
+
+/// The yardstick's map: as many entries as the fixture's store, keyed like
+/// ids (std's `HashMap`, SipHash), each holding `stored`; and an id in it.
+#[allow(dead_code)]
+pub(crate) fn yardstick_map(stored: KeyHash) -> (HashMap<String, KeyHash>, String) {
+    let ids: Vec<String> = (0..10_000).map(|i| format!("{i:012}")).collect();
+    let map = ids.iter().map(|id| (id.clone(), stored)).collect();
+    (map, ids[5_000].clone())
 }
 
 /// Readies `service`, calls it with a fresh request carrying `authorization`

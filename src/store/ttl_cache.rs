@@ -8,18 +8,14 @@
 //! an invalidation must not put its (now stale) answer back afterwards.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-// Tokio's clock: `std::time::Instant` itself unless time is paused (tokio's
-// `test-util`), so tests can expire entries with `time::advance` instead of
-// waiting, at no cost otherwise.
-use tokio::time::Instant;
 
+use crate::clock::SharedClock;
 use crate::store::StoreError;
 
 /// What a load produced, shared with everyone who waited for it.
@@ -33,14 +29,21 @@ pub(crate) struct TtlCache<K, V> {
     shards: Box<[Shard<K, V>]>,
     per_shard: usize,
     ttl: Box<dyn Fn(&V) -> Duration + Send + Sync>,
-    shard_keys: RandomState,
+    /// Ages the entries: read on every hit, so the coarse clock by default.
+    clock: SharedClock,
+    /// Picks a key's shard. foldhash, not SipHash: the shard's own map
+    /// still hashes with SipHash (ids come from clients), and a shard is
+    /// picked on every request.
+    shard_keys: foldhash::fast::RandomState,
     next_flight: AtomicU64,
 }
 
 enum Slot<V> {
     Ready {
         value: V,
-        expires: Instant,
+        /// When it was stored, and for how long it lives.
+        stored: SystemTime,
+        ttl: Duration,
     },
     /// A load is under way; its outcome arrives on `outcome`.
     Loading {
@@ -54,15 +57,21 @@ where
     K: Hash + Eq + Clone,
     V: Clone,
 {
-    /// Holds at most `capacity` entries; each lives for `ttl(value)`.
-    pub(crate) fn new(capacity: u64, ttl: impl Fn(&V) -> Duration + Send + Sync + 'static) -> Self {
+    /// Holds at most `capacity` entries; each lives for `ttl(value)` on
+    /// `clock`.
+    pub(crate) fn new(
+        capacity: u64,
+        clock: SharedClock,
+        ttl: impl Fn(&V) -> Duration + Send + Sync + 'static,
+    ) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         let shards = SHARDS.min(capacity);
         Self {
             shards: (0..shards).map(|_| RwLock::default()).collect(),
             per_shard: capacity / shards,
             ttl: Box::new(ttl),
-            shard_keys: RandomState::new(),
+            clock,
+            shard_keys: foldhash::fast::RandomState::default(),
             next_flight: AtomicU64::new(0),
         }
     }
@@ -90,7 +99,7 @@ where
     pub(crate) fn with<R>(&self, key: &K, read: impl FnOnce(Option<&V>) -> R) -> R {
         let shard = Self::read(self.shard(key));
         match shard.get(key) {
-            Some(Slot::Ready { value, expires }) if *expires > Instant::now() => read(Some(value)),
+            Some(slot) if slot.is_fresh_at(self.clock.now()) => read(slot.value()),
             _ => read(None),
         }
     }
@@ -108,7 +117,9 @@ where
             let (mut outcome, flight) = {
                 let mut shard = Self::write(self.shard(key));
                 match shard.get(key) {
-                    Some(Slot::Ready { value, expires }) if *expires > Instant::now() => {
+                    Some(Slot::Ready { value, stored, ttl })
+                        if is_fresh(*stored, *ttl, self.clock.now()) =>
+                    {
                         return Ok(value.clone());
                     }
                     Some(Slot::Loading { outcome, .. }) => (outcome.clone(), None),
@@ -173,15 +184,16 @@ where
         match result {
             Ok(value) => {
                 shard.remove(key);
+                let now = self.clock.now();
                 if shard.len() >= self.per_shard {
-                    evict_one(&mut shard);
+                    evict_one(&mut shard, now);
                 }
-                let expires = Instant::now() + (self.ttl)(value);
                 shard.insert(
                     key.clone(),
                     Slot::Ready {
                         value: value.clone(),
-                        expires,
+                        stored: now,
+                        ttl: (self.ttl)(value),
                     },
                 );
             }
@@ -218,14 +230,33 @@ where
     }
 }
 
+impl<V> Slot<V> {
+    fn is_fresh_at(&self, now: SystemTime) -> bool {
+        matches!(self, Slot::Ready { stored, ttl, .. } if is_fresh(*stored, *ttl, now))
+    }
+
+    fn value(&self) -> Option<&V> {
+        match self {
+            Slot::Ready { value, .. } => Some(value),
+            Slot::Loading { .. } => None,
+        }
+    }
+}
+
+/// Whether an entry stored at `stored` is still fresh at `now`: younger
+/// than its `ttl`. An entry stored "after" `now` (the clock went back) is
+/// not: no jump of the clock keeps an answer longer than its TTL.
+fn is_fresh(stored: SystemTime, ttl: Duration, now: SystemTime) -> bool {
+    now.duration_since(stored).is_ok_and(|age| age < ttl)
+}
+
 /// Removes a cached value to make room: an expired one if the first few
 /// looked at hold one, else the first. Loads under way are never evicted.
-fn evict_one<K: Hash + Eq + Clone, V>(shard: &mut HashMap<K, Slot<V>>) {
-    let now = Instant::now();
+fn evict_one<K: Hash + Eq + Clone, V>(shard: &mut HashMap<K, Slot<V>>, now: SystemTime) {
     let mut victim = None;
     for (key, slot) in shard.iter().take(8) {
-        if let Slot::Ready { expires, .. } = slot {
-            let expired = *expires <= now;
+        if let Slot::Ready { .. } = slot {
+            let expired = !slot.is_fresh_at(now);
             if victim.is_none() || expired {
                 victim = Some(key.clone());
             }
@@ -266,11 +297,32 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// Tokio's clock, as wall time: it stands still while tokio's time is
+    /// paused, and `tokio::time::advance` moves it.
+    fn tokio_clock() -> SharedClock {
+        let (wall, start) = (SystemTime::now(), tokio::time::Instant::now());
+        SharedClock::new(move || wall + start.elapsed())
+    }
+
     fn cache(capacity: u64) -> Arc<TtlCache<u32, Option<u32>>> {
-        Arc::new(TtlCache::new(capacity, |value: &Option<u32>| match value {
-            Some(_) => Duration::from_millis(200),
-            None => Duration::from_millis(50),
-        }))
+        Arc::new(TtlCache::new(
+            capacity,
+            tokio_clock(),
+            |value: &Option<u32>| match value {
+                Some(_) => Duration::from_millis(200),
+                None => Duration::from_millis(50),
+            },
+        ))
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_expires_entries() {
+        let stored = SystemTime::now();
+        let ttl = Duration::from_secs(30);
+        assert!(is_fresh(stored, ttl, stored));
+        assert!(is_fresh(stored, ttl, stored + Duration::from_secs(29)));
+        assert!(!is_fresh(stored, ttl, stored + ttl));
+        assert!(!is_fresh(stored, ttl, stored - Duration::from_millis(1)));
     }
 
     #[tokio::test(start_paused = true)]

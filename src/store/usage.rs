@@ -14,6 +14,8 @@ use crate::store::{IdMap, StoreError};
 #[derive(Debug)]
 pub(crate) struct NotedFilter {
     interval: Duration,
+    /// The interval in milliseconds, at least 1.
+    interval_millis: u64,
     slots: Box<[AtomicU64]>,
 }
 
@@ -24,6 +26,9 @@ impl NotedFilter {
     pub(crate) fn new(interval: Duration) -> Self {
         Self {
             interval,
+            interval_millis: u64::try_from(interval.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             slots: (0..NOTED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -34,8 +39,13 @@ impl NotedFilter {
 
     pub(crate) fn window(&self, at: SystemTime) -> u64 {
         let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let window = since_epoch.as_millis() / self.interval.as_millis().max(1);
-        u64::try_from(window).unwrap_or(u64::MAX)
+        // In 64 bits: milliseconds since 1970 fit for 584 million years, and
+        // a 128-bit division is a call on the request path.
+        let millis = since_epoch
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(since_epoch.subsec_millis()));
+        millis / self.interval_millis
     }
 
     /// The window of `at` if this use of `record` is the first to note in

@@ -314,6 +314,14 @@ impl tower_keyauth::clock::Clock for TestClock {
     }
 }
 
+/// Tokio's clock as wall time, for `CacheOptions::clock`: it stands still
+/// while tokio's time is paused, and `tokio::time::advance` moves it, so a
+/// test ages cached answers without waiting.
+pub fn tokio_clock() -> impl tower_keyauth::clock::Clock {
+    let (wall, start) = (std::time::SystemTime::now(), tokio::time::Instant::now());
+    move || wall + start.elapsed()
+}
+
 /// A directory under the system's temp dir, removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 
