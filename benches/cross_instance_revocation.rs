@@ -28,12 +28,15 @@
 //! set the number of revocations in each phase.
 
 use std::convert::Infallible;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::recreate_database;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_keyauth::store::StoreOptions;
 use tower_keyauth::store::{CacheOptions, CachedStore, InvalidationListener, PostgresStore};
@@ -79,7 +82,7 @@ fn main() {
 }
 
 async fn run(url: &str, keys: usize, cuts: usize) {
-    let database = recreate_database(url).await;
+    let database = recreate_database(url, DATABASE).await;
     let (a, _a_listener) = instance(&database, "keyauth-bench-instance-a").await;
     let (b, _b_listener) = instance(&database, APP_B).await;
     let b_service = KeyAuthLayer::new(b.clone()).layer(service_fn(|_: Request<String>| async {
@@ -162,27 +165,6 @@ async fn run(url: &str, keys: usize, cuts: usize) {
         &mut after_revoke,
         cut_missed,
     );
-}
-
-/// Drops and recreates the bench's database; returns its connect options.
-async fn recreate_database(url: &str) -> PgConnectOptions {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
-        format!("CREATE DATABASE {DATABASE}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    admin.close().await;
-    PgConnectOptions::from_str(url).unwrap().database(DATABASE)
 }
 
 /// One application instance, set up as the README's `CachedStore` with

@@ -20,6 +20,10 @@
 //!   whose handler also takes an `Option<Principal>`, so a request with a
 //!   valid key is authenticated: that route is measured with and without one.
 //!
+//! `LOAD_CACHE=off` runs the quickstart's app on the bare SQL store (each
+//! request with a key is a query); `LOAD_CACHE=on` with `LOAD_STORE=memory`
+//! puts the minimal app's `MemoryStore` behind a `CachedStore`.
+//!
 //! Each round runs the route without a key, the same route with a padding
 //! header as long as the `Authorization` header (so both requests are the
 //! same size and only the server's work differs), and the route with a
@@ -52,8 +56,11 @@ mod quickstart;
 use std::net::SocketAddr;
 use std::process::Command;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::routing::get;
+use tower_keyauth::store::{CachedStore, PostgresStore, SqliteStore};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 fn setting(name: &str, default: &str) -> String {
@@ -233,6 +240,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // and what must live as long as the server (the quickstart's store and
     // its invalidation listener).
     let (router, token, paths, label, _connected) = match kind.as_str() {
+        "memory" if setting("LOAD_CACHE", "off") == "on" => {
+            let store = CachedStore::new(MemoryStore::new());
+            let issued = store.issue(NewKey::org("acme")).await?;
+            (
+                app(store),
+                issued.token.expose_secret().to_owned(),
+                ("/public/ping", "/v1/ping"),
+                "CachedStore<MemoryStore>, minimal app (/public/ping vs /v1/ping)",
+                None,
+            )
+        }
         "memory" => {
             let store = MemoryStore::new();
             let issued = store.issue(NewKey::org("acme")).await?;
@@ -255,12 +273,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 ),
                 _ => return Err("LOAD_STORE=postgres needs DATABASE_URL".into()),
             };
-            let connected = quickstart::connect(&url).await?;
-            let issued = connected.store.issue(NewKey::org("acme")).await?;
-            let label = if kind == "sqlite" {
-                "quickstart, SqliteStore + CachedStore (GET /)"
+            let cached = setting("LOAD_CACHE", "on") != "off";
+            let connected = if cached {
+                quickstart::connect(&url).await?
             } else {
-                "quickstart, PostgresStore + CachedStore + LISTEN/NOTIFY (GET /)"
+                // The quickstart's app on the bare store: every request with
+                // a key is a query.
+                let store: quickstart::Store = if kind == "sqlite" {
+                    Arc::new(SqliteStore::connect(&url).await?)
+                } else {
+                    Arc::new(PostgresStore::connect(&url).await?)
+                };
+                quickstart::Connected {
+                    store,
+                    listener: None,
+                }
+            };
+            let issued = connected.store.issue(NewKey::org("acme")).await?;
+            let label = match (kind.as_str(), cached) {
+                ("sqlite", true) => "quickstart, SqliteStore + CachedStore (GET /)",
+                ("sqlite", false) => "quickstart, SqliteStore without cache (GET /)",
+                (_, true) => "quickstart, PostgresStore + CachedStore + LISTEN/NOTIFY (GET /)",
+                (_, false) => "quickstart, PostgresStore without cache (GET /)",
             };
             (
                 quickstart::app(connected.store.clone()),

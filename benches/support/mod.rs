@@ -2,7 +2,9 @@
 //! full of keys, a driver for the layer's synchronous answers, and forged
 //! tokens (a known id, another secret, a valid checksum).
 //!
-//! Not every bench uses every helper, hence the `allow(dead_code)`s.
+//! Not every bench uses every helper, hence the `allow(dead_code)`.
+
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -75,7 +77,6 @@ pub(crate) fn ten_thousand_keys(format: &KeyFormat) -> StoredKeys {
     }
 }
 
-#[allow(dead_code)]
 pub(crate) struct Fixture {
     pub(crate) store: MemoryStore,
     pub(crate) valid: String,
@@ -87,7 +88,6 @@ pub(crate) struct Fixture {
 }
 
 /// A store of 10 000 keys, and one token of each kind the layer meets.
-#[allow(dead_code)]
 pub(crate) fn fixture() -> Fixture {
     let format = KeyFormat::default();
     let StoredKeys {
@@ -124,7 +124,6 @@ pub(crate) fn fixture() -> Fixture {
 
 /// The yardstick's map: as many entries as the fixture's store, keyed like
 /// ids (std's `HashMap`, SipHash), each holding `stored`; and an id in it.
-#[allow(dead_code)]
 pub(crate) fn yardstick_map(stored: KeyHash) -> (HashMap<String, KeyHash>, String) {
     let ids: Vec<String> = (0..10_000).map(|i| format!("{i:012}")).collect();
     let map = ids.iter().map(|id| (id.clone(), stored)).collect();
@@ -133,7 +132,6 @@ pub(crate) fn yardstick_map(stored: KeyHash) -> (HashMap<String, KeyHash>, Strin
 
 /// Readies `service`, calls it with a fresh request carrying `authorization`
 /// and drives the answer, which must come without waiting.
-#[allow(dead_code)]
 pub(crate) fn serve<S, B>(service: &mut S, authorization: Option<&HeaderValue>) -> u16
 where
     S: Service<Request<String>, Response = Response<B>>,
@@ -155,7 +153,6 @@ pub(crate) struct MatchedPath(#[allow(dead_code)] Arc<str>);
 /// of a route (`Router::layer`): carrying `MatchedPath` and `OriginalUri` in
 /// its extensions. A layer's own values then join an existing map instead
 /// of creating one.
-#[allow(dead_code)]
 pub(crate) fn serve_routed<S, B>(
     service: &mut S,
     authorization: Option<&HeaderValue>,
@@ -192,7 +189,6 @@ where
 
 /// The documented checksum, written independently of the crate: CRC32 of
 /// everything before it, as six base62 digits, most significant first.
-#[allow(dead_code)]
 pub(crate) fn seal(body: &str) -> String {
     const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut value = crc32fast::hash(body.as_bytes());
@@ -206,7 +202,6 @@ pub(crate) fn seal(body: &str) -> String {
 
 /// `token` with the secret character at `index` changed, checksum redone:
 /// a forged token, well formed, naming the same id with another secret.
-#[allow(dead_code)]
 pub(crate) fn with_secret_changed(token: &str, index: usize) -> String {
     let body = &token[..token.len() - 6];
     let dot = body.find('.').unwrap();
@@ -214,4 +209,29 @@ pub(crate) fn with_secret_changed(token: &str, index: usize) -> String {
     let mut bytes = body.as_bytes().to_vec();
     bytes[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
     seal(std::str::from_utf8(&bytes).unwrap())
+}
+
+/// Drops and recreates the database `name` on the server `url` names;
+/// returns its connect options.
+#[cfg(feature = "postgres")]
+pub(crate) async fn recreate_database(url: &str, name: &str) -> sqlx::postgres::PgConnectOptions {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    admin.close().await;
+    PgConnectOptions::from_str(url).unwrap().database(name)
 }
