@@ -18,7 +18,8 @@ use std::time::SystemTime;
 /// agree. Revocation is not: a revoked key is refused on every instance,
 /// whatever its clock says.
 ///
-/// [`SystemClock`] is the default; a closure is a clock too:
+/// The layer's default is [`CoarseClock`], the stores' [`SystemClock`]; a
+/// closure is a clock too:
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};

@@ -38,8 +38,8 @@
 //! | find the credential | `extract.rs` | [`Extract`] |
 //! | recognise `<prefix>_<id>.<secret><checksum>` | `format.rs` | [`KeyFormat`] |
 //! | hash and compare | `hash.rs` | [`hash::KeyHash`], [`hash::Token`] |
-//! | look the key up, compare its hash before anything else | `store/mod.rs` | [`KeyStore::find_key_matching`], [`store::KeyMatch`] |
-//! | the stored key: revoked? (no clock asked) expired? (the clock) | `record.rs`, `clock.rs` | [`store::KeyRecord::is_revoked`], [`store::KeyRecord::is_expired_at`], [`clock::Clock`] |
+//! | look the key up, compare its hash before anything else (an in-memory store lends the record) | `store/mod.rs` | [`KeyStore::with_key_matching_now`], [`KeyStore::find_key_matching`], [`store::KeyMatch`] |
+//! | the stored key: revoked? (no clock asked) expired? (the clock, coarse by default) | `record.rs`, `clock.rs` | [`store::KeyRecord::is_revoked`], [`store::KeyRecord::is_expired_at`], [`clock::CoarseClock`] |
 //! | decide: tenancy, membership, note the use; admit or refuse | `verify.rs` | |
 //! | the caller | `principal.rs`, `scope.rs`, `ids.rs` | [`Principal`], [`Scopes`] (at most [`Scopes::MAX_COUNT`]) |
 //! | wait for the store, then the inner service | `future.rs`, `body.rs` | [`future::ResponseFuture`], [`body::AuthBody`] |

@@ -131,7 +131,10 @@ pub(crate) fn yardstick_map(stored: KeyHash) -> (HashMap<String, KeyHash>, Strin
 }
 
 /// Readies `service`, calls it with a fresh request carrying `authorization`
-/// and drives the answer, which must come without waiting.
+/// and drives the answer, which must come without waiting. Never inlined,
+/// so that every case runs it as a call (and `scripts/layer-instructions.py`
+/// finds it in callgrind's call tree).
+#[inline(never)]
 pub(crate) fn serve<S, B>(service: &mut S, authorization: Option<&HeaderValue>) -> u16
 where
     S: Service<Request<String>, Response = Response<B>>,
@@ -152,7 +155,8 @@ pub(crate) struct MatchedPath(#[allow(dead_code)] Arc<str>);
 /// Like [`serve`], with the request as axum's router hands it to the layers
 /// of a route (`Router::layer`): carrying `MatchedPath` and `OriginalUri` in
 /// its extensions. A layer's own values then join an existing map instead
-/// of creating one.
+/// of creating one. Never inlined, as [`serve`].
+#[inline(never)]
 pub(crate) fn serve_routed<S, B>(
     service: &mut S,
     authorization: Option<&HeaderValue>,
