@@ -20,22 +20,18 @@
 //! `scripts/bench-ratios.py` turns the results into the ratios of
 //! BENCHMARKS.md.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Request;
-use http::header::AUTHORIZATION;
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_keyauth::hash::KeyHash;
 use tower_keyauth::store::CachedStore;
 use tower_keyauth::{KeyAuthLayer, KeyFormat, RequireScopes};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Trivial, bearer, fixture, serve, serve_routed, yardstick_map};
+use support::{Trivial, bearer, fill_cache, fixture, serve, serve_routed, yardstick_map};
 
 fn primitives(c: &mut Criterion) {
     let fixture = fixture();
@@ -104,12 +100,7 @@ fn layer(c: &mut Criterion) {
         assert_eq!(serve(&mut keyauth, Some(refused)), 401);
     }
     assert_eq!(serve(&mut keyauth, None), 401);
-    // The first request fills the cache (and waits for it), the rest hit it.
-    let mut context = Context::from_waker(Waker::noop());
-    let mut filling = Request::new(String::new());
-    filling.headers_mut().insert(AUTHORIZATION, valid.clone());
-    let mut first = std::pin::pin!(cached.call(filling));
-    while first.as_mut().poll(&mut context).is_pending() {}
+    fill_cache(&mut cached, &valid);
     assert_eq!(serve(&mut cached, Some(&valid)), 200);
 
     let mut group = c.benchmark_group("layer");
@@ -157,11 +148,7 @@ fn routed(c: &mut Criterion) {
         serve_routed(&mut keyauth, Some(&wrong_secret), &matched),
         401
     );
-    let mut context = Context::from_waker(Waker::noop());
-    let mut filling = Request::new(String::new());
-    filling.headers_mut().insert(AUTHORIZATION, valid.clone());
-    let mut first = std::pin::pin!(cached.call(filling));
-    while first.as_mut().poll(&mut context).is_pending() {}
+    fill_cache(&mut cached, &valid);
     assert_eq!(serve_routed(&mut cached, Some(&valid), &matched), 200);
 
     let mut group = c.benchmark_group("routed");
@@ -200,11 +187,7 @@ fn axum_router(c: &mut Criterion) {
     assert_eq!(serve(&mut keyauth, Some(&valid)), 200);
     assert_eq!(serve(&mut keyauth, Some(&unknown)), 401);
     assert_eq!(serve(&mut keyauth, Some(&wrong_secret)), 401);
-    let mut context = Context::from_waker(Waker::noop());
-    let mut filling = Request::new(String::new());
-    filling.headers_mut().insert(AUTHORIZATION, valid.clone());
-    let mut first = std::pin::pin!(Service::call(&mut cached, filling));
-    while first.as_mut().poll(&mut context).is_pending() {}
+    fill_cache(&mut cached, &valid);
     assert_eq!(serve(&mut cached, Some(&valid)), 200);
 
     let mut group = c.benchmark_group("axum");

@@ -19,19 +19,16 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::Instant;
 
-use http::Request;
-use http::header::AUTHORIZATION;
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_keyauth::KeyAuthLayer;
 use tower_keyauth::hash::KeyHash;
 use tower_keyauth::store::CachedStore;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Trivial, bearer, fixture, serve, serve_routed, yardstick_map};
+use support::{Trivial, bearer, fill_cache, fixture, serve, serve_routed, yardstick_map};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -86,14 +83,8 @@ fn main() {
     let mut cached = KeyAuthLayer::new(CachedStore::new(fixture.store.clone())).layer(Trivial);
     let mut routed_cached =
         KeyAuthLayer::new(CachedStore::new(fixture.store.clone())).layer(Trivial);
-    for service in [&mut cached, &mut routed_cached] {
-        // The first request fills the cache (and waits for it).
-        let mut context = Context::from_waker(Waker::noop());
-        let mut filling = Request::new(String::new());
-        filling.headers_mut().insert(AUTHORIZATION, valid.clone());
-        let mut first = std::pin::pin!(service.call(filling));
-        while first.as_mut().poll(&mut context).is_pending() {}
-    }
+    fill_cache(&mut cached, &valid);
+    fill_cache(&mut routed_cached, &valid);
     assert_eq!(serve(&mut keyauth, Some(&valid)), 200);
     assert_eq!(serve(&mut keyauth, Some(&unknown)), 401);
     assert_eq!(serve(&mut keyauth, Some(&wrong_secret)), 401);

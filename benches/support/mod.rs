@@ -140,11 +140,28 @@ where
     S: Service<Request<String>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
+    drive(service, request_with(authorization))
+}
+
+/// A fresh request, with `authorization` if given.
+fn request_with(authorization: Option<&HeaderValue>) -> Request<String> {
     let mut request = Request::new(String::new());
     if let Some(value) = authorization {
         request.headers_mut().insert(AUTHORIZATION, value.clone());
     }
-    drive(service, request)
+    request
+}
+
+/// Sends one request with `authorization` through a layer over a cache and
+/// waits for its answer: the first fills the cache (and waits for the
+/// store), the ones after it hit.
+pub(crate) fn fill_cache<S, B>(service: &mut S, authorization: &HeaderValue)
+where
+    S: Service<Request<String>, Response = Response<B>>,
+{
+    let mut context = Context::from_waker(Waker::noop());
+    let mut first = pin!(service.call(request_with(Some(authorization))));
+    while first.as_mut().poll(&mut context).is_pending() {}
 }
 
 /// The path of the route that matched, as axum's router records it
@@ -166,10 +183,7 @@ where
     S: Service<Request<String>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
-    let mut request = Request::new(String::new());
-    if let Some(value) = authorization {
-        request.headers_mut().insert(AUTHORIZATION, value.clone());
-    }
+    let mut request = request_with(authorization);
     let original = axum::extract::OriginalUri(request.uri().clone());
     request
         .extensions_mut()

@@ -225,101 +225,61 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 }
 
-#[async_trait]
-impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
-    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        (**self).find_key(id).await
-    }
+/// `KeyStore` for a pointer to a store (`Arc<S>`, `Box<S>`, `S` possibly
+/// `dyn KeyStore`): every method forwarded to the store.
+macro_rules! forward_key_store {
+    ($($pointer:ident),*) => {$(
+        #[async_trait]
+        impl<S: KeyStore + ?Sized> KeyStore for $pointer<S> {
+            async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+                (**self).find_key(id).await
+            }
 
-    async fn find_key_matching(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Result<KeyMatch, StoreError> {
-        (**self).find_key_matching(id, presented).await
-    }
+            async fn find_key_matching(
+                &self,
+                id: &KeyId,
+                presented: &KeyHash,
+            ) -> Result<KeyMatch, StoreError> {
+                (**self).find_key_matching(id, presented).await
+            }
 
-    async fn membership(
-        &self,
-        user: &UserId,
-        org: &OrgId,
-    ) -> Result<Option<Membership>, StoreError> {
-        (**self).membership(user, org).await
-    }
+            async fn membership(
+                &self,
+                user: &UserId,
+                org: &OrgId,
+            ) -> Result<Option<Membership>, StoreError> {
+                (**self).membership(user, org).await
+            }
 
-    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
-        (**self).find_key_now(id)
-    }
+            fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+                (**self).find_key_now(id)
+            }
 
-    fn find_key_matching_now(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Option<Result<KeyMatch, StoreError>> {
-        (**self).find_key_matching_now(id, presented)
-    }
+            fn find_key_matching_now(
+                &self,
+                id: &KeyId,
+                presented: &KeyHash,
+            ) -> Option<Result<KeyMatch, StoreError>> {
+                (**self).find_key_matching_now(id, presented)
+            }
 
-    fn with_key_matching_now(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
-    ) -> Option<Result<(), StoreError>> {
-        (**self).with_key_matching_now(id, presented, examine)
-    }
+            fn with_key_matching_now(
+                &self,
+                id: &KeyId,
+                presented: &KeyHash,
+                examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
+            ) -> Option<Result<(), StoreError>> {
+                (**self).with_key_matching_now(id, presented, examine)
+            }
 
-    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        (**self).record_use(record, at);
-    }
+            fn record_use(&self, record: &KeyRecord, at: SystemTime) {
+                (**self).record_use(record, at);
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<S: KeyStore + ?Sized> KeyStore for Box<S> {
-    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        (**self).find_key(id).await
-    }
-
-    async fn find_key_matching(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Result<KeyMatch, StoreError> {
-        (**self).find_key_matching(id, presented).await
-    }
-
-    async fn membership(
-        &self,
-        user: &UserId,
-        org: &OrgId,
-    ) -> Result<Option<Membership>, StoreError> {
-        (**self).membership(user, org).await
-    }
-
-    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
-        (**self).find_key_now(id)
-    }
-
-    fn find_key_matching_now(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-    ) -> Option<Result<KeyMatch, StoreError>> {
-        (**self).find_key_matching_now(id, presented)
-    }
-
-    fn with_key_matching_now(
-        &self,
-        id: &KeyId,
-        presented: &KeyHash,
-        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<SystemTime>,
-    ) -> Option<Result<(), StoreError>> {
-        (**self).with_key_matching_now(id, presented, examine)
-    }
-
-    fn record_use(&self, record: &KeyRecord, at: SystemTime) {
-        (**self).record_use(record, at);
-    }
-}
+forward_key_store!(Arc, Box);
 
 /// What a lookup found for a presented token (see
 /// [`KeyStore::find_key_matching`]).
