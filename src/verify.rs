@@ -193,7 +193,12 @@ fn check_credential<S: KeyStore>(
     })
     .unwrap_or_else(|panic| Some(Err(panic)));
     if let (Some(Ok(())), Some(Examination::Admitted)) = (&answer, &examination) {
-        tracing::debug!(key_id = %id, source = %source, "credential accepted");
+        tracing::debug!(
+            key_id = %id,
+            org = request.extensions.get::<Principal>().map_or("", |p| p.org().as_str()),
+            source = %source,
+            "credential accepted"
+        );
         return Check::Admitted;
     }
     let attempt = Attempt {
