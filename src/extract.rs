@@ -424,8 +424,8 @@ impl Credential<'_> {
     /// Refuses a token with control, space or non-ASCII bytes (400), if
     /// extraction left that check for later.
     pub(crate) fn check_bytes(&self) -> Result<(), AuthError> {
-        if self.bytes_unchecked && !all_visible_ascii(&self.token) {
-            return Err(malformed());
+        if self.bytes_unchecked {
+            check_visible_ascii(&self.token)?;
         }
         Ok(())
     }
@@ -486,10 +486,16 @@ fn check_credential_syntax(token: &str) -> Result<(), AuthError> {
 
 fn check_credential_bytes(token: &[u8]) -> Result<(), AuthError> {
     check_credential_length(token)?;
-    if !all_visible_ascii(token) {
-        return Err(malformed());
+    check_visible_ascii(token)
+}
+
+/// Refuses a token with control, space or non-ASCII bytes (400).
+fn check_visible_ascii(token: &[u8]) -> Result<(), AuthError> {
+    if all_visible_ascii(token) {
+        Ok(())
+    } else {
+        Err(malformed())
     }
-    Ok(())
 }
 
 fn check_credential_length(token: &[u8]) -> Result<(), AuthError> {
@@ -522,9 +528,10 @@ fn bearer_token(request: &Parts) -> Result<Option<&[u8]>, AuthError> {
             "The Authorization header must not be repeated.",
         ));
     }
+    // `bearer_value` checked the length already.
     let token = bearer_value(value.as_bytes())?;
     if let Some(token) = token {
-        check_credential_bytes(token)?;
+        check_visible_ascii(token)?;
     }
     Ok(token)
 }

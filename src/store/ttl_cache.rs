@@ -117,8 +117,8 @@ where
             let (mut outcome, flight) = {
                 let mut shard = Self::write(self.shard(key));
                 match shard.get(key) {
-                    Some(Slot::Ready { value, stored, ttl })
-                        if is_fresh(*stored, *ttl, self.clock.now()) =>
+                    Some(slot @ Slot::Ready { value, .. })
+                        if slot.is_fresh_at(self.clock.now()) =>
                     {
                         return Ok(value.clone());
                     }
