@@ -69,7 +69,63 @@ impl Shared {
 #[derive(Default)]
 struct State {
     keys: IdMap<KeyId, KeyRecord>,
+    /// The ids of each owner's keys, so that issuing, rotating and listing
+    /// read that owner's keys and no others.
+    by_owner: HashMap<Owner, Vec<KeyId>>,
+    /// The owners that hold keys in each organization: itself and its
+    /// workspaces.
+    owners_in_org: HashMap<OrgId, Vec<Owner>>,
     members: HashMap<UserId, HashMap<OrgId, Membership>>,
+}
+
+impl State {
+    /// Stores `record`, replacing one with the same id.
+    fn put(&mut self, record: KeyRecord) {
+        let (id, owner) = (record.id.clone(), record.owner.clone());
+        if let Some(replaced) = self.keys.insert(id.clone(), record) {
+            if replaced.owner == owner {
+                return;
+            }
+            self.forget_owner_of(&replaced.owner, &id);
+        }
+        if !self.by_owner.contains_key(&owner) {
+            if let Some(org) = owner.org_id() {
+                let owners = self.owners_in_org.entry(org.clone()).or_default();
+                owners.push(owner.clone());
+            }
+        }
+        self.by_owner.entry(owner).or_default().push(id);
+    }
+
+    fn forget_owner_of(&mut self, owner: &Owner, id: &KeyId) {
+        let Some(ids) = self.by_owner.get_mut(owner) else {
+            return;
+        };
+        ids.retain(|held| held != id);
+        if !ids.is_empty() {
+            return;
+        }
+        self.by_owner.remove(owner);
+        if let Some(org) = owner.org_id() {
+            if let Some(owners) = self.owners_in_org.get_mut(org) {
+                owners.retain(|held| held != owner);
+                if owners.is_empty() {
+                    self.owners_in_org.remove(org);
+                }
+            }
+        }
+    }
+
+    /// The keys of `owner`.
+    fn keys_of<'a>(&'a self, owner: &Owner) -> impl Iterator<Item = &'a KeyRecord> + 'a {
+        let ids = self.by_owner.get(owner).map_or(&[][..], Vec::as_slice);
+        ids.iter().filter_map(|id| self.keys.get(id))
+    }
+
+    /// The ids of `owner`'s keys, to change them.
+    fn ids_of(&self, owner: &Owner) -> Vec<KeyId> {
+        self.by_owner.get(owner).cloned().unwrap_or_default()
+    }
 }
 
 impl InsertMinted for State {
@@ -77,7 +133,7 @@ impl InsertMinted for State {
         if self.keys.contains_key(&record.id) {
             return Ok(Insert::IdTaken);
         }
-        self.keys.insert(record.id.clone(), record.clone());
+        self.put(record.clone());
         Ok(Insert::Done)
     }
 }
@@ -116,7 +172,7 @@ impl MemoryStore {
     /// Stores a record as it is, for keys minted elsewhere (legacy keys, test
     /// fixtures). A record with the same id is replaced.
     pub fn insert(&self, record: KeyRecord) {
-        self.write().keys.insert(record.id.clone(), record);
+        self.write().put(record);
     }
 
     /// How many keys the store holds, revoked ones included.
@@ -250,9 +306,8 @@ impl KeyLifecycle for MemoryStore {
         let mut state = self.write();
         let now = options.now();
         let usable = state
-            .keys
-            .values()
-            .filter(|record| record.owner == new_key.owner && record.is_usable_at(now))
+            .keys_of(&new_key.owner)
+            .filter(|record| record.is_usable_at(now))
             .count();
         let plan = plan_issue(
             new_key.policy.unwrap_or(options.policy),
@@ -263,12 +318,11 @@ impl KeyLifecycle for MemoryStore {
         // the store as it was.
         let issued = at_once(mint_and_insert(&mut *state, &options.format, new_key, now))?;
         if plan == IssuePlan::RevokeOthersThenInsert {
-            for record in state.keys.values_mut() {
-                if record.owner == issued.record.owner
-                    && record.id != issued.record.id
-                    && !record.is_revoked()
-                {
-                    record.revoked_at = Some(now);
+            for id in state.ids_of(&issued.record.owner) {
+                if let Some(record) = state.keys.get_mut(&id) {
+                    if record.id != issued.record.id && !record.is_revoked() {
+                        record.revoked_at = Some(now);
+                    }
                 }
             }
         }
@@ -277,22 +331,17 @@ impl KeyLifecycle for MemoryStore {
 
     async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
         let state = self.read();
-        let mut keys: Vec<KeySummary> = state
-            .keys
-            .values()
-            .filter(|record| &record.owner == owner)
-            .map(KeySummary::from)
-            .collect();
+        let mut keys: Vec<KeySummary> = state.keys_of(owner).map(KeySummary::from).collect();
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(keys)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
         let state = self.read();
-        let mut keys: Vec<KeySummary> = state
-            .keys
-            .values()
-            .filter(|record| record.owner.org_id() == Some(org))
+        let owners = state.owners_in_org.get(org).map_or(&[][..], Vec::as_slice);
+        let mut keys: Vec<KeySummary> = owners
+            .iter()
+            .flat_map(|owner| state.keys_of(owner))
             .map(KeySummary::from)
             .collect();
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -468,6 +517,30 @@ mod tests {
         );
         store.set_membership(&ada, &acme, None).await.unwrap();
         assert_eq!(store.membership(&ada, &acme).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_replaced_record_moves_to_its_new_owner() {
+        let store = MemoryStore::new();
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        store.issue(NewKey::workspace("acme", "docs")).await.unwrap();
+        let moved = KeyRecord {
+            owner: Owner::org("globex"),
+            ..issued.record.clone()
+        };
+        store.insert(moved);
+        assert!(store.list(&Owner::org("acme")).await.unwrap().is_empty());
+        assert_eq!(store.list(&Owner::org("globex")).await.unwrap().len(), 1);
+        let in_acme = store.list_in_org(&OrgId::from("acme")).await.unwrap();
+        assert_eq!(in_acme.len(), 1, "the workspace key stays");
+        // Replacing with the same owner keeps one entry.
+        store.insert(issued.record.clone());
+        store.insert(issued.record.clone());
+        assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 1);
+        assert!(store.list(&Owner::org("globex")).await.unwrap().is_empty());
+        let state = store.read();
+        assert!(!state.by_owner.contains_key(&Owner::org("globex")));
+        assert!(!state.owners_in_org.contains_key(&OrgId::from("globex")));
     }
 
     #[tokio::test]
