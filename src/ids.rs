@@ -10,6 +10,16 @@ use std::fmt;
 
 use smol_str::SmolStr;
 
+/// The heap memory a [`SmolStr`] holds: its text and the counts of the
+/// `Arc` it shares, when it is too long to keep inline.
+pub(crate) fn smol_str_heap_bytes(text: &SmolStr) -> usize {
+    if text.is_heap_allocated() {
+        text.len() + 2 * std::mem::size_of::<usize>()
+    } else {
+        0
+    }
+}
+
 macro_rules! identifier {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -25,6 +35,12 @@ macro_rules! identifier {
             /// The identifier as text.
             pub fn as_str(&self) -> &str {
                 self.0.as_str()
+            }
+
+            /// The heap memory the identifier holds (none up to 23 bytes).
+            #[allow(dead_code)] // not every identifier is cached
+            pub(crate) fn heap_bytes(&self) -> usize {
+                smol_str_heap_bytes(&self.0)
             }
         }
 

@@ -54,6 +54,15 @@ impl Owner {
         }
     }
 
+    /// The heap memory the owner's identifiers hold.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Owner::Organization(org) => org.heap_bytes(),
+            Owner::Workspace { org, workspace } => org.heap_bytes() + workspace.heap_bytes(),
+            Owner::User(user) => user.heap_bytes(),
+        }
+    }
+
     /// The organization a key of this owner is bound to (none for users).
     pub fn org_id(&self) -> Option<&OrgId> {
         match self {
@@ -128,6 +137,17 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// The heap memory the record holds: its identifiers, name, prefix and
+    /// scopes.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.id.heap_bytes()
+            + self.owner.heap_bytes()
+            + self.scopes.heap_bytes()
+            + self.name.heap_bytes()
+            + self.prefix.as_ref().map_or(0, Label::heap_bytes)
+    }
+
     /// A record with full access, no name, no expiry, created now.
     pub fn new(id: impl Into<KeyId>, hash: KeyHash, owner: Owner) -> Self {
         Self {
@@ -263,6 +283,12 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// The heap memory the membership holds.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.scopes.heap_bytes()
+    }
+
     /// A membership with these scopes.
     pub fn new(scopes: Scopes) -> Self {
         Self { scopes }

@@ -246,6 +246,21 @@ impl Scopes {
         Self(Repr::Many(Arc::from([])))
     }
 
+    /// The heap memory the set holds.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let names: usize = self
+            .as_slice()
+            .iter()
+            .map(|scope| crate::ids::smol_str_heap_bytes(&scope.0))
+            .sum();
+        match &self.0 {
+            Repr::One(_) | Repr::Two(_) => names,
+            Repr::Many(scopes) => {
+                names + 2 * std::mem::size_of::<usize>() + std::mem::size_of_val(&**scopes)
+            }
+        }
+    }
+
     fn as_slice(&self) -> &[Scope] {
         match &self.0 {
             Repr::One(scopes) => scopes,

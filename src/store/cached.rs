@@ -10,11 +10,16 @@ use crate::clock::{Clock, SharedClock};
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
+use crate::store::answer_cache::{AnswerCache, Limits};
 use crate::store::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
-use crate::store::ttl_cache::TtlCache;
 use crate::store::{Invalidate, Invalidation, KeyMatchRef, KeyStore, StoreError, note_use};
 
-/// How long answers are kept, how many, and on which clock.
+/// How long answers are kept, how many, in how much memory, and on which
+/// clock.
+///
+/// Found keys and "no such key" answers are bounded apart: made-up ids fill
+/// only their own, smaller share ([`negative_capacity`](Self::negative_capacity)),
+/// so a flood of them never pushes a valid key out.
 ///
 /// ```
 /// use std::time::Duration;
@@ -22,7 +27,9 @@ use crate::store::{Invalidate, Invalidation, KeyMatchRef, KeyStore, StoreError, 
 /// let options = CacheOptions::default()
 ///     .positive_ttl(Duration::from_secs(60))
 ///     .negative_ttl(Duration::from_secs(5))
-///     .capacity(50_000);
+///     .capacity(50_000)
+///     .negative_capacity(5_000)
+///     .max_bytes(32 << 20);
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone)]
@@ -34,21 +41,39 @@ pub struct CacheOptions {
     /// How long "no such key" is kept: short, but long enough that a flood
     /// of made-up ids with valid checksums costs one lookup each per TTL.
     pub negative_ttl: Duration,
-    /// The most keys (and, separately, memberships) kept.
+    /// The most found keys kept (and, separately, the most memberships).
     pub capacity: u64,
+    /// The most "no such key" answers kept (and, separately, "no such
+    /// membership"), apart from [`capacity`](Self::capacity): made-up ids
+    /// evict only each other.
+    pub negative_capacity: u64,
+    /// The memory budget of the found keys (and, separately, of the
+    /// memberships), in bytes: each answer counts for its record's heap
+    /// memory plus about 220 bytes the cache spends on it. Whichever of
+    /// this and [`capacity`](Self::capacity) is reached first bounds the
+    /// cache, so a few records with long scope lists or names cannot grow
+    /// it past the budget. What else the cache holds is bounded by the
+    /// counts: each "no such key" answer takes about 200 bytes (ids longer
+    /// than 23 bytes add their length twice), and the cache remembers the
+    /// fingerprints of up to [`capacity`](Self::capacity) evicted keys, at
+    /// about 25 bytes each.
+    pub max_bytes: u64,
     /// Where the cache reads the time to age its answers (set with
     /// [`clock`](Self::clock)).
     pub(crate) clock: SharedClock,
 }
 
 impl Default for CacheOptions {
-    /// 30 s for found keys, 5 s for missing ones, 100 000 entries, aged on
+    /// 30 s for found keys, 5 s for missing ones; 100 000 found keys within
+    /// 64 MiB, and 10 000 missing ones; aged on
     /// [`CoarseClock`](crate::clock::CoarseClock).
     fn default() -> Self {
         Self {
             positive_ttl: Duration::from_secs(30),
             negative_ttl: Duration::from_secs(5),
             capacity: 100_000,
+            negative_capacity: 10_000,
+            max_bytes: 64 << 20,
             clock: SharedClock::coarse(),
         }
     }
@@ -70,6 +95,18 @@ impl CacheOptions {
     /// Sets [`capacity`](Self::capacity).
     pub fn capacity(mut self, entries: u64) -> Self {
         self.capacity = entries;
+        self
+    }
+
+    /// Sets [`negative_capacity`](Self::negative_capacity).
+    pub fn negative_capacity(mut self, entries: u64) -> Self {
+        self.negative_capacity = entries;
+        self
+    }
+
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
         self
     }
 
@@ -103,22 +140,16 @@ impl CacheOptions {
     }
 }
 
-/// A cache of answers that are either found (`Some`) or not (`None`), each
-/// kept for its own TTL.
-fn answer_cache<K, V>(options: &CacheOptions) -> TtlCache<K, Option<V>>
-where
-    K: std::hash::Hash + Eq + Clone,
-    V: Clone,
-{
-    let (positive, negative) = (options.positive_ttl, options.negative_ttl);
-    TtlCache::new(
-        options.capacity,
-        options.clock.clone(),
-        move |answer: &Option<V>| match answer {
-            Some(_) => positive,
-            None => negative,
-        },
-    )
+impl CacheOptions {
+    fn limits(&self) -> Limits {
+        Limits {
+            entries: self.capacity,
+            bytes: self.max_bytes,
+            missing_entries: self.negative_capacity,
+            found_ttl: self.positive_ttl,
+            missing_ttl: self.negative_ttl,
+        }
+    }
 }
 
 /// Caches the answers of a [`KeyStore`]: keys by id (found or not) and
@@ -156,8 +187,8 @@ pub struct CachedStore<S> {
 
 struct Shared<S> {
     store: S,
-    keys: TtlCache<KeyId, Option<KeyRecord>>,
-    memberships: TtlCache<(UserId, OrgId), Option<Membership>>,
+    keys: AnswerCache<KeyId, KeyRecord>,
+    memberships: AnswerCache<(UserId, OrgId), Membership>,
     options: CacheOptions,
 }
 
@@ -180,8 +211,8 @@ impl<S: KeyStore> CachedStore<S> {
         Self {
             shared: Arc::new(Shared {
                 store,
-                keys: answer_cache(&options),
-                memberships: answer_cache(&options),
+                keys: AnswerCache::new(options.limits(), options.clock.clone()),
+                memberships: AnswerCache::new(options.limits(), options.clock.clone()),
                 options,
             }),
         }
@@ -195,11 +226,6 @@ impl<S: KeyStore> CachedStore<S> {
     /// The options the cache was built with.
     pub fn options(&self) -> &CacheOptions {
         &self.shared.options
-    }
-
-    /// How many keys are cached (found or not).
-    pub fn cached_keys(&self) -> usize {
-        self.shared.keys.len()
     }
 
     /// Forgets one key. A lookup of it under way still answers its own
@@ -240,13 +266,38 @@ impl<S: KeyStore> CachedStore<S> {
     }
 }
 
+impl<S> CachedStore<S> {
+    /// How many keys are cached (found or not).
+    pub fn cached_keys(&self) -> usize {
+        let keys = self.shared.keys.len();
+        keys.found + keys.missing
+    }
+
+    /// What the cache holds now.
+    ///
+    /// ```
+    /// use tower_keyauth::MemoryStore;
+    /// use tower_keyauth::store::CachedStore;
+    /// let stats = CachedStore::new(MemoryStore::new()).stats();
+    /// assert_eq!(stats.found_keys, 0);
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        let (keys, memberships) = (self.shared.keys.len(), self.shared.memberships.len());
+        CacheStats {
+            found_keys: keys.found,
+            missing_keys: keys.missing,
+            found_key_bytes: keys.found_bytes,
+            memberships: memberships.found + memberships.missing,
+        }
+    }
+}
+
 impl<S> fmt::Debug for CachedStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedStore")
             .field("store", &std::any::type_name::<S>())
             .field("options", &self.shared.options)
-            .field("keys", &self.shared.keys.len())
-            .field("memberships", &self.shared.memberships.len())
+            .field("stats", &self.stats())
             .finish()
     }
 }
@@ -379,6 +430,21 @@ impl<S: KeyLifecycle> KeyLifecycle for CachedStore<S> {
         self.invalidate_membership(user, org);
         result
     }
+}
+
+/// What a [`CachedStore`] holds, from [`CachedStore::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Keys cached as found.
+    pub found_keys: usize,
+    /// Ids cached as "no such key".
+    pub missing_keys: usize,
+    /// The memory the found keys are counted for, against
+    /// [`CacheOptions::max_bytes`].
+    pub found_key_bytes: usize,
+    /// Memberships cached, found or not.
+    pub memberships: usize,
 }
 
 /// Forgets what a store announces; from [`CachedStore::invalidator`].

@@ -523,7 +523,10 @@ mod tests {
     async fn a_replaced_record_moves_to_its_new_owner() {
         let store = MemoryStore::new();
         let issued = store.issue(NewKey::org("acme")).await.unwrap();
-        store.issue(NewKey::workspace("acme", "docs")).await.unwrap();
+        store
+            .issue(NewKey::workspace("acme", "docs"))
+            .await
+            .unwrap();
         let moved = KeyRecord {
             owner: Owner::org("globex"),
             ..issued.record.clone()

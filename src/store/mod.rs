@@ -15,6 +15,8 @@ use crate::ids::{KeyId, OrgId, UserId};
 use guard::catching;
 
 #[cfg(feature = "cache")]
+mod answer_cache;
+#[cfg(feature = "cache")]
 mod cached;
 pub(crate) mod guard;
 mod lifecycle;
@@ -25,13 +27,11 @@ mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-#[cfg(feature = "cache")]
-mod ttl_cache;
 pub(crate) mod usage;
 
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
-pub use cached::{CacheInvalidator, CacheOptions, CachedStore};
+pub use cached::{CacheInvalidator, CacheOptions, CacheStats, CachedStore};
 pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
