@@ -215,12 +215,20 @@ impl Ghosts {
 
 /// The bytes one cached answer is counted for: the heap memory of its key
 /// (held twice: in the map and in its queue) and of its value, plus what
-/// the cache itself spends on it (its slot in the map, counted twice since a
-/// table may hold up to twice its entries after churn, its box and its
-/// place in a queue).
+/// the cache spends on it, counted high enough to hold under churn:
+/// three slots of the map (a table holds up to 8/7 of its entries, rounded
+/// up to a power of two, and twice that once removals have made it grow),
+/// its box with the allocator's header, three places in a queue (places
+/// left behind by removals, and a queue's spare capacity), and a
+/// fingerprint remembered after its eviction.
 fn weight<K: HeapSize, T: HeapSize>(key: &K, value: &Option<T>) -> usize {
-    let bookkeeping =
-        2 * (size_of::<(K, Slot<T>)>() + 1) + size_of::<Ready<T>>() + size_of::<(K, u64)>();
+    const GHOST: usize = 48;
+    const ALLOCATION_HEADER: usize = 16;
+    let bookkeeping = 3 * (size_of::<(K, Slot<T>)>() + 1)
+        + size_of::<Ready<T>>()
+        + ALLOCATION_HEADER
+        + 3 * size_of::<(K, u64)>()
+        + GHOST;
     bookkeeping + 2 * key.heap_bytes() + value.as_ref().map_or(0, HeapSize::heap_bytes)
 }
 
@@ -716,6 +724,30 @@ mod tests {
             .get_or_load(&key, || async { Ok(None) })
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn a_record_is_counted_for_what_it_takes() {
+        let record = KeyRecord::new(
+            "k00000001",
+            crate::hash::KeyHash::of("secret"),
+            crate::record::Owner::org("acme"),
+        );
+        let counted = weight(&record.id, &Some(record.clone()));
+        // The record itself, inline, and the bookkeeping.
+        assert!(counted > size_of::<KeyRecord>() + 300, "{counted}");
+        assert!(counted < 1024, "{counted}");
+        let many =
+            crate::scope::Scopes::parse((0..100).map(|i| format!("scope.number{i:04}"))).unwrap();
+        let large = KeyRecord {
+            scopes: many,
+            ..record
+        };
+        assert!(weight(&large.id, &Some(large.clone())) > counted + 100 * 24);
+        println!(
+            "a record is counted for {counted} bytes; size_of KeyRecord {}",
+            size_of::<KeyRecord>()
+        );
     }
 
     #[test]

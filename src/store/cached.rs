@@ -48,15 +48,17 @@ pub struct CacheOptions {
     /// evict only each other.
     pub negative_capacity: u64,
     /// The memory budget of the found keys (and, separately, of the
-    /// memberships), in bytes: each answer counts for its record's heap
-    /// memory plus about 220 bytes the cache spends on it. Whichever of
-    /// this and [`capacity`](Self::capacity) is reached first bounds the
-    /// cache, so a few records with long scope lists or names cannot grow
-    /// it past the budget. What else the cache holds is bounded by the
-    /// counts: each "no such key" answer takes about 200 bytes (ids longer
-    /// than 23 bytes add their length twice), and the cache remembers the
-    /// fingerprints of up to [`capacity`](Self::capacity) evicted keys, at
-    /// about 25 bytes each.
+    /// memberships), in bytes. Each answer counts for its record and for
+    /// what the cache spends on it, counted high enough to hold under
+    /// churn: about 630 bytes for a record with short strings (up to 23
+    /// bytes each) and one or two scopes; longer names and more scopes
+    /// count for their length. Whichever of this and
+    /// [`capacity`](Self::capacity) is reached first bounds the cache: the
+    /// default 64 MiB holds the default 100 000 such keys, and a few
+    /// records with long scope lists cannot grow it past the budget. The
+    /// "no such key" answers are bounded by their count
+    /// ([`negative_capacity`](Self::negative_capacity)), at about 630 bytes
+    /// each (ids longer than 23 bytes add twice their length).
     pub max_bytes: u64,
     /// Where the cache reads the time to age its answers (set with
     /// [`clock`](Self::clock)).
