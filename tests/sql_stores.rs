@@ -86,7 +86,20 @@ async fn sqlite_migrations_run_once_and_keep_to_their_own_table() {
         .fetch_all(second.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
+    // Migration 3 replaced the indexes of version 1 by the owner indexes.
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master
+         WHERE type = 'index' AND tbl_name = 'keyauth_keys' AND sql IS NOT NULL
+         ORDER BY name",
+    )
+    .fetch_all(second.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        ["keyauth_keys_by_org_owner", "keyauth_keys_by_user_owner"]
+    );
     let sqlx_table: Option<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = '_sqlx_migrations'")
             .fetch_optional(second.pool())

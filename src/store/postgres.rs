@@ -19,9 +19,9 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, bind_key, column_error, dialect_migrations, inserted,
-    key_from_row, migrate, owner_columns, pool_options, scopes_from_names, summaries,
-    to_micros_precision,
+    Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, counts_usable_keys,
+    dialect_migrations, inserted, key_from_row, migrate, owner_columns, owner_ids, per_owner_kind,
+    pool_options, scopes_from_names, summaries, to_micros_precision,
 };
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -52,8 +52,6 @@ macro_rules! select_key {
     };
 }
 
-const SELECT_KEY: &str = select_key!(bounded_scopes!());
-
 /// One key by its id (`$1`), and the same locking the row.
 const SELECT_KEY_BY_ID: &str = concat!(select_key!(bounded_scopes!()), " WHERE id = $1");
 const SELECT_KEY_BY_ID_FOR_UPDATE: &str =
@@ -71,6 +69,54 @@ const SELECT_KEY_MATCHING: &str = concat!(
         " END"
     )),
     " WHERE id = $1"
+);
+
+/// Revokes the key of id `$1` at `$2` unless it is revoked already, locking
+/// its row; one row (`true`) if the key exists.
+const REVOKE_BY_ID: &str = "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1 FOR UPDATE),
+      revoked AS (
+          UPDATE keyauth_keys SET revoked_at = $2
+          WHERE id = $1 AND revoked_at IS NULL
+      )
+ SELECT true FROM target";
+
+/// What becomes of a rotated key (id `$1`): revoked at `$2`, or usable
+/// until `$2`.
+const RETIRE_REVOKE: &str = "UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1";
+const RETIRE_GRACE: &str = "UPDATE keyauth_keys SET grace_ends_at = $2 WHERE id = $1";
+
+/// The owner's (`$2`, `$3`) usable keys at `$1`: what a limit counts.
+const COUNT_USABLE: PerOwnerKind = per_owner_kind!(
+    "SELECT COUNT(*) FROM keyauth_keys WHERE ",
+    "$2",
+    "$3",
+    " AND revoked_at IS NULL
+      AND (expires_at IS NULL OR expires_at > $1)
+      AND (grace_ends_at IS NULL OR grace_ends_at > $1)"
+);
+
+/// Revokes at `$1` the owner's (`$2`, `$3`) keys not revoked yet; their
+/// ids.
+const REVOKE_OWNER_KEYS: PerOwnerKind = per_owner_kind!(
+    "UPDATE keyauth_keys SET revoked_at = $1 WHERE ",
+    "$2",
+    "$3",
+    " AND revoked_at IS NULL RETURNING id"
+);
+
+/// The owner's (`$1`, `$2`) keys, oldest first.
+const LIST_OWNER_KEYS: PerOwnerKind = per_owner_kind!(
+    concat!(select_key!(bounded_scopes!()), " WHERE "),
+    "$1",
+    "$2",
+    " ORDER BY created_at, id"
+);
+
+/// The keys of the organization `$1` and of its workspaces, oldest first.
+const LIST_ORG_KEYS: &str = concat!(
+    select_key!(bounded_scopes!()),
+    " WHERE org_id = $1 AND owner_kind IN ('organization', 'workspace')
+ ORDER BY created_at, id"
 );
 
 /// The channel on which changes are announced to other instances.
@@ -528,45 +574,26 @@ impl KeyLifecycle for PostgresStore {
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
         let now = to_micros_precision(options.now());
-        let (kind, org, workspace, user) = owner_columns(&new_key.owner);
-        let usable: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM keyauth_keys
-             WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
-               AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
-               AND revoked_at IS NULL
-               AND (expires_at IS NULL OR expires_at > $5)
-               AND (grace_ends_at IS NULL OR grace_ends_at > $5)",
-        )
-        .bind(kind)
-        .bind(org)
-        .bind(workspace)
-        .bind(user)
-        .bind(timestamp(now))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let usable = usize::try_from(usable).unwrap_or(usize::MAX);
-        let plan = plan_issue(
-            new_key.policy.unwrap_or(options.policy),
-            &new_key.owner,
-            usable,
-        )?;
-        if plan == IssuePlan::RevokeOthersThenInsert {
-            let revoked: Vec<String> = sqlx::query_scalar(
-                "UPDATE keyauth_keys SET revoked_at = $5
-                 WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
-                   AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
-                   AND revoked_at IS NULL
-                 RETURNING id",
-            )
-            .bind(kind)
-            .bind(org)
-            .bind(workspace)
-            .bind(user)
-            .bind(timestamp(now))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
+        let policy = new_key.policy.unwrap_or(options.policy);
+        let owner = &new_key.owner;
+        let usable = if counts_usable_keys(policy) {
+            let query = sqlx::query_scalar(COUNT_USABLE.of(owner)).bind(timestamp(now));
+            let usable: i64 = owner_ids(owner)
+                .fold(query, |query, id| query.bind(id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+            usize::try_from(usable).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        if plan_issue(policy, owner, usable)? == IssuePlan::RevokeOthersThenInsert {
+            let query = sqlx::query_scalar(REVOKE_OWNER_KEYS.of(owner)).bind(timestamp(now));
+            let revoked: Vec<String> = owner_ids(owner)
+                .fold(query, |query, id| query.bind(id))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
             for id in revoked {
                 announce(&mut tx, &Invalidation::Key(KeyId::from(id))).await?;
             }
@@ -577,51 +604,33 @@ impl KeyLifecycle for PostgresStore {
     }
 
     async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
-        let (kind, org, workspace, user) = owner_columns(owner);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT_KEY}
-             WHERE owner_kind = $1 AND org_id IS NOT DISTINCT FROM $2
-               AND workspace_id IS NOT DISTINCT FROM $3 AND user_id IS NOT DISTINCT FROM $4
-             ORDER BY created_at, id"
-        )))
-        .bind(kind)
-        .bind(org)
-        .bind(workspace)
-        .bind(user)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(StoreError::backend)?;
+        let rows = owner_ids(owner)
+            .fold(sqlx::query(LIST_OWNER_KEYS.of(owner)), |query, id| {
+                query.bind(id)
+            })
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
         summaries(&rows, key_from_row::<Postgres>)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT_KEY}
-             WHERE org_id = $1 AND owner_kind IN ('organization', 'workspace')
-             ORDER BY created_at, id"
-        )))
-        .bind(org.as_str())
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(StoreError::backend)?;
+        let rows = sqlx::query(LIST_ORG_KEYS)
+            .bind(org.as_str())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
         summaries(&rows, key_from_row::<Postgres>)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
         let mut tx = self.inner.begin().await?;
-        let found: Option<bool> = sqlx::query_scalar(
-            "WITH target AS (SELECT id FROM keyauth_keys WHERE id = $1 FOR UPDATE),
-                  revoked AS (
-                      UPDATE keyauth_keys SET revoked_at = $2
-                      WHERE id = $1 AND revoked_at IS NULL
-                  )
-             SELECT true FROM target",
-        )
-        .bind(id.as_str())
-        .bind(timestamp(self.inner.options.now()))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
+        let found: Option<bool> = sqlx::query_scalar(REVOKE_BY_ID)
+            .bind(id.as_str())
+            .bind(timestamp(self.inner.options.now()))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
         if found.is_none() {
             return Err(LifecycleError::NotFound(id.clone()));
         }
@@ -652,11 +661,8 @@ impl KeyLifecycle for PostgresStore {
             .mint_and_insert(&mut *tx, plan.successor, now)
             .await?;
         let (retire, at) = match plan.old_key {
-            OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = $2 WHERE id = $1", now),
-            OldKey::GraceEndsAt(at) => (
-                "UPDATE keyauth_keys SET grace_ends_at = $2 WHERE id = $1",
-                at,
-            ),
+            OldKey::Revoke => (RETIRE_REVOKE, now),
+            OldKey::GraceEndsAt(at) => (RETIRE_GRACE, at),
         };
         sqlx::query(retire)
             .bind(id.as_str())
@@ -706,7 +712,262 @@ impl KeyLifecycle for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
     use super::*;
+
+    /// The variable naming the PostgreSQL server for tests, as in
+    /// `tests/postgres.rs`.
+    const POSTGRES_URL_VAR: &str = "KEYAUTH_TEST_POSTGRES_URL";
+
+    /// A statement the stores run on one owner or one key, with arguments
+    /// as SQL literals, and how PostgreSQL must find its rows: through
+    /// `index`, with every condition of `conditions` in its `Index Cond`.
+    struct Hot {
+        what: String,
+        sql: &'static str,
+        args: Vec<&'static str>,
+        index: &'static str,
+        conditions: Vec<&'static str>,
+    }
+
+    /// Every statement of issue, rotate, revoke, list and list_in_org that
+    /// selects or updates keys, and the lookups by id.
+    fn hot_statements() -> Vec<Hot> {
+        const BY_ORG: &str = "keyauth_keys_by_org_owner";
+        const BY_USER: &str = "keyauth_keys_by_user_owner";
+        const BY_ID: &str = "keyauth_keys_pkey";
+        const NOW: &str = "'2030-01-01 00:00:00+00'";
+        let owners = [
+            (
+                Owner::org("org-7"),
+                vec!["'org-7'"],
+                BY_ORG,
+                vec!["(org_id = ", "(workspace_id IS NULL)"],
+            ),
+            (
+                Owner::workspace("org-7", "ws-7"),
+                vec!["'org-7'", "'ws-7'"],
+                BY_ORG,
+                vec!["(org_id = ", "(workspace_id = "],
+            ),
+            (
+                Owner::user("user-7"),
+                vec!["'user-7'"],
+                BY_USER,
+                vec!["(user_id = "],
+            ),
+        ];
+        let mut hot = Vec::new();
+        for (owner, ids, index, conditions) in owners {
+            let usable = || {
+                let mut usable = conditions.clone();
+                usable.push("(revoked_at IS NULL)");
+                usable
+            };
+            let with_now = || [NOW].into_iter().chain(ids.iter().copied()).collect();
+            hot.push(Hot {
+                what: format!("issue: count the usable keys of {owner}"),
+                sql: COUNT_USABLE.of(&owner),
+                args: with_now(),
+                index,
+                conditions: usable(),
+            });
+            hot.push(Hot {
+                what: format!("issue: revoke the other keys of {owner}"),
+                sql: REVOKE_OWNER_KEYS.of(&owner),
+                args: with_now(),
+                index,
+                conditions: usable(),
+            });
+            hot.push(Hot {
+                what: format!("list the keys of {owner}"),
+                sql: LIST_OWNER_KEYS.of(&owner),
+                args: ids.clone(),
+                index,
+                conditions: conditions.clone(),
+            });
+        }
+        hot.push(Hot {
+            what: "list_in_org".to_owned(),
+            sql: LIST_ORG_KEYS,
+            args: vec!["'org-7'"],
+            index: BY_ORG,
+            conditions: vec!["(org_id = "],
+        });
+        let by_id = [
+            ("find_key", SELECT_KEY_BY_ID, vec!["'key42'"]),
+            (
+                "rotate: lock the old key",
+                SELECT_KEY_BY_ID_FOR_UPDATE,
+                vec!["'key42'"],
+            ),
+            (
+                "find_key_matching",
+                SELECT_KEY_MATCHING,
+                vec!["'key42'", "'\\x00'"],
+            ),
+            ("revoke", REVOKE_BY_ID, vec!["'key42'", NOW]),
+            (
+                "rotate: revoke the old key",
+                RETIRE_REVOKE,
+                vec!["'key42'", NOW],
+            ),
+            (
+                "rotate: end the old key's grace",
+                RETIRE_GRACE,
+                vec!["'key42'", NOW],
+            ),
+        ];
+        for (what, sql, args) in by_id {
+            hot.push(Hot {
+                what: what.to_owned(),
+                sql,
+                args,
+                index: BY_ID,
+                conditions: vec!["(id = "],
+            });
+        }
+        hot
+    }
+
+    /// The lines of `EXPLAIN` for `hot`, prepared as sqlx prepares it.
+    async fn plan_of(connection: &mut PgConnection, hot: &Hot) -> Vec<String> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PREPARE keyauth_hot AS {}",
+            hot.sql
+        )))
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+        let plan = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN EXECUTE keyauth_hot ({})",
+            hot.args.join(", ")
+        )))
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap();
+        sqlx::query("DEALLOCATE keyauth_hot")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        plan
+    }
+
+    /// 30 000 keys, 10 for each of 1 000 organizations, 1 000 workspaces
+    /// and 1 000 users, a fifth of them revoked, analyzed: every statement
+    /// of [`hot_statements`] finds its rows through its own index, on all
+    /// the columns it names, and scans nothing, in the plan made for its
+    /// arguments and in the generic plan that a statement prepared by
+    /// sqlx's cache may switch to after five runs.
+    #[tokio::test]
+    #[ignore = "needs KEYAUTH_TEST_POSTGRES_URL"]
+    async fn statements_on_one_owner_or_key_search_its_index() {
+        let url = std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| panic!("this test needs {POSTGRES_URL_VAR}, which is unset"));
+        let schema = format!(
+            "keyauth_plans_{}_{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let connect = PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{POSTGRES_URL_VAR} is set but the server does not answer: {e}")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let store = PostgresStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let mut connection = store.inner.acquire().await.unwrap();
+        for statement in [
+            "INSERT INTO keyauth_keys (id, hash, owner_kind, org_id, workspace_id, user_id,
+                                       scopes, created_at, revoked_at)
+             SELECT 'key' || i, sha256(i::TEXT::BYTEA),
+                    (ARRAY['organization', 'workspace', 'user'])[i % 3 + 1],
+                    CASE WHEN i % 3 < 2 THEN 'org-' || i / 30 END,
+                    CASE WHEN i % 3 = 1 THEN 'ws-' || i / 30 END,
+                    CASE WHEN i % 3 = 2 THEN 'user-' || i / 30 END,
+                    '{*}', now(), CASE WHEN i % 5 = 0 THEN now() END
+             FROM generate_series(0, 29999) AS i",
+            "ANALYZE keyauth_keys",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+        }
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET plan_cache_mode = {mode}")))
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            for hot in hot_statements() {
+                let plan = plan_of(&mut connection, &hot).await;
+                let shown = plan.join("\n");
+                assert!(
+                    !plan.iter().any(|line| line.contains("Seq Scan")),
+                    "{mode}, {}: a sequential scan\n{shown}",
+                    hot.what
+                );
+                // Each scan of the table or of an index of it, as a
+                // search of `hot.index`; nothing but a bitmap heap scan
+                // besides (the scopes' subplan scans `unnest` instead).
+                let searches = [
+                    format!("Index Scan using {} on keyauth_keys ", hot.index),
+                    format!("Index Only Scan using {} on keyauth_keys ", hot.index),
+                    format!("Bitmap Index Scan on {} ", hot.index),
+                ];
+                let scans: Vec<&str> = plan
+                    .iter()
+                    .map(|line| line.trim_start().trim_start_matches("->  "))
+                    .filter(|line| line.contains(" Scan ") && line.contains("keyauth_keys"))
+                    .collect();
+                assert!(
+                    scans
+                        .iter()
+                        .any(|line| searches.iter().any(|s| line.starts_with(s)))
+                        && scans.iter().all(|line| {
+                            searches.iter().any(|s| line.starts_with(s))
+                                || line.starts_with("Bitmap Heap Scan on keyauth_keys ")
+                        }),
+                    "{mode}, {}: expected a search of {}, got\n{shown}",
+                    hot.what,
+                    hot.index
+                );
+                let searched = plan
+                    .iter()
+                    .filter(|line| line.trim_start().starts_with("Index Cond:"))
+                    .any(|line| hot.conditions.iter().all(|c| line.contains(c)));
+                assert!(
+                    searched,
+                    "{mode}, {}: expected an Index Cond with {:?}, got\n{shown}",
+                    hot.what, hot.conditions
+                );
+            }
+        }
+        drop(connection);
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn scope_arrays_are_read_just_past_their_bounds() {

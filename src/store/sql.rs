@@ -19,7 +19,7 @@ use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
-    self, Insert, InsertMinted, IssuedKey, KeySummary, LifecycleError, NewKey,
+    self, Insert, InsertMinted, IssuedKey, KeyPolicy, KeySummary, LifecycleError, NewKey,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyMatch, StoreError, StoreOptions};
@@ -53,6 +53,15 @@ macro_rules! dialect_migrations {
                     "../../migrations/",
                     $dialect,
                     "/0002_clock_free_revocation.sql"
+                )),
+            },
+            Migration {
+                version: 3,
+                description: "owner indexes",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0003_owner_indexes.sql"
                 )),
             },
         ]
@@ -302,6 +311,101 @@ fn spawn_usage_writer<D: Dialect>(core: Weak<SqlCore<D>>, interval: Duration) {
             }
         }
     });
+}
+
+/// The condition that selects the rows of one owner of kind `organization`,
+/// `workspace` or `user`, its ids in the placeholders `$first` (the
+/// organization or the user) and `$second` (the workspace). It names the
+/// columns of the owner indexes of migration 3 as they stand, with no `IS`
+/// between a column and a placeholder: PostgreSQL uses no index for `IS NOT
+/// DISTINCT FROM`, and SQLite picked the index on `user_id` for
+/// `user_id IS NULL`, which matches every organization and workspace key.
+/// The columns a kind leaves NULL need no condition: the table's `CHECK`
+/// ties them to `owner_kind`, which is compared last, on the owner's rows.
+macro_rules! owner_is {
+    (organization, $first:literal, $second:literal) => {
+        concat!(
+            "org_id = ",
+            $first,
+            " AND workspace_id IS NULL AND owner_kind = 'organization'"
+        )
+    };
+    (workspace, $first:literal, $second:literal) => {
+        concat!(
+            "org_id = ",
+            $first,
+            " AND workspace_id = ",
+            $second,
+            " AND owner_kind = 'workspace'"
+        )
+    };
+    (user, $first:literal, $second:literal) => {
+        concat!("user_id = ", $first, " AND owner_kind = 'user'")
+    };
+}
+pub(crate) use owner_is;
+
+/// A statement written for each kind of owner: `$before`, the condition of
+/// [`owner_is!`] on the placeholders `$first` and `$second`, then `$after`.
+macro_rules! per_owner_kind {
+    ($before:expr, $first:literal, $second:literal, $after:expr) => {
+        $crate::store::sql::PerOwnerKind {
+            organization: concat!(
+                $before,
+                $crate::store::sql::owner_is!(organization, $first, $second),
+                $after
+            ),
+            workspace: concat!(
+                $before,
+                $crate::store::sql::owner_is!(workspace, $first, $second),
+                $after
+            ),
+            user: concat!(
+                $before,
+                $crate::store::sql::owner_is!(user, $first, $second),
+                $after
+            ),
+        }
+    };
+}
+pub(crate) use per_owner_kind;
+
+/// One statement per kind of owner (see [`per_owner_kind!`]); bind the
+/// owner's ids with [`owner_ids`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PerOwnerKind {
+    pub(crate) organization: &'static str,
+    pub(crate) workspace: &'static str,
+    pub(crate) user: &'static str,
+}
+
+impl PerOwnerKind {
+    /// The statement for `owner`'s kind.
+    pub(crate) fn of(&self, owner: &Owner) -> &'static str {
+        match owner {
+            Owner::Organization(_) => self.organization,
+            Owner::Workspace { .. } => self.workspace,
+            Owner::User(_) => self.user,
+        }
+    }
+}
+
+/// The ids of `owner` in the order [`owner_is!`] places them: the
+/// organization then the workspace, or the user. Bind them with
+/// `owner_ids(owner).fold(query, |query, id| query.bind(id))`.
+pub(crate) fn owner_ids(owner: &Owner) -> impl Iterator<Item = &str> {
+    let (first, second) = match owner {
+        Owner::Organization(org) => (org.as_str(), None),
+        Owner::Workspace { org, workspace } => (org.as_str(), Some(workspace.as_str())),
+        Owner::User(user) => (user.as_str(), None),
+    };
+    std::iter::once(first).chain(second)
+}
+
+/// Whether issuing under `policy` needs the owner's usable keys counted:
+/// only a limit does.
+pub(crate) fn counts_usable_keys(policy: KeyPolicy) -> bool {
+    matches!(policy, KeyPolicy::AtMost(_))
 }
 
 /// The owner as `(owner_kind, org_id, workspace_id, user_id)` columns.

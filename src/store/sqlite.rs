@@ -21,9 +21,9 @@ use crate::store::lifecycle::{
     OldKey, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, SqlCore, bind_key, column_error, corrupt, dialect_migrations, from_micros,
-    inserted, key_from_row, migrate, owner_columns, pool_options, scopes_from_text, scopes_to_text,
-    summaries, to_micros, to_micros_precision,
+    Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, corrupt, counts_usable_keys,
+    dialect_migrations, from_micros, inserted, key_from_row, migrate, owner_ids, per_owner_kind,
+    pool_options, scopes_from_text, scopes_to_text, summaries, to_micros, to_micros_precision,
 };
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -49,6 +49,7 @@ macro_rules! key_columns {
     };
 }
 
+#[cfg(test)]
 const KEY_COLUMNS: &str = key_columns!(scopes_read!());
 
 /// One key by its id (`?1`).
@@ -67,6 +68,57 @@ const SELECT_KEY_MATCHING: &str = concat!(
     "SELECT ",
     key_columns!(concat!("CASE WHEN hash = ?2 THEN ", scopes_read!(), " END")),
     " FROM keyauth_keys WHERE id = ?1"
+);
+
+/// Whether the key of id `?1` exists.
+const KEY_EXISTS: &str = "SELECT 1 FROM keyauth_keys WHERE id = ?1";
+
+/// Revokes the key of id `?1` at `?2`, unless it is revoked already.
+const REVOKE_BY_ID: &str =
+    "UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL";
+
+/// What becomes of a rotated key (id `?1`): revoked at `?2`, or usable
+/// until `?2`.
+const RETIRE_REVOKE: &str = "UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1";
+const RETIRE_GRACE: &str = "UPDATE keyauth_keys SET grace_ends_at = ?2 WHERE id = ?1";
+
+/// The owner's (`?2`, `?3`) usable keys at `?1`: what a limit counts.
+const COUNT_USABLE: PerOwnerKind = per_owner_kind!(
+    "SELECT COUNT(*) FROM keyauth_keys WHERE ",
+    "?2",
+    "?3",
+    " AND revoked_at IS NULL
+      AND (expires_at IS NULL OR expires_at > ?1)
+      AND (grace_ends_at IS NULL OR grace_ends_at > ?1)"
+);
+
+/// Revokes at `?1` the owner's (`?2`, `?3`) keys not revoked yet.
+const REVOKE_OWNER_KEYS: PerOwnerKind = per_owner_kind!(
+    "UPDATE keyauth_keys SET revoked_at = ?1 WHERE ",
+    "?2",
+    "?3",
+    " AND revoked_at IS NULL"
+);
+
+/// The owner's (`?1`, `?2`) keys, oldest first.
+const LIST_OWNER_KEYS: PerOwnerKind = per_owner_kind!(
+    concat!(
+        "SELECT ",
+        key_columns!(scopes_read!()),
+        " FROM keyauth_keys WHERE "
+    ),
+    "?1",
+    "?2",
+    " ORDER BY created_at, id"
+);
+
+/// The keys of the organization `?1` and of its workspaces, oldest first.
+const LIST_ORG_KEYS: &str = concat!(
+    "SELECT ",
+    key_columns!(scopes_read!()),
+    " FROM keyauth_keys
+     WHERE org_id = ?1 AND owner_kind IN ('organization', 'workspace')
+     ORDER BY created_at, id"
 );
 
 /// How much of a stored list of scopes is read: one byte more than the
@@ -332,42 +384,26 @@ impl KeyLifecycle for SqliteStore {
         // The time is read once the lock is held, so it is never earlier
         // than a change another writer made before us.
         let now = to_micros_precision(options.now());
-        let (kind, org, workspace, user) = owner_columns(&new_key.owner);
-        let usable: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM keyauth_keys
-             WHERE owner_kind = ?1 AND org_id IS ?2 AND workspace_id IS ?3 AND user_id IS ?4
-               AND revoked_at IS NULL
-               AND (expires_at IS NULL OR expires_at > ?5)
-               AND (grace_ends_at IS NULL OR grace_ends_at > ?5)",
-        )
-        .bind(kind)
-        .bind(org)
-        .bind(workspace)
-        .bind(user)
-        .bind(to_micros(now))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::backend)?;
-        let usable = usize::try_from(usable).unwrap_or(usize::MAX);
-        let plan = plan_issue(
-            new_key.policy.unwrap_or(options.policy),
-            &new_key.owner,
-            usable,
-        )?;
-        if plan == IssuePlan::RevokeOthersThenInsert {
-            sqlx::query(
-                "UPDATE keyauth_keys SET revoked_at = ?5
-                 WHERE owner_kind = ?1 AND org_id IS ?2 AND workspace_id IS ?3 AND user_id IS ?4
-                   AND revoked_at IS NULL",
-            )
-            .bind(kind)
-            .bind(org)
-            .bind(workspace)
-            .bind(user)
-            .bind(to_micros(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
+        let policy = new_key.policy.unwrap_or(options.policy);
+        let owner = &new_key.owner;
+        let usable = if counts_usable_keys(policy) {
+            let query = sqlx::query_scalar(COUNT_USABLE.of(owner)).bind(to_micros(now));
+            let usable: i64 = owner_ids(owner)
+                .fold(query, |query, id| query.bind(id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+            usize::try_from(usable).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        if plan_issue(policy, owner, usable)? == IssuePlan::RevokeOthersThenInsert {
+            let query = sqlx::query(REVOKE_OWNER_KEYS.of(owner)).bind(to_micros(now));
+            owner_ids(owner)
+                .fold(query, |query, id| query.bind(id))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
         }
         let issued = self.inner.mint_and_insert(&mut *tx, new_key, now).await?;
         tx.commit().await.map_err(StoreError::backend)?;
@@ -375,39 +411,29 @@ impl KeyLifecycle for SqliteStore {
     }
 
     async fn list(&self, owner: &Owner) -> Result<Vec<KeySummary>, LifecycleError> {
-        let (kind, org, workspace, user) = owner_columns(owner);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM keyauth_keys
-             WHERE owner_kind = ?1 AND org_id IS ?2 AND workspace_id IS ?3 AND user_id IS ?4
-             ORDER BY created_at, id"
-        )))
-        .bind(kind)
-        .bind(org)
-        .bind(workspace)
-        .bind(user)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(StoreError::backend)?;
+        let rows = owner_ids(owner)
+            .fold(sqlx::query(LIST_OWNER_KEYS.of(owner)), |query, id| {
+                query.bind(id)
+            })
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
         summaries(&rows, key_from_row::<Sqlite>)
     }
 
     async fn list_in_org(&self, org: &OrgId) -> Result<Vec<KeySummary>, LifecycleError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM keyauth_keys
-             WHERE org_id = ?1 AND owner_kind IN ('organization', 'workspace')
-             ORDER BY created_at, id"
-        )))
-        .bind(org.as_str())
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(StoreError::backend)?;
+        let rows = sqlx::query(LIST_ORG_KEYS)
+            .bind(org.as_str())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
         summaries(&rows, key_from_row::<Sqlite>)
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
         let now = to_micros(self.inner.options.now());
         let mut tx = self.inner.begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM keyauth_keys WHERE id = ?1")
+        let exists: Option<i64> = sqlx::query_scalar(KEY_EXISTS)
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
@@ -415,7 +441,7 @@ impl KeyLifecycle for SqliteStore {
         if exists.is_none() {
             return Err(LifecycleError::NotFound(id.clone()));
         }
-        sqlx::query("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+        sqlx::query(REVOKE_BY_ID)
             .bind(id.as_str())
             .bind(now)
             .execute(&mut *tx)
@@ -438,11 +464,8 @@ impl KeyLifecycle for SqliteStore {
             .mint_and_insert(&mut *tx, plan.successor, now)
             .await?;
         let (retire, at) = match plan.old_key {
-            OldKey::Revoke => ("UPDATE keyauth_keys SET revoked_at = ?2 WHERE id = ?1", now),
-            OldKey::GraceEndsAt(at) => (
-                "UPDATE keyauth_keys SET grace_ends_at = ?2 WHERE id = ?1",
-                at,
-            ),
+            OldKey::Revoke => (RETIRE_REVOKE, now),
+            OldKey::GraceEndsAt(at) => (RETIRE_GRACE, at),
         };
         sqlx::query(retire)
             .bind(id.as_str())
@@ -490,6 +513,219 @@ mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
 
     use super::*;
+
+    /// A value bound to a statement under test.
+    enum Arg {
+        Micros(i64),
+        Text(&'static str),
+    }
+
+    /// A statement the stores run on one owner or one key, with arguments
+    /// as the store binds them, and how SQLite must find its rows: through
+    /// `index`, searching on `search` (as `EXPLAIN QUERY PLAN` prints it).
+    struct Hot {
+        what: String,
+        sql: &'static str,
+        args: Vec<Arg>,
+        index: &'static str,
+        search: &'static str,
+    }
+
+    /// Every statement of issue, rotate, revoke, list and list_in_org that
+    /// selects or updates keys, and the lookups by id.
+    fn hot_statements() -> Vec<Hot> {
+        const BY_ORG: &str = "keyauth_keys_by_org_owner";
+        const BY_USER: &str = "keyauth_keys_by_user_owner";
+        const BY_ID: &str = "sqlite_autoindex_keyauth_keys_1";
+        let now = Arg::Micros(to_micros(SystemTime::now()));
+        let mut hot = Vec::new();
+        let owners = [
+            (
+                Owner::org("org-7"),
+                vec!["org-7"],
+                BY_ORG,
+                "(org_id=? AND workspace_id=? AND revoked_at=?)",
+                "(org_id=? AND workspace_id=?)",
+            ),
+            (
+                Owner::workspace("org-7", "ws-7"),
+                vec!["org-7", "ws-7"],
+                BY_ORG,
+                "(org_id=? AND workspace_id=? AND revoked_at=?)",
+                "(org_id=? AND workspace_id=?)",
+            ),
+            (
+                Owner::user("user-7"),
+                vec!["user-7"],
+                BY_USER,
+                "(user_id=? AND revoked_at=?)",
+                "(user_id=?)",
+            ),
+        ];
+        for (owner, ids, index, usable, all) in owners {
+            let with_now = |ids: &[&'static str]| {
+                let mut args = vec![Arg::Micros(to_micros(SystemTime::now()))];
+                args.extend(ids.iter().map(|id| Arg::Text(id)));
+                args
+            };
+            let owner_args = || ids.iter().map(|id| Arg::Text(id)).collect::<Vec<_>>();
+            hot.push(Hot {
+                what: format!("issue: count the usable keys of {owner}"),
+                sql: COUNT_USABLE.of(&owner),
+                args: with_now(&ids),
+                index,
+                search: usable,
+            });
+            hot.push(Hot {
+                what: format!("issue: revoke the other keys of {owner}"),
+                sql: REVOKE_OWNER_KEYS.of(&owner),
+                args: with_now(&ids),
+                index,
+                search: usable,
+            });
+            hot.push(Hot {
+                what: format!("list the keys of {owner}"),
+                sql: LIST_OWNER_KEYS.of(&owner),
+                args: owner_args(),
+                index,
+                search: all,
+            });
+        }
+        hot.push(Hot {
+            what: "list_in_org".to_owned(),
+            sql: LIST_ORG_KEYS,
+            args: vec![Arg::Text("org-7")],
+            index: BY_ORG,
+            search: "(org_id=?)",
+        });
+        let by_id = [
+            ("find_key", SELECT_KEY_BY_ID, vec![Arg::Text("key00042")]),
+            (
+                "find_key_matching",
+                SELECT_KEY_MATCHING,
+                vec![Arg::Text("key00042"), Arg::Text("hash")],
+            ),
+            (
+                "revoke: does the key exist",
+                KEY_EXISTS,
+                vec![Arg::Text("key00042")],
+            ),
+            ("revoke", REVOKE_BY_ID, vec![Arg::Text("key00042"), now]),
+            (
+                "rotate: revoke the old key",
+                RETIRE_REVOKE,
+                vec![Arg::Text("key00042"), Arg::Micros(0)],
+            ),
+            (
+                "rotate: end the old key's grace",
+                RETIRE_GRACE,
+                vec![Arg::Text("key00042"), Arg::Micros(0)],
+            ),
+        ];
+        for (what, sql, args) in by_id {
+            hot.push(Hot {
+                what: what.to_owned(),
+                sql,
+                args,
+                index: BY_ID,
+                search: "(id=?)",
+            });
+        }
+        hot
+    }
+
+    /// The lines of `EXPLAIN QUERY PLAN` for `hot`.
+    async fn plan_of(connection: &mut SqliteConnection, hot: &Hot) -> Vec<String> {
+        let explain = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            hot.sql
+        )));
+        let rows = hot
+            .args
+            .iter()
+            .fold(explain, |query, arg| match arg {
+                Arg::Micros(micros) => query.bind(*micros),
+                Arg::Text(text) => query.bind(*text),
+            })
+            .fetch_all(connection)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
+    /// Asserts that every statement of [`hot_statements`] searches its own
+    /// index, on all the columns it names, and scans nothing.
+    async fn assert_plans(connection: &mut SqliteConnection, when: &str) {
+        for hot in hot_statements() {
+            let plan = plan_of(connection, &hot).await;
+            let shown = plan.join("\n");
+            assert!(
+                !plan.iter().any(|line| line.starts_with("SCAN")),
+                "{when}, {}: a full scan\n{shown}",
+                hot.what
+            );
+            let searches: Vec<&String> = plan
+                .iter()
+                .filter(|line| line.starts_with("SEARCH keyauth_keys"))
+                .collect();
+            let expected = [
+                format!(
+                    "SEARCH keyauth_keys USING INDEX {} {}",
+                    hot.index, hot.search
+                ),
+                format!(
+                    "SEARCH keyauth_keys USING COVERING INDEX {} {}",
+                    hot.index, hot.search
+                ),
+            ];
+            assert!(
+                !searches.is_empty() && searches.iter().all(|line| expected.contains(line)),
+                "{when}, {}: expected {:?}, got\n{shown}",
+                hot.what,
+                expected[0]
+            );
+        }
+    }
+
+    /// 6 000 keys, 10 for each of 200 organizations, 200 workspaces and
+    /// 200 users, a fifth of them revoked: the statements find an owner's
+    /// keys through its index, before `ANALYZE` (which applications rarely
+    /// run on SQLite) and after.
+    #[tokio::test]
+    async fn statements_on_one_owner_or_key_search_its_index() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let mut connection = store.pool().acquire().await.unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 5999)
+             INSERT INTO keyauth_keys (id, hash, owner_kind, org_id, workspace_id, user_id,
+                                       scopes, created_at, revoked_at)
+             SELECT printf('key%05d', i), randomblob(32),
+                    CASE i % 3 WHEN 0 THEN 'organization' WHEN 1 THEN 'workspace' ELSE 'user' END,
+                    CASE i % 3 WHEN 2 THEN NULL ELSE printf('org-%d', i / 30) END,
+                    CASE i % 3 WHEN 1 THEN printf('ws-%d', i / 30) END,
+                    CASE i % 3 WHEN 2 THEN printf('user-%d', i / 30) END,
+                    '*', i, CASE WHEN i % 5 = 0 THEN i END
+             FROM n",
+        )
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+        assert_plans(&mut connection, "before ANALYZE").await;
+        sqlx::query("ANALYZE")
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        assert_plans(&mut connection, "after ANALYZE").await;
+    }
 
     #[test]
     fn scope_lists_are_read_just_past_their_bound() {

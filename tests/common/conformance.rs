@@ -75,6 +75,7 @@ conformance_cases!(
     a_limit_refuses_one_key_too_many,
     a_policy_can_be_given_per_issue,
     single_active_key_revokes_the_previous_one,
+    policies_apply_to_each_owner_alone,
     memberships_decide_personal_tokens,
     concurrent_issues_respect_the_limit,
     concurrent_issues_and_revocations_all_land,
@@ -558,6 +559,61 @@ async fn single_active_key_revokes_the_previous_one<H: Harness>(h: H) {
         .collect();
     assert_eq!(usable.len(), 1);
     assert_eq!(usable[0].id, second.record.id);
+}
+
+/// An owner's keys are its own: a new key of an organization revokes none
+/// of its workspaces' keys, a workspace's none of its organization's or of
+/// a sibling workspace's, and none of them a user's, even one named like the
+/// organization; a limit counts the owner's usable keys alone.
+async fn policies_apply_to_each_owner_alone<H: Harness>(h: H) {
+    let store = h
+        .open(StoreOptions::default().policy(KeyPolicy::SingleActive))
+        .await;
+    let owners = [
+        Owner::org("acme"),
+        Owner::workspace("acme", "docs"),
+        Owner::workspace("acme", "billing"),
+        Owner::org("globex"),
+        Owner::user("acme"),
+    ];
+    let mut latest = Vec::new();
+    for owner in &owners {
+        latest.push(store.issue(NewKey::new(owner.clone())).await.unwrap());
+    }
+    let usable = async |owner: &Owner| -> Vec<KeyId> {
+        store
+            .list(owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|key| key.revoked_at.is_none())
+            .map(|key| key.id)
+            .collect()
+    };
+    for (i, owner) in owners.iter().enumerate() {
+        latest[i] = store.issue(NewKey::new(owner.clone())).await.unwrap();
+        for (other, issued) in owners.iter().zip(&latest) {
+            assert_eq!(
+                usable(other).await,
+                vec![issued.record.id.clone()],
+                "after a second key of {owner}, the usable keys of {other}"
+            );
+        }
+    }
+    for owner in &owners {
+        assert_eq!(store.list(owner).await.unwrap().len(), 2, "{owner}");
+        // One usable key of this owner, whatever its neighbours hold: a
+        // limit of 2 allows one more, then refuses.
+        let limited = || NewKey::new(owner.clone()).policy(KeyPolicy::AtMost(2));
+        store.issue(limited()).await.unwrap();
+        assert!(
+            matches!(
+                store.issue(limited()).await,
+                Err(LifecycleError::LimitReached { .. })
+            ),
+            "{owner}"
+        );
+    }
 }
 
 async fn memberships_decide_personal_tokens<H: Harness>(h: H) {
