@@ -577,8 +577,9 @@ where
                 return true;
             }
             if fresh {
-                self.ghosts
-                    .remember(cache.shard_keys.hash_one(&key), cache.shard_limits.entries);
+                // As many as the shard holds answers: each is counted for one.
+                let limit = self.small.entries + self.main.entries;
+                self.ghosts.remember(cache.shard_keys.hash_one(&key), limit);
             }
             self.remove_current(&key);
             return true;
