@@ -13,6 +13,8 @@ use sqlx::query::Query;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
 };
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
@@ -213,7 +215,11 @@ impl<D: Dialect> SqlCore<D> {
             usage,
         });
         if let Some(usage) = &core.usage {
-            spawn_usage_writer(Arc::downgrade(&core), usage.interval());
+            spawn_usage_writer(
+                Arc::downgrade(&core),
+                usage.interval(),
+                usage.overflow_signal(),
+            );
         }
         Ok(core)
     }
@@ -268,14 +274,18 @@ impl<D: Dialect> SqlCore<D> {
         lifecycle::mint_and_insert(connection, &self.options.format, new_key, now).await
     }
 
-    /// Notes a use for the background writer.
+    /// Notes a use for the background writer: no lock, no allocation;
+    /// comparisons of times and two atomic loads for a key already noted in
+    /// its window (see `UsageBuffer`).
     pub(crate) fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         if let Some(usage) = &self.usage {
             usage.note(record, at);
         }
     }
 
-    /// Writes the buffered `last_used_at` times now; returns how many.
+    /// Writes the buffered `last_used_at` times now (those of a failed
+    /// write first, latest time per key, at most a queue's worth); returns
+    /// how many.
     pub(crate) async fn flush_last_used(&self) -> Result<usize, StoreError> {
         let Some(usage) = &self.usage else {
             return Ok(0);
@@ -295,18 +305,39 @@ impl<D: Dialect> SqlCore<D> {
 }
 
 /// Flushes `core`'s buffered `last_used_at` times every `interval` while it
-/// lives. Failures are logged, never returned to a request.
-fn spawn_usage_writer<D: Dialect>(core: Weak<SqlCore<D>>, interval: Duration) {
+/// lives, and at once when a use finds the queue full (`overflow`), so that
+/// more keys than the queue holds are written within an interval too. After
+/// a failed write it waits for the next tick, whatever the queue: a database
+/// that is down is not retried faster than once per interval. Failures are
+/// logged, never returned to a request.
+fn spawn_usage_writer<D: Dialect>(
+    core: Weak<SqlCore<D>>,
+    interval: Duration,
+    overflow: Arc<Notify>,
+) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
+        let mut tick = Instant::now() + interval;
+        let mut last_failed = false;
         loop {
-            ticks.tick().await;
+            let woken_early = if last_failed {
+                tokio::time::sleep_until(tick).await;
+                false
+            } else {
+                tokio::time::timeout_at(tick, overflow.notified())
+                    .await
+                    .is_ok()
+            };
+            if !woken_early {
+                // As `MissedTickBehavior::Delay`: a whole interval from now.
+                tick = Instant::now() + interval;
+            }
             let Some(core) = core.upgrade() else {
                 break;
             };
-            if let Err(error) = core.flush_last_used().await {
+            let flushed = core.flush_last_used().await;
+            drop(core);
+            last_failed = flushed.is_err();
+            if let Err(error) = flushed {
                 tracing::warn!(error = %error, "could not write last-used times; they are kept for the next attempt");
             }
         }
@@ -657,6 +688,50 @@ mod tests {
         assert_eq!(from_micros(to_micros(stored)), stored);
         let before_epoch = UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(from_micros(to_micros(before_epoch)), before_epoch);
+    }
+
+    /// More keys used in an interval than the queue holds: the writer
+    /// drains it when it fills, not an hour later.
+    #[tokio::test]
+    #[cfg(feature = "sqlite")]
+    async fn a_full_queue_is_written_before_the_tick() {
+        use crate::store::usage::buffer::PENDING_USES;
+        let path = std::env::temp_dir().join(format!(
+            "keyauth-usage-writer-{}-{}.db",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        let options = StoreOptions::default().last_used_interval(Duration::from_secs(3600));
+        let core = SqlCore::<sqlx::Sqlite>::open(pool, options).await.unwrap();
+        let usage = core.usage.as_ref().unwrap();
+        let at = SystemTime::now();
+        let keys = PENDING_USES + 100;
+        for i in 0..keys {
+            let id = format!("k{i}");
+            let record = KeyRecord::new(id.as_str(), KeyHash::of(&id), Owner::org("acme"));
+            core.record_use(&record, at);
+        }
+        // Full, and the uses beyond it woke the writer. (That they are
+        // noted again later is a test of `usage`.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while usage.queued() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never drained");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(core);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
