@@ -160,6 +160,14 @@ impl CacheOptions {
 /// again). A lookup that was under way when its key was invalidated does not
 /// put its stale answer back.
 ///
+/// When full, it keeps the keys in use: a key seen once leaves before a key
+/// used again (S3-FIFO), so a scan of new ids flushes none of them, and under
+/// skewed traffic it hits at least as often as an LRU of the same size. Found
+/// keys are bounded by [`CacheOptions::capacity`] and
+/// [`CacheOptions::max_bytes`]; "no such key" answers by their own, smaller
+/// [`CacheOptions::negative_capacity`], so a flood of made-up ids evicts no
+/// valid key. [`CachedStore::stats`] tells what it holds.
+///
 /// Revoking, rotating or issuing through the cache invalidates what it
 /// changes at once. Changes made through another instance are seen within
 /// [`CacheOptions::positive_ttl`], or at once when the store announces them
