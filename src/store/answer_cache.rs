@@ -402,6 +402,11 @@ where
             Some(_) if shard.ghosts.recall(fingerprint) => Which::Main,
             Some(_) => Which::Small,
         };
+        // Room first, so that the new answer is never its own victim.
+        match queue {
+            Which::Missing => shard.evict_missing(self, 1),
+            Which::Small | Which::Main => shard.evict_found(self, bytes),
+        }
         let stay = shard.next_stay;
         shard.next_stay += 1;
         shard.queue_mut(queue).push(key.clone(), stay, bytes);
@@ -416,10 +421,6 @@ where
                 uses: AtomicU8::new(0),
             })),
         );
-        match queue {
-            Which::Missing => shard.evict_missing(self),
-            Which::Small | Which::Main => shard.evict_found(self),
-        }
         for queue in [Which::Small, Which::Main, Which::Missing] {
             shard.compact(queue);
         }
@@ -526,14 +527,14 @@ where
         }
     }
 
-    /// Evicts found answers until the shard is within its entry and byte
-    /// limits: from the small queue while it holds more than its share (or
+    /// Evicts found answers until the shard has room, within its entry and
+    /// byte limits, for one more of `incoming_bytes`: from the small queue while it holds more than its share (or
     /// the main queue is empty), else from the main queue.
-    fn evict_found(&mut self, cache: &AnswerCache<K, T>) {
+    fn evict_found(&mut self, cache: &AnswerCache<K, T>, incoming_bytes: usize) {
         let limits = cache.shard_limits;
         loop {
-            let entries = self.small.entries + self.main.entries;
-            let bytes = self.small.bytes + self.main.bytes;
+            let entries = self.small.entries + self.main.entries + 1;
+            let bytes = self.small.bytes + self.main.bytes + incoming_bytes;
             if entries <= limits.entries && bytes <= limits.bytes {
                 return;
             }
@@ -607,8 +608,8 @@ where
     }
 
     /// Evicts the oldest "not found" answers beyond their limit.
-    fn evict_missing(&mut self, cache: &AnswerCache<K, T>) {
-        while self.missing.entries > cache.shard_limits.missing_entries {
+    fn evict_missing(&mut self, cache: &AnswerCache<K, T>, incoming: usize) {
+        while self.missing.entries + incoming > cache.shard_limits.missing_entries {
             let Some((key, stay)) = self.missing.places.pop_front() else {
                 return;
             };
@@ -934,6 +935,22 @@ mod tests {
             use_key(&cache, scanned).await;
             assert!(use_key(&cache, 0).await);
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_back_from_its_eviction_is_not_evicted_by_its_own_insertion() {
+        let cache = cache(10);
+        use_key(&cache, 0).await; // used once: leaves the small queue unused
+        for key in 1..=10 {
+            use_key(&cache, key).await;
+            use_key(&cache, key).await;
+        }
+        use_key(&cache, 11).await;
+        for key in 2..=10 {
+            assert!(use_key(&cache, key).await);
+        }
+        assert!(!use_key(&cache, 0).await); // remembered: to the main queue
+        assert_eq!(cache.get(&0), Some(Some(0)), "kept");
     }
 
     #[tokio::test]
