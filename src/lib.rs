@@ -84,6 +84,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 pub mod body;
 pub mod clock;
 mod config;
@@ -94,6 +95,7 @@ pub mod future;
 pub mod hash;
 pub mod ids;
 mod layer;
+pub mod metadata;
 pub mod principal;
 mod public;
 mod record;

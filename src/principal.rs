@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{Extensions, HeaderName};
 
 use crate::error::AuthError;
 use crate::format::Environment;
 use crate::ids::{KeyId, KeyKind, OrgId, UserId, WorkspaceId};
+use crate::metadata::KeyMetadata;
 use crate::response::{ResponseContext, layer_context};
 use crate::scope::Scopes;
 
@@ -100,6 +102,8 @@ pub struct Principal {
     scopes: Scopes,
     source: CredentialSource,
     environment: Option<Environment>,
+    expires_at: Option<SystemTime>,
+    metadata: Option<KeyMetadata>,
 }
 
 impl Principal {
@@ -113,6 +117,8 @@ impl Principal {
             scopes: Scopes::all(),
             source: CredentialSource::Bearer,
             environment: None,
+            expires_at: None,
+            metadata: None,
         }
     }
 
@@ -126,6 +132,8 @@ impl Principal {
         scopes: Scopes,
         source: CredentialSource,
         environment: Option<Environment>,
+        expires_at: Option<SystemTime>,
+        metadata: Option<KeyMetadata>,
     ) -> Self {
         Self {
             key_id,
@@ -135,6 +143,8 @@ impl Principal {
             scopes,
             source,
             environment,
+            expires_at,
+            metadata,
         }
     }
 
@@ -159,6 +169,18 @@ impl Principal {
     /// Sets the environment named by the key's prefix.
     pub fn with_environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
+        self
+    }
+
+    /// Sets when the key stops working.
+    pub fn with_expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Sets the key's metadata.
+    pub fn with_metadata(mut self, metadata: KeyMetadata) -> Self {
+        self.metadata = Some(metadata);
         self
     }
 
@@ -208,6 +230,30 @@ impl Principal {
         self.environment
     }
 
+    /// When the key stops working by itself, if ever: the earlier of its
+    /// expiry and the end of a rotation's grace period
+    /// ([`KeyRecord::stops_at`](crate::store::KeyRecord::stops_at)). A key
+    /// this principal issues through the key API never outlives it.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// What the application keeps with the key, read with the key itself:
+    /// no further store call.
+    ///
+    /// ```
+    /// use tower_keyauth::Principal;
+    /// use tower_keyauth::ids::KeyKind;
+    /// use tower_keyauth::metadata::KeyMetadata;
+    /// use tower_keyauth::principal::Tenant;
+    /// let principal = Principal::new("key1", KeyKind::Organization, Tenant::org("acme"))
+    ///     .with_metadata(KeyMetadata::from_json(r#"{"plan":"pro"}"#).unwrap());
+    /// assert_eq!(principal.metadata().unwrap().as_json(), r#"{"plan":"pro"}"#);
+    /// ```
+    pub fn metadata(&self) -> Option<&KeyMetadata> {
+        self.metadata.as_ref()
+    }
+
     /// Whether the principal holds `scope` (see [`Scopes::allows`]).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.allows(scope)
@@ -237,6 +283,8 @@ impl fmt::Debug for Principal {
             .field("scopes", &self.scopes)
             .field("source", &self.source)
             .field("environment", &self.environment)
+            .field("expires_at", &self.expires_at)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }

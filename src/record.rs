@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, KeyKind, Label, OrgId, UserId, WorkspaceId};
+use crate::metadata::KeyMetadata;
 use crate::scope::Scopes;
 
 /// Who a key belongs to. The owner decides the key's [`KeyKind`] and the
@@ -134,6 +135,9 @@ pub struct KeyRecord {
     pub revoked_at: Option<SystemTime>,
     /// When the key was last used (tracked off the request path, so it lags).
     pub last_used_at: Option<SystemTime>,
+    /// What the application keeps with the key (a JSON object of at most
+    /// 4 KiB), handed to handlers on the [`Principal`](crate::Principal).
+    pub metadata: Option<KeyMetadata>,
 }
 
 impl KeyRecord {
@@ -146,6 +150,7 @@ impl KeyRecord {
             + self.scopes.heap_bytes()
             + self.name.heap_bytes()
             + self.prefix.as_ref().map_or(0, Label::heap_bytes)
+            + self.metadata.as_ref().map_or(0, KeyMetadata::heap_bytes)
     }
 
     /// A record with full access, no name, no expiry, created now.
@@ -162,6 +167,7 @@ impl KeyRecord {
             grace_ends_at: None,
             revoked_at: None,
             last_used_at: None,
+            metadata: None,
         }
     }
 
@@ -224,6 +230,12 @@ impl KeyRecord {
     /// Sets the last-used time.
     pub fn with_last_used_at(mut self, at: SystemTime) -> Self {
         self.last_used_at = Some(at);
+        self
+    }
+
+    /// Sets what the application keeps with the key.
+    pub fn with_metadata(mut self, metadata: KeyMetadata) -> Self {
+        self.metadata = Some(metadata);
         self
     }
 

@@ -22,6 +22,7 @@ use crate::format::{Environment, KindSet, ParseError, ParsedToken};
 use crate::hash::KeyHash;
 use crate::ids::KeyKind;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::metadata::KeyMetadata;
 use crate::principal::{CredentialSource, Principal, Tenant, Unauthenticated};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::response::{Answers, ResponseContext};
@@ -171,6 +172,8 @@ fn check_credential<S: KeyStore>(
                     tenant,
                     scopes,
                     at,
+                    expires_at,
+                    metadata,
                 } => {
                     extensions.insert(Principal::authenticated(
                         id.clone(),
@@ -180,6 +183,8 @@ fn check_credential<S: KeyStore>(
                         scopes,
                         source.clone(),
                         environment,
+                        expires_at,
+                        metadata,
                     ));
                     examination = Some(Examination::Admitted);
                     Some(at)
@@ -323,6 +328,8 @@ fn decide<S>(
         },
         scopes: record.scopes.clone(),
         at: now,
+        expires_at: record.stops_at(),
+        metadata: record.metadata.clone(),
     }
 }
 
@@ -375,6 +382,8 @@ enum Decision {
         tenant: Tenant,
         scopes: Scopes,
         at: SystemTime,
+        expires_at: Option<SystemTime>,
+        metadata: Option<KeyMetadata>,
     },
     /// A personal token whose secret matched: its user's membership decides.
     Membership(Box<PendingMembership>),
@@ -498,8 +507,11 @@ impl Attempt {
                 tenant,
                 scopes,
                 at: _,
+                expires_at,
+                metadata,
             } => {
-                let principal = self.into_principal(kind, tenant, None, scopes);
+                let principal =
+                    self.into_principal(kind, tenant, None, scopes, expires_at, metadata);
                 tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
                 Ok(Examined::Done(principal))
             }
@@ -556,6 +568,8 @@ impl Attempt {
         tenant: Tenant,
         user: Option<UserId>,
         scopes: Scopes,
+        expires_at: Option<SystemTime>,
+        metadata: Option<KeyMetadata>,
     ) -> Principal {
         Principal::authenticated(
             self.id,
@@ -565,6 +579,8 @@ impl Attempt {
             scopes,
             self.source,
             self.environment,
+            expires_at,
+            metadata,
         )
     }
 }
@@ -603,11 +619,14 @@ impl MembershipCheck {
                     workspace: None,
                 };
                 let kind = self.record.kind();
+                let expires_at = self.record.stops_at();
                 Verdict::Authenticated(self.attempt.into_principal(
                     kind,
                     tenant,
                     Some(self.user),
                     scopes,
+                    expires_at,
+                    self.record.metadata,
                 ))
             }
         }

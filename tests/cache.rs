@@ -537,12 +537,12 @@ impl KeyLifecycle for ListingFails {
     ) -> Result<(), tower_keyauth::store::LifecycleError> {
         self.0.revoke(id).await
     }
-    async fn rotate(
+    async fn rotate_with(
         &self,
         id: &tower_keyauth::ids::KeyId,
-        grace: Duration,
+        rotation: tower_keyauth::store::Rotation,
     ) -> Result<tower_keyauth::store::IssuedKey, tower_keyauth::store::LifecycleError> {
-        self.0.rotate(id, grace).await
+        self.0.rotate_with(id, rotation).await
     }
     async fn set_membership(
         &self,

@@ -22,8 +22,8 @@ use tower_keyauth::hash::KeyHash;
 use tower_keyauth::ids::{KeyId, OrgId, UserId};
 use tower_keyauth::store::{
     CacheOptions, CachedStore, Invalidate, Invalidation, IssuedKey, KeyMatch, KeyRecord,
-    KeySummary, LifecycleError, Membership, Owner, PostgresStore, SqliteStore, StoreError,
-    StoreOptions,
+    KeySummary, LifecycleError, Membership, Owner, PostgresStore, Rotation, SqliteStore,
+    StoreError, StoreOptions,
 };
 use tower_keyauth::{KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
@@ -261,8 +261,12 @@ impl<S: KeyLifecycle> KeyLifecycle for Announcing<S> {
         Ok(())
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
-        let issued = self.store.rotate(id, grace).await?;
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        rotation: Rotation,
+    ) -> Result<IssuedKey, LifecycleError> {
+        let issued = self.store.rotate_with(id, rotation).await?;
         self.announce([
             Invalidation::Key(id.clone()),
             Invalidation::Key(issued.record.id.clone()),

@@ -11,7 +11,10 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::answer_cache::{AnswerCache, Limits};
-use crate::store::lifecycle::{IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey};
+use crate::store::lifecycle::{
+    IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary, LifecycleError, NewKey, PageRequest,
+    Rotation,
+};
 use crate::store::{Invalidate, Invalidation, KeyMatchRef, KeyStore, StoreError, note_use};
 
 /// How long answers are kept, how many, in how much memory, and on which
@@ -418,8 +421,20 @@ impl<S: KeyLifecycle> KeyLifecycle for CachedStore<S> {
         result
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
-        let issued = self.shared.store.rotate(id, grace).await;
+    async fn list_page(
+        &self,
+        listing: &KeyListing,
+        page: &PageRequest,
+    ) -> Result<KeyPage, LifecycleError> {
+        self.shared.store.list_page(listing, page).await
+    }
+
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        rotation: Rotation,
+    ) -> Result<IssuedKey, LifecycleError> {
+        let issued = self.shared.store.rotate_with(id, rotation).await;
         self.invalidate_key(id);
         let issued = issued?;
         self.invalidate_key(&issued.record.id);

@@ -8,6 +8,7 @@ use crate::format::{Environment, KeyFormat, MintError, MintedToken};
 use crate::hash::Token;
 use crate::ids::KeyKind;
 use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
+use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::{InvalidScope, Scopes};
 use crate::store::{KeyStore, StoreError};
@@ -41,6 +42,8 @@ pub struct NewKey {
     /// Overrides the store's [`KeyPolicy`] for this key, e.g. a limit that
     /// depends on the owner's plan.
     pub policy: Option<KeyPolicy>,
+    /// What the application keeps with the key.
+    pub metadata: Option<KeyMetadata>,
 }
 
 impl NewKey {
@@ -53,6 +56,7 @@ impl NewKey {
             expires_at: None,
             environment: None,
             policy: None,
+            metadata: None,
         }
     }
 
@@ -103,6 +107,12 @@ impl NewKey {
     /// Applies `policy` to this issue instead of the store's.
     pub fn policy(mut self, policy: KeyPolicy) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Keeps `metadata` with the key.
+    pub fn metadata(mut self, metadata: KeyMetadata) -> Self {
+        self.metadata = Some(metadata);
         self
     }
 
@@ -172,6 +182,57 @@ pub(crate) fn plan_issue(
     }
 }
 
+/// How to rotate a key: how long the old key keeps working, and optionally
+/// the latest time its successor may expire.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_keyauth::store::Rotation;
+/// // The old key works one more hour; the successor stops by the end of the
+/// // day at the latest, whatever the old key's lifetime.
+/// let end_of_day = SystemTime::now() + Duration::from_secs(8 * 3600);
+/// let rotation = Rotation::with_grace(Duration::from_secs(3600)).expiring_by(end_of_day);
+/// # let _ = rotation;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Rotation {
+    /// How long the old key keeps working; zero revokes it at once.
+    pub grace: Duration,
+    /// The latest expiry the successor may have. It keeps the old key's
+    /// lifetime length, cut short to this time; a successor of a key without
+    /// expiry expires at this time.
+    pub expires_by: Option<SystemTime>,
+}
+
+impl Rotation {
+    /// Revokes the old key at once.
+    pub fn immediate() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the old key working for `grace`.
+    pub fn with_grace(grace: Duration) -> Self {
+        Self {
+            grace,
+            expires_by: None,
+        }
+    }
+
+    /// Makes the successor expire at `at` at the latest.
+    pub fn expiring_by(mut self, at: SystemTime) -> Self {
+        self.expires_by = Some(at);
+        self
+    }
+}
+
+impl From<Duration> for Rotation {
+    /// A rotation with this grace period.
+    fn from(grace: Duration) -> Self {
+        Self::with_grace(grace)
+    }
+}
+
 /// What rotating `old` at `now` means: the request for its successor, and
 /// what becomes of the old key.
 #[derive(Debug)]
@@ -190,15 +251,17 @@ pub(crate) enum OldKey {
     GraceEndsAt(SystemTime),
 }
 
-/// The successor keeps owner, name, scopes and lifetime length; the old key
-/// works until `grace` has passed, never past its own expiry (which still
+/// The successor keeps owner, name, scopes, metadata and lifetime length
+/// (cut short to [`Rotation::expires_by`]); the old key works until the
+/// grace period has passed, never past its own expiry (which still
 /// applies), and a revoked or expired key cannot be rotated.
 pub(crate) fn plan_rotation(
     old: &KeyRecord,
     format: &KeyFormat,
-    grace: Duration,
+    rotation: Rotation,
     now: SystemTime,
 ) -> Result<RotationPlan, LifecycleError> {
+    let Rotation { grace, expires_by } = rotation;
     if old.is_revoked() {
         return Err(LifecycleError::Revoked(old.id.clone()));
     }
@@ -208,6 +271,7 @@ pub(crate) fn plan_rotation(
     let mut successor = NewKey::new(old.owner.clone())
         .name(old.name.clone())
         .scopes(old.scopes.clone());
+    successor.metadata = old.metadata.clone();
     // The successor's prefix names the same environment as the old one's.
     successor.environment = old
         .prefix
@@ -218,6 +282,9 @@ pub(crate) fn plan_rotation(
             .duration_since(old.created_at)
             .unwrap_or_default();
         successor.expires_at = Some(now + lifetime);
+    }
+    if let Some(latest) = expires_by {
+        successor.expires_at = Some(successor.expires_at.map_or(latest, |at| at.min(latest)));
     }
     // A rotation replaces a key: no limit applies, and no other key goes.
     successor.policy = Some(KeyPolicy::Unlimited);
@@ -251,6 +318,7 @@ impl IssuedKey {
             .with_prefix(&*minted.prefix)
             .with_created_at(now);
         record.expires_at = new_key.expires_at;
+        record.metadata = new_key.metadata;
         Self {
             token: minted.token,
             record,
@@ -337,6 +405,8 @@ pub struct KeySummary {
     pub revoked_at: Option<SystemTime>,
     /// When it was last used, if tracked.
     pub last_used_at: Option<SystemTime>,
+    /// What the application keeps with the key.
+    pub metadata: Option<KeyMetadata>,
 }
 
 impl From<&KeyRecord> for KeySummary {
@@ -352,8 +422,183 @@ impl From<&KeyRecord> for KeySummary {
             grace_ends_at: record.grace_ends_at,
             revoked_at: record.revoked_at,
             last_used_at: record.last_used_at,
+            metadata: record.metadata.clone(),
         }
     }
+}
+
+/// Whose keys a listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyListing {
+    /// The keys of exactly this owner ([`KeyLifecycle::list`]).
+    Owner(Owner),
+    /// Every organization and workspace key of an organization
+    /// ([`KeyLifecycle::list_in_org`]).
+    Org(OrgId),
+}
+
+impl KeyListing {
+    /// Every organization and workspace key of `org`.
+    pub fn org(org: impl Into<OrgId>) -> Self {
+        KeyListing::Org(org.into())
+    }
+
+    /// The keys of exactly `owner`.
+    pub fn owner(owner: Owner) -> Self {
+        KeyListing::Owner(owner)
+    }
+
+    /// Whether a key of `owner` belongs in this listing.
+    pub fn includes(&self, owner: &Owner) -> bool {
+        match self {
+            KeyListing::Owner(listed) => listed == owner,
+            KeyListing::Org(org) => owner.org_id() == Some(org),
+        }
+    }
+}
+
+/// Where a page of a listing starts: after the key created at `created_at`
+/// with id `id`, in the listing's order (newest first, ties by id,
+/// descending).
+///
+/// Its text form (`Display` and `FromStr`) is what the key API hands out as
+/// `next_cursor`.
+///
+/// ```
+/// use tower_keyauth::store::PageCursor;
+/// let cursor: PageCursor = "1767225600000000000.Xb3kP9qLm2Ts".parse().unwrap();
+/// assert_eq!(cursor.to_string(), "1767225600000000000.Xb3kP9qLm2Ts");
+/// assert!("not a cursor".parse::<PageCursor>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// When the last key of the previous page was created.
+    pub created_at: SystemTime,
+    /// Its id.
+    pub id: KeyId,
+}
+
+impl PageCursor {
+    /// The cursor after `key`.
+    pub fn after(key: &KeySummary) -> Self {
+        Self {
+            created_at: key.created_at,
+            id: key.id.clone(),
+        }
+    }
+
+    /// Whether `key` comes after the cursor, newest first.
+    pub fn precedes(&self, key: &KeySummary) -> bool {
+        (key.created_at, &key.id) < (self.created_at, &self.id)
+    }
+}
+
+impl std::fmt::Display for PageCursor {
+    /// `<nanoseconds since the Unix epoch>.<id>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = self
+            .created_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        write!(f, "{nanos}.{}", self.id)
+    }
+}
+
+/// A text that is not a page cursor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a page cursor")]
+pub struct InvalidCursor;
+
+impl std::str::FromStr for PageCursor {
+    type Err = InvalidCursor;
+
+    fn from_str(text: &str) -> Result<Self, InvalidCursor> {
+        let (nanos, id) = text.split_once('.').ok_or(InvalidCursor)?;
+        if nanos.is_empty() || nanos.len() > 20 || !nanos.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidCursor);
+        }
+        let nanos: u64 = nanos.parse().map_err(|_| InvalidCursor)?;
+        // Ids are what the store mints: short, visible ASCII.
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidCursor);
+        }
+        Ok(Self {
+            created_at: std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+            id: KeyId::from(id),
+        })
+    }
+}
+
+/// Which page of a listing to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PageRequest {
+    /// At most this many keys (1 to [`PageRequest::MAX_LIMIT`]).
+    pub limit: usize,
+    /// Keys after this cursor; the first page without one.
+    pub after: Option<PageCursor>,
+}
+
+impl PageRequest {
+    /// The most keys one page may hold.
+    pub const MAX_LIMIT: usize = 100;
+
+    /// The first page of at most `limit` keys (clamped to 1 to
+    /// [`MAX_LIMIT`](Self::MAX_LIMIT)).
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit: limit.clamp(1, Self::MAX_LIMIT),
+            after: None,
+        }
+    }
+
+    /// The page after `cursor`.
+    pub fn after(mut self, cursor: PageCursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// The page of `keys` (a whole listing, in any order) this request
+    /// asks for.
+    pub fn cut(&self, mut keys: Vec<KeySummary>) -> KeyPage {
+        if let Some(cursor) = &self.after {
+            keys.retain(|key| cursor.precedes(key));
+        }
+        keys.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        self.page_of_newest_first(keys)
+    }
+
+    /// The page made of `keys`, newest first after the cursor, of which
+    /// at most `limit + 1` were read: one more than the page tells that
+    /// there is a next one.
+    pub fn page_of_newest_first(&self, mut keys: Vec<KeySummary>) -> KeyPage {
+        let more = keys.len() > self.limit;
+        keys.truncate(self.limit);
+        let next = if more {
+            keys.last().map(PageCursor::after)
+        } else {
+            None
+        };
+        KeyPage { keys, next }
+    }
+}
+
+impl Default for PageRequest {
+    /// The first page of 20 keys.
+    fn default() -> Self {
+        Self::first(20)
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct KeyPage {
+    /// The keys, masked.
+    pub keys: Vec<KeySummary>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageCursor>,
 }
 
 /// Why a lifecycle operation failed.
@@ -426,13 +671,62 @@ pub trait KeyLifecycle: KeyStore {
     /// time is kept); a key in a rotation's grace period stops at once.
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError>;
 
-    /// Issues a successor with the same owner, name, scopes and lifetime
-    /// length. With `Duration::ZERO` the old key is revoked at once;
-    /// otherwise it keeps working until `grace` has passed
+    /// Issues a successor with the same owner, name, scopes, metadata and
+    /// lifetime length. With `Duration::ZERO` the old key is revoked at
+    /// once; otherwise it keeps working until `grace` has passed
     /// ([`KeyRecord::grace_ends_at`], an expiry: compared with the clock),
     /// never past its own expiry. Revoked and expired keys cannot be
-    /// rotated.
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError>;
+    /// rotated. [`rotate_with`](Self::rotate_with) can also cap the
+    /// successor's expiry.
+    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
+        self.rotate_with(id, Rotation::with_grace(grace)).await
+    }
+
+    /// [`rotate`](Self::rotate), with the successor's expiry capped to
+    /// [`Rotation::expires_by`] when it is set.
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        rotation: Rotation,
+    ) -> Result<IssuedKey, LifecycleError>;
+
+    /// One page of a listing, newest first: at most `page.limit` keys
+    /// created before the cursor, and the cursor of the next page when
+    /// there may be one.
+    ///
+    /// The default reads the whole listing ([`list`](Self::list) or
+    /// [`list_in_org`](Self::list_in_org)) and cuts the page from it; the
+    /// bundled stores read only the page.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tower_keyauth::{KeyLifecycle, MemoryStore, NewKey};
+    /// use tower_keyauth::store::{KeyListing, PageRequest};
+    /// let store = MemoryStore::new();
+    /// for name in ["first", "second", "third"] {
+    ///     store.issue(NewKey::org("acme").name(name)).await.unwrap();
+    /// }
+    /// let listing = KeyListing::org("acme");
+    /// let page = store.list_page(&listing, &PageRequest::first(2)).await.unwrap();
+    /// assert_eq!(page.keys.len(), 2);
+    /// let next = PageRequest::first(2).after(page.next.unwrap());
+    /// let rest = store.list_page(&listing, &next).await.unwrap();
+    /// assert_eq!(rest.keys.len(), 1);
+    /// assert!(rest.next.is_none());
+    /// # }
+    /// ```
+    async fn list_page(
+        &self,
+        listing: &KeyListing,
+        page: &PageRequest,
+    ) -> Result<KeyPage, LifecycleError> {
+        let all = match listing {
+            KeyListing::Owner(owner) => self.list(owner).await?,
+            KeyListing::Org(org) => self.list_in_org(org).await?,
+        };
+        Ok(page.cut(all))
+    }
 
     /// Makes `user` a member of `org` with `membership`, or removes them
     /// (`None`): their personal tokens follow at once.
@@ -482,8 +776,13 @@ mod tests {
         let now = SystemTime::now();
         let old =
             record(now - Duration::from_secs(100)).with_expires_at(now + Duration::from_secs(900));
-        let plan =
-            plan_rotation(&old, &KeyFormat::default(), Duration::from_secs(60), now).unwrap();
+        let plan = plan_rotation(
+            &old,
+            &KeyFormat::default(),
+            Rotation::with_grace(Duration::from_secs(60)),
+            now,
+        )
+        .unwrap();
         assert_eq!(plan.successor.owner, old.owner);
         assert_eq!(plan.successor.scopes, old.scopes);
         assert_eq!(plan.successor.name, old.name);
@@ -504,12 +803,22 @@ mod tests {
         // Revoked "in the future" by a clock that runs ahead: still revoked.
         let revoked = record(now).with_revoked_at(now + Duration::from_secs(3600));
         assert!(matches!(
-            plan_rotation(&revoked, &KeyFormat::default(), Duration::ZERO, now),
+            plan_rotation(
+                &revoked,
+                &KeyFormat::default(),
+                Rotation::with_grace(Duration::ZERO),
+                now
+            ),
             Err(LifecycleError::Revoked(_))
         ));
         let expired = record(now).with_expires_at(now);
         assert!(matches!(
-            plan_rotation(&expired, &KeyFormat::default(), Duration::ZERO, now),
+            plan_rotation(
+                &expired,
+                &KeyFormat::default(),
+                Rotation::with_grace(Duration::ZERO),
+                now
+            ),
             Err(LifecycleError::Expired(_))
         ));
     }
@@ -521,7 +830,7 @@ mod tests {
         let plan = plan_rotation(
             &in_grace,
             &KeyFormat::default(),
-            Duration::from_secs(3600),
+            Rotation::with_grace(Duration::from_secs(3600)),
             now,
         )
         .unwrap();
@@ -529,7 +838,13 @@ mod tests {
             plan.old_key,
             OldKey::GraceEndsAt(now + Duration::from_secs(10))
         );
-        let plan = plan_rotation(&in_grace, &KeyFormat::default(), Duration::ZERO, now).unwrap();
+        let plan = plan_rotation(
+            &in_grace,
+            &KeyFormat::default(),
+            Rotation::with_grace(Duration::ZERO),
+            now,
+        )
+        .unwrap();
         assert_eq!(plan.old_key, OldKey::Revoke);
     }
 
@@ -540,11 +855,22 @@ mod tests {
         let now = SystemTime::now();
         let in_grace = record(now - Duration::from_secs(100))
             .with_grace_ends_at(now + Duration::from_secs(10));
-        let plan = plan_rotation(&in_grace, &KeyFormat::default(), Duration::ZERO, now).unwrap();
+        let plan = plan_rotation(
+            &in_grace,
+            &KeyFormat::default(),
+            Rotation::with_grace(Duration::ZERO),
+            now,
+        )
+        .unwrap();
         assert_eq!(plan.successor.expires_at, None);
         let ended = record(now).with_grace_ends_at(now);
         assert!(matches!(
-            plan_rotation(&ended, &KeyFormat::default(), Duration::ZERO, now),
+            plan_rotation(
+                &ended,
+                &KeyFormat::default(),
+                Rotation::with_grace(Duration::ZERO),
+                now
+            ),
             Err(LifecycleError::Expired(_))
         ));
     }

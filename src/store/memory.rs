@@ -6,7 +6,7 @@ use std::fmt;
 use std::pin::pin;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -16,7 +16,7 @@ use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::lifecycle::{
     Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
-    OldKey, mint_and_insert, plan_issue, plan_rotation, storable,
+    OldKey, Rotation, mint_and_insert, plan_issue, plan_rotation, storable,
 };
 use crate::store::usage::NotedFilter;
 use crate::store::{IdMap, KeyMatch, KeyMatchRef, KeyStore, StoreError, StoreOptions};
@@ -360,7 +360,11 @@ impl KeyLifecycle for MemoryStore {
         Ok(())
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        rotation: Rotation,
+    ) -> Result<IssuedKey, LifecycleError> {
         let options = &self.shared.options;
         let mut state = self.write();
         let now = options.now();
@@ -368,7 +372,7 @@ impl KeyLifecycle for MemoryStore {
             .keys
             .get(id)
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let plan = plan_rotation(old, &options.format, grace, now)?;
+        let plan = plan_rotation(old, &options.format, rotation, now)?;
         let issued = at_once(mint_and_insert(
             &mut *state,
             &options.format,

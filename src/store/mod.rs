@@ -32,7 +32,10 @@ pub(crate) mod usage;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use cached::{CacheInvalidator, CacheOptions, CacheStats, CachedStore};
-pub use lifecycle::{IssuedKey, KeyLifecycle, KeyPolicy, KeySummary, LifecycleError, NewKey};
+pub use lifecycle::{
+    InvalidCursor, IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeyPolicy, KeySummary,
+    LifecycleError, NewKey, PageCursor, PageRequest, Rotation,
+};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -18,7 +18,7 @@ use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
     Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
-    OldKey, plan_issue, plan_rotation, storable,
+    OldKey, Rotation, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
     Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, corrupt, counts_usable_keys,
@@ -451,14 +451,18 @@ impl KeyLifecycle for SqliteStore {
         Ok(())
     }
 
-    async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
+    async fn rotate_with(
+        &self,
+        id: &KeyId,
+        rotation: Rotation,
+    ) -> Result<IssuedKey, LifecycleError> {
         let options = &self.inner.options;
         let mut tx = self.inner.begin().await?;
         let now = to_micros_precision(options.now());
         let old = fetch_key(&mut tx, id)
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
-        let plan = plan_rotation(&old, &options.format, grace, now)?;
+        let plan = plan_rotation(&old, &options.format, rotation, now)?;
         let issued = self
             .inner
             .mint_and_insert(&mut *tx, plan.successor, now)
