@@ -427,6 +427,9 @@ struct PendingMembership {
     now: SystemTime,
 }
 
+// Built once per looked-up request and moved once: a box would add an
+// allocation to save a copy.
+#[allow(clippy::large_enum_variant)]
 enum Examined {
     Done(Principal),
     /// Rare (personal tokens only), and waits on the store anyway.
