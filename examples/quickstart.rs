@@ -22,8 +22,14 @@
 //! | `GET /v1/objects` | scope `objects.read` |
 //! | `POST /v1/objects` | scope `objects.write` |
 //! | `POST /v1/keys` | scope `keys.write`: issue a key, shown once |
-//! | `GET /v1/keys` | scope `keys.read`: your organization's keys, masked |
+//! | `GET /v1/keys` | scope `keys.read`: your tenant's keys, masked, newest first, paged |
+//! | `GET /v1/keys/{id}` | scope `keys.read`: one key, masked |
+//! | `POST /v1/keys/{id}/rotate` | scope `keys.write`: a successor, shown once |
 //! | `DELETE /v1/keys/{id}` | scope `keys.write`: revoke a key |
+//!
+//! The `/v1/keys` routes are the crate's [`KeyApi`]: a key never mints a
+//! broader or longer-lived key than itself, and each issue, rotation and
+//! revocation is logged as an audit event (target `tower_keyauth::audit`).
 //!
 //! The store sits behind a `CachedStore` (the set-up the README recommends
 //! for both SQL stores), so an authenticated request reads its key from
@@ -42,20 +48,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tower_keyauth::ids::{KeyId, OrgId, UserId};
+use tower_keyauth::ids::{OrgId, UserId};
+use tower_keyauth::key_api::KeyApi;
 use tower_keyauth::store::{
-    CacheOptions, CachedStore, InvalidationListener, LifecycleError, Membership, Owner,
-    PostgresStore, SqliteStore, StoreError,
+    CacheOptions, CachedStore, InvalidationListener, Membership, Owner, PostgresStore, SqliteStore,
+    StoreError,
 };
 use tower_keyauth::{
-    AuthError, Extract, KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes,
+    Extract, KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes,
 };
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -309,14 +316,11 @@ fn routes(state: AppState) -> Router {
             "/v1/objects",
             get(list_objects.layer(read())).post(create_object.layer(write())),
         )
-        .route(
+        // The crate's key API: issue, list, show, rotate, revoke, within
+        // the caller's bounds, each operation logged as an audit event.
+        .nest(
             "/v1/keys",
-            get(list_keys.layer(RequireScopes::new("keys.read")))
-                .post(create_key.layer(RequireScopes::new("keys.write"))),
-        )
-        .route(
-            "/v1/keys/{id}",
-            delete(revoke_key.layer(RequireScopes::new("keys.write"))),
+            KeyApi::from_shared(state.store.clone()).router(),
         )
         // Unknown routes and methods answer in the same JSON shape as
         // every other error.
@@ -518,155 +522,4 @@ async fn create_object(
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let message: String = message.into();
     (status, Json(json!({ "error": code, "message": message }))).into_response()
-}
-
-fn store_failed(failure: LifecycleError) -> Response {
-    tracing::error!(error = %failure, "key store failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "The key store is unavailable. Try again later.",
-    )
-}
-
-/// New keys belong to the caller's tenant: its workspace, or its whole
-/// organization.
-fn tenant_owner(principal: &Principal) -> Owner {
-    match principal.workspace() {
-        Some(workspace) => Owner::workspace(principal.org().clone(), workspace.clone()),
-        None => Owner::Organization(principal.org().clone()),
-    }
-}
-
-/// `POST /v1/keys` with `{"name": "...", "scopes": [...], "expires_in_seconds": N}`.
-async fn create_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    JsonBody(body): JsonBody,
-) -> Response {
-    let body = body.unwrap_or_else(|| json!({}));
-    let Some(name) = body
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty() && n.len() <= 200)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "`name` must be a string of 1 to 200 characters.",
-        );
-    };
-    let scopes = match body.get("scopes") {
-        None | Some(Value::Null) => principal.scopes().clone(),
-        Some(Value::Array(names)) => {
-            let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
-            match names.map(Scopes::parse) {
-                Some(Ok(scopes)) => scopes,
-                // Says which name is wrong, or that there are too many.
-                Some(Err(invalid)) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        format!("`scopes`: {invalid}."),
-                    );
-                }
-                None => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "`scopes` must be a list of scope names.",
-                    );
-                }
-            }
-        }
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "`scopes` must be a list of scope names.",
-            );
-        }
-    };
-    // A key can never grant more than its issuer holds.
-    if let Some(extra) = scopes
-        .iter()
-        .find(|scope| !principal.has_scope(scope.as_str()))
-    {
-        return AuthError::insufficient_scope(extra.as_str()).into_response();
-    }
-    let mut new_key = NewKey::new(tenant_owner(&principal))
-        .name(name)
-        .scopes(scopes);
-    match body.get("expires_in_seconds") {
-        None | Some(Value::Null) => {}
-        Some(seconds) => match seconds
-            .as_u64()
-            .filter(|s| (1..=10 * 365 * 24 * 3600).contains(s))
-        {
-            Some(seconds) => new_key = new_key.expires_in(Duration::from_secs(seconds)),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "`expires_in_seconds` must be a positive whole number of seconds, at most ten years.",
-                );
-            }
-        },
-    }
-    match state.store.issue(new_key).await {
-        Ok(issued) => (
-            StatusCode::CREATED,
-            Json(json!({
-                "token": issued.token.expose_secret(),
-                "key": tower_keyauth::store::KeySummary::from(&issued.record),
-            })),
-        )
-            .into_response(),
-        Err(LifecycleError::LimitReached { limit, .. }) => error(
-            StatusCode::CONFLICT,
-            "limit_reached",
-            format!("This owner already holds {limit} keys, the most allowed."),
-        ),
-        Err(failure) => store_failed(failure),
-    }
-}
-
-/// `GET /v1/keys`: the caller's keys, masked.
-async fn list_keys(State(state): State<AppState>, principal: Principal) -> Response {
-    let listed = match principal.workspace() {
-        Some(_) => state.store.list(&tenant_owner(&principal)).await,
-        None => state.store.list_in_org(principal.org()).await,
-    };
-    match listed {
-        Ok(keys) => Json(json!({ "keys": keys })).into_response(),
-        Err(failure) => store_failed(failure),
-    }
-}
-
-/// `DELETE /v1/keys/{id}`: revokes one of the caller's keys. Keys of other
-/// tenants are answered exactly like missing ones.
-async fn revoke_key(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Response {
-    let id = KeyId::from(id);
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "No such key.");
-    let record = match state.store.find_key(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return not_found(),
-        Err(failure) => return store_failed(failure.into()),
-    };
-    let visible = match principal.workspace() {
-        Some(_) => record.owner == tenant_owner(&principal),
-        None => record.owner.org_id() == Some(principal.org()),
-    };
-    if !visible {
-        return not_found();
-    }
-    match state.store.revoke(&id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(LifecycleError::NotFound(_)) => not_found(),
-        Err(failure) => store_failed(failure),
-    }
 }

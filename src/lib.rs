@@ -109,6 +109,9 @@ mod verify;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+#[cfg(all(feature = "axum", feature = "serde"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "serde"))))]
+pub mod key_api;
 #[cfg(feature = "serde")]
 mod serde;
 #[cfg(feature = "tonic")]

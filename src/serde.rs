@@ -25,7 +25,9 @@ impl Serialize for Scopes {
 /// As the JSON object itself.
 impl Serialize for KeyMetadata {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_value().map_err(S::Error::custom)?.serialize(serializer)
+        self.to_value()
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
     }
 }
 

@@ -1,0 +1,557 @@
+//! A key API to mount instead of writing one (features `axum` and `serde`):
+//! issue, list, show, rotate and revoke keys over HTTP, within the issuer's
+//! bounds.
+//!
+//! ```
+//! use axum::Router;
+//! use tower_keyauth::key_api::KeyApi;
+//! use tower_keyauth::{KeyAuthLayer, MemoryStore};
+//!
+//! let store = MemoryStore::new();
+//! let app: Router = Router::new()
+//!     .nest("/v1/keys", KeyApi::new(store.clone()).router())
+//!     .layer(KeyAuthLayer::new(store));
+//! # let _ = app;
+//! ```
+//!
+//! | route | scope | answer |
+//! |---|---|---|
+//! | `POST /` `{"name", "scopes"?, "expires_in_seconds"?, "metadata"?}` | `keys.write` | 201 `{"token", "key"}`: the token is shown this once |
+//! | `GET /?limit=&cursor=` | `keys.read` | 200 `{"keys", "next_cursor"}`, newest first, masked |
+//! | `GET /{id}` | `keys.read` | 200, the key, masked |
+//! | `POST /{id}/rotate` `{"grace_seconds"?}` | `keys.write` | 201 `{"token", "key"}` of the successor |
+//! | `DELETE /{id}` | `keys.write` | 204 |
+//!
+//! # Whose keys
+//!
+//! A workspace key manages its workspace's keys; an organization key every
+//! organization and workspace key of its organization; a personal token its
+//! user's personal tokens. Any other key answers 404, exactly like a key
+//! that does not exist.
+//!
+//! # The issuer's bounds
+//!
+//! - A new key holds only scopes its issuer holds (without `scopes`, it
+//!   gets the issuer's); a scope beyond them is refused with 403
+//!   `insufficient_scope`. A rotation whose key holds a scope the caller
+//!   lacks is refused the same way.
+//! - A key never outlives its issuer. Without `expires_in_seconds`, a key
+//!   issued by a key that expires gets the issuer's expiry; an
+//!   `expires_in_seconds` reaching past it is refused with 403 `forbidden`
+//!   (a silent cut would hand out a shorter key than asked for). A rotated
+//!   key's successor is cut short to the caller's expiry.
+//! - A key issued through a personal access token is a personal token of
+//!   the same user: it acts through the user's memberships, so it stops
+//!   working in an organization the moment the user leaves it.
+//!
+//! Every error, a malformed body included, answers `{"error", "message"}`.
+//! Each operation is reported to the [`AuditSink`] (default
+//! [`TracingAudit`]), with the calling key as the actor.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ::axum::Router;
+use ::axum::body::{Body, to_bytes};
+use ::axum::extract::{Path, RawQuery, Request, State};
+use ::axum::http::{StatusCode, header};
+use ::axum::response::{IntoResponse, Response};
+use ::axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use crate::audit::{Actor, AuditAction, AuditEvent, AuditSink, TracingAudit};
+use crate::error::AuthError;
+use crate::ids::{KeyId, KeyKind, Label};
+use crate::metadata::KeyMetadata;
+use crate::principal::Principal;
+use crate::record::{KeyRecord, Owner};
+use crate::scope::Scopes;
+use crate::store::{
+    IssuedKey, KeyLifecycle, KeyListing, KeySummary, LifecycleError, NewKey, PageCursor,
+    PageRequest, Rotation,
+};
+
+/// The most bytes a request body may hold.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The longest lifetime a key may be given: ten years.
+const MAX_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// The longest grace period of a rotation: thirty days.
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+/// The longest key name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+
+/// The key API: an axum router over any [`KeyLifecycle`] store, to nest
+/// under a path of the application's choosing behind the same
+/// [`KeyAuthLayer`](crate::KeyAuthLayer). See the [module](self) for its
+/// routes and rules.
+#[derive(Clone)]
+pub struct KeyApi {
+    store: Arc<dyn KeyLifecycle>,
+    read_scope: Arc<str>,
+    write_scope: Arc<str>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl KeyApi {
+    /// The API over `store`, guarded by the scopes `keys.read` and
+    /// `keys.write`, auditing through [`TracingAudit`].
+    ///
+    /// Give it the same store (or a clone sharing it) as the layer's, so
+    /// that a revocation through the API reaches the layer's cache at once.
+    pub fn new(store: impl KeyLifecycle) -> Self {
+        Self::from_shared(Arc::new(store))
+    }
+
+    /// The API over a store already shared as a trait object.
+    pub fn from_shared(store: Arc<dyn KeyLifecycle>) -> Self {
+        Self {
+            store,
+            read_scope: Arc::from("keys.read"),
+            write_scope: Arc::from("keys.write"),
+            audit: Arc::new(TracingAudit),
+        }
+    }
+
+    /// The scope the reading routes require (default `keys.read`).
+    pub fn read_scope(mut self, scope: &str) -> Self {
+        self.read_scope = Arc::from(scope);
+        self
+    }
+
+    /// The scope the writing routes require (default `keys.write`).
+    pub fn write_scope(mut self, scope: &str) -> Self {
+        self.write_scope = Arc::from(scope);
+        self
+    }
+
+    /// Where the audit events of issues, rotations and revocations go.
+    ///
+    /// ```
+    /// use tower_keyauth::audit::AuditEvent;
+    /// use tower_keyauth::key_api::KeyApi;
+    /// use tower_keyauth::MemoryStore;
+    /// let api = KeyApi::new(MemoryStore::new())
+    ///     .audit(|event: &AuditEvent| println!("{} {}", event.action, event.key_id));
+    /// # let _ = api;
+    /// ```
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// The routes, to [`nest`](Router::nest) under a path such as
+    /// `/v1/keys`. Unknown methods on its routes answer 405 in the JSON
+    /// error shape.
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/", get(list_keys).post(issue_key))
+            .route("/{id}", get(show_key).delete(revoke_key))
+            .route("/{id}/rotate", post(rotate_key))
+            .method_not_allowed_fallback(|| async {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "This route does not take that method.",
+                )
+            })
+            .with_state(self)
+    }
+
+    fn record(&self, principal: &Principal, action: AuditAction, key: &KeyRecord) {
+        let mut actor = Actor::key(principal.key_id().clone());
+        actor.user = principal.user().cloned();
+        self.audit.record(
+            &AuditEvent::new(action, key.id.clone(), key.owner.clone())
+                .by(actor)
+                .at(SystemTime::now()),
+        );
+    }
+
+    /// The caller's key of this id, or 404 for a missing key and for
+    /// another tenant's alike.
+    async fn visible_key(&self, principal: &Principal, id: String) -> Result<KeyRecord, Response> {
+        let id = KeyId::from(id);
+        match self.store.find_key(&id).await {
+            Ok(Some(record)) if listing_of(principal).includes(&record.owner) => Ok(record),
+            Ok(_) => Err(not_found()),
+            Err(failure) => Err(store_failed(failure.into())),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyApi")
+            .field("read_scope", &self.read_scope)
+            .field("write_scope", &self.write_scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose keys the caller manages (see the [module](self)).
+fn listing_of(principal: &Principal) -> KeyListing {
+    match (principal.kind(), principal.user(), principal.workspace()) {
+        (KeyKind::Personal, Some(user), _) => KeyListing::owner(Owner::User(user.clone())),
+        (_, _, Some(workspace)) => {
+            KeyListing::owner(Owner::workspace(principal.org().clone(), workspace.clone()))
+        }
+        _ => KeyListing::org(principal.org().clone()),
+    }
+}
+
+/// The owner of a key the caller issues: its workspace, its organization,
+/// or, for a personal token, its user.
+fn owner_for(principal: &Principal) -> Owner {
+    match listing_of(principal) {
+        KeyListing::Owner(owner) => owner,
+        KeyListing::Org(org) => Owner::Organization(org),
+    }
+}
+
+async fn list_keys(
+    State(api): State<KeyApi>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Response> {
+    principal
+        .require_scope(&api.read_scope)
+        .map_err(IntoResponse::into_response)?;
+    let page = page_request(query.as_deref().unwrap_or(""))?;
+    let page = api
+        .store
+        .list_page(&listing_of(&principal), &page)
+        .await
+        .map_err(store_failed)?;
+    Ok(Json(json!({
+        "keys": page.keys,
+        "next_cursor": page.next.map(|cursor| cursor.to_string()),
+    }))
+    .into_response())
+}
+
+/// `limit` (1 to 100, default 20) and `cursor` from the query; other
+/// parameters are ignored.
+fn page_request(query: &str) -> Result<PageRequest, Response> {
+    let mut page = PageRequest::default();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| invalid("The query is not valid UTF-8."))?;
+        match name {
+            "limit" => {
+                page.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|limit| (1..=PageRequest::MAX_LIMIT).contains(limit))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`limit` must be a whole number from 1 to {}.",
+                            PageRequest::MAX_LIMIT
+                        ))
+                    })?;
+            }
+            "cursor" => {
+                page.after = Some(value.parse::<PageCursor>().map_err(|_| {
+                    invalid("`cursor` must be the `next_cursor` of an earlier page.")
+                })?);
+            }
+            _ => {}
+        }
+    }
+    Ok(page)
+}
+
+async fn show_key(
+    State(api): State<KeyApi>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    principal
+        .require_scope(&api.read_scope)
+        .map_err(IntoResponse::into_response)?;
+    let record = api.visible_key(&principal, id).await?;
+    Ok(Json(json!(KeySummary::from(&record))).into_response())
+}
+
+async fn issue_key(
+    State(api): State<KeyApi>,
+    principal: Principal,
+    request: Request,
+) -> Result<Response, Response> {
+    principal
+        .require_scope(&api.write_scope)
+        .map_err(IntoResponse::into_response)?;
+    let mut body = json_object(request).await?;
+    allow_only(&body, &["name", "scopes", "expires_in_seconds", "metadata"])?;
+    let name = match body.remove("name") {
+        Some(Value::String(name))
+            if !name.trim().is_empty() && name.chars().count() <= MAX_NAME_CHARS =>
+        {
+            name
+        }
+        _ => {
+            return Err(invalid(format!(
+                "`name` is required: a string of 1 to {MAX_NAME_CHARS} characters."
+            )));
+        }
+    };
+    let scopes = match body.remove("scopes") {
+        None | Some(Value::Null) => principal.scopes().clone(),
+        Some(Value::Array(names)) => {
+            let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
+            let names = names.ok_or_else(|| invalid("`scopes` must be a list of scope names."))?;
+            Scopes::parse(names)
+                .map_err(|invalid_scope| invalid(format!("`scopes`: {invalid_scope}.")))?
+        }
+        Some(_) => return Err(invalid("`scopes` must be a list of scope names.")),
+    };
+    // A key can never grant more than its issuer holds.
+    if let Some(extra) = scopes
+        .iter()
+        .find(|scope| !principal.has_scope(scope.as_str()))
+    {
+        return Err(AuthError::insufficient_scope(extra.as_str()).into_response());
+    }
+    let now = SystemTime::now();
+    let expires_at = match body.remove("expires_in_seconds") {
+        None | Some(Value::Null) => principal.expires_at(),
+        Some(seconds) => {
+            let seconds = seconds
+                .as_u64()
+                .filter(|s| (1..=MAX_LIFETIME_SECONDS).contains(s))
+                .ok_or_else(|| {
+                    invalid("`expires_in_seconds` must be a whole number of seconds from 1 to ten years.")
+                })?;
+            let at = now + Duration::from_secs(seconds);
+            if let Some(issuer_stops) = principal.expires_at().filter(|stops| at > *stops) {
+                let left = issuer_stops
+                    .duration_since(now)
+                    .unwrap_or_default()
+                    .as_secs();
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "A key cannot outlive the key that issues it: this one stops working in {left} s, so `expires_in_seconds` may be at most {left}."
+                    ),
+                ));
+            }
+            Some(at)
+        }
+    };
+    let metadata = match body.remove("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(object)) => Some(
+            KeyMetadata::try_from(object)
+                .map_err(|reason| invalid(format!("`metadata`: {reason}.")))?,
+        ),
+        Some(_) => return Err(invalid("`metadata` must be a JSON object.")),
+    };
+    let mut new_key = NewKey::new(owner_for(&principal))
+        .name(Label::from(name.as_str()))
+        .scopes(scopes);
+    new_key.expires_at = expires_at;
+    new_key.metadata = metadata;
+    let issued = api.store.issue(new_key).await.map_err(lifecycle_failed)?;
+    api.record(&principal, AuditAction::Issued, &issued.record);
+    Ok(issued_response(&issued))
+}
+
+async fn rotate_key(
+    State(api): State<KeyApi>,
+    principal: Principal,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Response> {
+    principal
+        .require_scope(&api.write_scope)
+        .map_err(IntoResponse::into_response)?;
+    let has_body = request.headers().contains_key(header::CONTENT_TYPE)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+    let mut body = if has_body {
+        json_object(request).await?
+    } else {
+        Map::new()
+    };
+    allow_only(&body, &["grace_seconds"])?;
+    let grace = match body.remove("grace_seconds") {
+        None | Some(Value::Null) => 0,
+        Some(seconds) => seconds
+            .as_u64()
+            .filter(|s| *s <= MAX_GRACE_SECONDS)
+            .ok_or_else(|| {
+                invalid("`grace_seconds` must be a whole number of seconds from 0 to thirty days.")
+            })?,
+    };
+    let old = api.visible_key(&principal, id).await?;
+    // The successor keeps the old key's scopes: the caller must hold them.
+    if let Some(extra) = old
+        .scopes
+        .iter()
+        .find(|scope| !principal.has_scope(scope.as_str()))
+    {
+        return Err(AuthError::insufficient_scope(extra.as_str()).into_response());
+    }
+    let mut rotation = Rotation::with_grace(Duration::from_secs(grace));
+    rotation.expires_by = principal.expires_at();
+    let issued = api
+        .store
+        .rotate_with(&old.id, rotation)
+        .await
+        .map_err(lifecycle_failed)?;
+    api.record(
+        &principal,
+        AuditAction::Rotated {
+            successor: issued.record.id.clone(),
+        },
+        &old,
+    );
+    api.record(&principal, AuditAction::Issued, &issued.record);
+    Ok(issued_response(&issued))
+}
+
+async fn revoke_key(
+    State(api): State<KeyApi>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    principal
+        .require_scope(&api.write_scope)
+        .map_err(IntoResponse::into_response)?;
+    let record = api.visible_key(&principal, id).await?;
+    api.store
+        .revoke(&record.id)
+        .await
+        .map_err(lifecycle_failed)?;
+    api.record(&principal, AuditAction::Revoked, &record);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn issued_response(issued: &IssuedKey) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "token": issued.token.expose_secret(),
+            "key": KeySummary::from(&issued.record),
+        })),
+    )
+        .into_response()
+}
+
+/// A JSON response (axum's `Json` would need its `json` feature).
+struct Json(Value);
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// The body as a JSON object: 415 without a JSON content type, 413 beyond
+/// 16 KiB, 400 for anything but one object.
+async fn json_object(request: Request) -> Result<Map<String, Value>, Response> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.len() > 5
+                    && mime[..mime.len() - 5].contains('/')
+                    && mime.to_ascii_lowercase().ends_with("+json"))
+        });
+    if !is_json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send a JSON body with `content-type: application/json`.",
+        ));
+    }
+    let body: Body = request.into_body();
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The body may hold at most {MAX_BODY_BYTES} bytes."),
+        )
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(invalid("The body must be a JSON object.")),
+        Err(reason) => Err(invalid(format!("The body is not valid JSON: {reason}."))),
+    }
+}
+
+/// Refuses a body with fields other than `allowed`, naming the first.
+fn allow_only(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), Response> {
+    match body.keys().find(|field| !allowed.contains(&field.as_str())) {
+        None => Ok(()),
+        Some(field) => {
+            let shown: String = field.chars().take(64).collect();
+            Err(invalid(format!(
+                "Unknown field `{shown}`; expected one of {}.",
+                allowed
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+}
+
+/// A JSON error in the crate's shape.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let message: String = message.into();
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+fn invalid(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "No such key.")
+}
+
+fn lifecycle_failed(failure: LifecycleError) -> Response {
+    match failure {
+        LifecycleError::NotFound(_) => not_found(),
+        LifecycleError::LimitReached { limit, .. } => error(
+            StatusCode::CONFLICT,
+            "limit_reached",
+            format!("This owner already holds {limit} keys, the most allowed."),
+        ),
+        LifecycleError::Revoked(_) => error(
+            StatusCode::CONFLICT,
+            "revoked",
+            "The key is revoked, so it cannot be rotated.",
+        ),
+        LifecycleError::Expired(_) => error(
+            StatusCode::CONFLICT,
+            "expired",
+            "The key has expired, so it cannot be rotated.",
+        ),
+        LifecycleError::InvalidScopes(reason) => invalid(format!("`scopes`: {reason}.")),
+        failure => store_failed(failure),
+    }
+}
+
+fn store_failed(failure: LifecycleError) -> Response {
+    tracing::error!(error = %failure, "key store failed in the key API");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The key store is unavailable. Try again later.",
+    )
+}
