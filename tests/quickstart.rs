@@ -669,12 +669,29 @@ async fn rejections_and_unknown_routes_answer_in_the_json_error_shape() {
         ("GET", "/v1/nope", None, "", 404, "not_found"),
         ("PUT", "/v1/whoami", None, "", 405, "method_not_allowed"),
         (
-            "GET",
+            "PUT",
             "/v1/keys/some-id",
             None,
             "",
             405,
             "method_not_allowed",
+        ),
+        ("GET", "/v1/keys/some-id", None, "", 404, "not_found"),
+        (
+            "POST",
+            "/v1/keys",
+            Some("text/plain"),
+            "{}",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/v1/keys",
+            Some("application/json"),
+            r#"{"name":"x","unknown":1}"#,
+            400,
+            "invalid_request",
         ),
     ];
     for (method, path, content_type, body, status, code) in cases {
