@@ -254,18 +254,23 @@ impl Reader<'_> {
         self.at - start
     }
 
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, below 10³⁰⁰
+    /// in magnitude: a number a JSON parser would turn into an infinite
+    /// float is refused, so that metadata always reads back.
     fn number(&mut self) -> Result<(), InvalidMetadata> {
+        let start = self.at;
         if self.peek() == Some(b'-') {
             self.at += 1;
         }
-        match self.peek() {
-            Some(b'0') => self.at += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
+        let integer_digits = match self.peek() {
+            Some(b'0') => {
+                self.at += 1;
+                0
             }
+            Some(b'1'..=b'9') => self.digits(),
             _ => return Err(self.malformed()),
-        }
+        };
+        let mut magnitude = i64::try_from(integer_digits).unwrap_or(i64::MAX);
         if self.peek() == Some(b'.') {
             self.at += 1;
             if self.digits() == 0 {
@@ -274,12 +279,24 @@ impl Reader<'_> {
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
             self.at += 1;
+            let negative = self.peek() == Some(b'-');
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.at += 1;
             }
+            let exponent_start = self.at;
             if self.digits() == 0 {
                 return Err(self.malformed());
             }
+            if !negative {
+                let exponent = std::str::from_utf8(&self.text[exponent_start..self.at])
+                    .ok()
+                    .and_then(|digits| digits.parse::<i64>().ok())
+                    .unwrap_or(i64::MAX);
+                magnitude = magnitude.saturating_add(exponent);
+            }
+        }
+        if magnitude > 300 {
+            return Err(InvalidMetadata::Malformed { at: start });
         }
         Ok(())
     }
