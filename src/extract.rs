@@ -78,7 +78,7 @@ pub trait ExtractCredential: Send + Sync + 'static {
 }
 
 #[derive(Clone)]
-enum Source {
+pub(crate) enum Source {
     Bearer,
     Header(HeaderName),
     Query(Arc<str>),
@@ -240,6 +240,12 @@ impl Extract {
             advice: Arc::new(Advice::for_sources(&sources)),
             sources: sources.into(),
         }
+    }
+
+    /// The sources, in order: what `openapi` documents.
+    #[cfg(feature = "utoipa")]
+    pub(crate) fn sources(&self) -> &[Source] {
+        &self.sources
     }
 
     /// Every message [`missing`](Self::missing) may answer with.

@@ -78,6 +78,7 @@
 //! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
 //! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
 //! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`store::KeySummary`] |
+//! | `utoipa` | `openapi`: security schemes from an [`Extract`] policy and per-route scope requirements for a utoipa 5 OpenAPI document |
 //!
 //! [tower]: https://docs.rs/tower
 
@@ -96,6 +97,9 @@ pub mod hash;
 pub mod ids;
 mod layer;
 pub mod metadata;
+#[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+pub mod openapi;
 pub mod principal;
 mod public;
 mod record;

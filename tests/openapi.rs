@@ -1,0 +1,122 @@
+//! The `openapi` helpers write the layer's schemes and a route's scopes into
+//! a utoipa document that serializes as OpenAPI 3.1 expects.
+
+use std::borrow::Cow;
+
+use http::request::Parts;
+use serde_json::{Value, json};
+use tower_keyauth::extract::ExtractCredential;
+use tower_keyauth::{AuthError, Extract, openapi};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::{HttpMethod, Info, OpenApi, Paths};
+
+fn document() -> OpenApi {
+    let paths = Paths::builder()
+        .path(
+            "/v1/items",
+            PathItem::new(HttpMethod::Get, Operation::new()),
+        )
+        .build();
+    OpenApi::new(Info::new("items", "1.0.0"), paths)
+}
+
+#[test]
+fn schemes_and_scopes_of_bearer_api_key_or_query() {
+    let policy = Extract::bearer_api_key_or_query();
+    let mut doc = document();
+    openapi::add_security_schemes(&mut doc, &policy);
+    assert!(openapi::require(
+        &mut doc,
+        "/v1/items",
+        HttpMethod::Get,
+        &policy,
+        &["items:read", "items:list"],
+    ));
+
+    let json: Value = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
+    assert!(
+        json["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        json["openapi"]
+    );
+
+    let schemes = json["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes.len(), 3, "{schemes:?}");
+    let bearer = &schemes["bearer"];
+    assert_eq!(bearer["type"], "http");
+    assert_eq!(bearer["scheme"], "bearer");
+    let header = &schemes["header_x-api-key"];
+    assert_eq!(header["type"], "apiKey");
+    assert_eq!(header["in"], "header");
+    assert_eq!(header["name"], "x-api-key");
+    let query = &schemes["query_api-key"];
+    assert_eq!(query["type"], "apiKey");
+    assert_eq!(query["in"], "query");
+    assert_eq!(query["name"], "api-key");
+
+    let scopes = json!(["items:read", "items:list"]);
+    assert_eq!(
+        json["paths"]["/v1/items"]["get"]["security"],
+        json!([
+            { "bearer": scopes },
+            { "header_x-api-key": scopes },
+            { "query_api-key": scopes },
+        ])
+    );
+}
+
+#[test]
+fn require_is_false_without_the_operation() {
+    let policy = Extract::bearer();
+    let mut doc = document();
+    let before = serde_json::to_value(&doc).unwrap();
+    assert!(!openapi::require(
+        &mut doc,
+        "/v1/absent",
+        HttpMethod::Get,
+        &policy,
+        &[]
+    ));
+    assert!(!openapi::require(
+        &mut doc,
+        "/v1/items",
+        HttpMethod::Delete,
+        &policy,
+        &["items:delete"]
+    ));
+    assert_eq!(serde_json::to_value(&doc).unwrap(), before);
+}
+
+#[test]
+fn no_scopes_still_require_a_key() {
+    let requirements = openapi::security_requirement(&Extract::bearer(), &[]);
+    assert_eq!(
+        serde_json::to_value(&requirements).unwrap(),
+        json!([{ "bearer": [] }])
+    );
+}
+
+struct TokenScheme;
+
+impl ExtractCredential for TokenScheme {
+    fn label(&self) -> &str {
+        "token-scheme"
+    }
+
+    fn extract<'a>(&self, _request: &'a Parts) -> Result<Option<Cow<'a, str>>, AuthError> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn custom_sources_are_left_out() {
+    assert!(Extract::custom(TokenScheme).security_schemes().is_empty());
+    assert!(openapi::security_requirement(&Extract::custom(TokenScheme), &["a"]).is_empty());
+
+    let policy = Extract::custom(TokenScheme).or_header("x-service-key");
+    let mut doc = document();
+    openapi::add_security_schemes(&mut doc, &policy);
+    let json = serde_json::to_value(&doc).unwrap();
+    let schemes = json["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes.keys().collect::<Vec<_>>(), ["header_x-service-key"]);
+}
