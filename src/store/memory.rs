@@ -15,8 +15,9 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::lifecycle::{
-    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
-    OldKey, Rotation, mint_and_insert, plan_issue, plan_rotation, storable,
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary,
+    LifecycleError, NewKey, OldKey, PageRequest, Rotation, mint_and_insert, plan_issue,
+    plan_rotation, storable,
 };
 use crate::store::usage::NotedFilter;
 use crate::store::{IdMap, KeyMatch, KeyMatchRef, KeyStore, StoreError, StoreOptions};
@@ -346,6 +347,32 @@ impl KeyLifecycle for MemoryStore {
             .collect();
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(keys)
+    }
+
+    /// Reads the listed owners' keys through the by-owner index, and makes
+    /// summaries of the page's keys alone.
+    async fn list_page(
+        &self,
+        listing: &KeyListing,
+        page: &PageRequest,
+    ) -> Result<KeyPage, LifecycleError> {
+        let state = self.read();
+        let owners: &[Owner] = match listing {
+            KeyListing::Owner(owner) => std::slice::from_ref(owner),
+            KeyListing::Org(org) => state.owners_in_org.get(org).map_or(&[][..], Vec::as_slice),
+        };
+        let mut keys: Vec<&KeyRecord> = owners
+            .iter()
+            .flat_map(|owner| state.keys_of(owner))
+            .filter(|key| {
+                page.after.as_ref().is_none_or(|cursor| {
+                    (key.created_at, &key.id) < (cursor.created_at, &cursor.id)
+                })
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        keys.truncate(page.limit.saturating_add(1));
+        Ok(page.page_of_newest_first(keys.into_iter().map(KeySummary::from).collect()))
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {

@@ -12,16 +12,18 @@ use time::OffsetDateTime;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
-    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
-    OldKey, Rotation, plan_issue, plan_rotation, storable,
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary,
+    LifecycleError, NewKey, OldKey, PageRequest, Rotation, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
     Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, counts_usable_keys,
-    dialect_migrations, inserted, key_from_row, migrate, owner_columns, owner_ids, per_owner_kind,
-    pool_options, scopes_from_names, summaries, to_micros_precision,
+    dialect_migrations, inserted, key_from_row, metadata_from_text, migrate, owner_columns,
+    owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_names, summaries,
+    to_micros_precision,
 };
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -36,6 +38,14 @@ macro_rules! bounded_scopes {
     };
 }
 
+/// The `metadata` column, cut one character past the largest valid value:
+/// a longer one is over [`KeyMetadata::MAX_BYTES`] bytes either way.
+macro_rules! bounded_metadata {
+    () => {
+        "left(metadata, 4097)"
+    };
+}
+
 /// Selects a key. A stored array of scopes is read only up to one element
 /// past [`Scopes::MAX_COUNT`], each element up to one character past
 /// [`Scope::MAX_LEN`](crate::scope::Scope::MAX_LEN) (the numbers are written out
@@ -46,7 +56,9 @@ macro_rules! select_key {
         concat!(
             "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, ",
             $scopes,
-            " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at
+            " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at, ",
+            bounded_metadata!(),
+            " AS metadata
  FROM keyauth_keys"
         )
     };
@@ -117,6 +129,25 @@ const LIST_ORG_KEYS: &str = concat!(
     select_key!(bounded_scopes!()),
     " WHERE org_id = $1 AND owner_kind IN ('organization', 'workspace')
  ORDER BY created_at, id"
+);
+
+/// A page of the owner's (`$4`, `$5`) keys, newest first: at most `$3`
+/// after the time `$1` and the id `$2` (all when `$1` is NULL).
+const PAGE_OWNER_KEYS: PerOwnerKind = per_owner_kind!(
+    concat!(select_key!(bounded_scopes!()), " WHERE "),
+    "$4",
+    "$5",
+    " AND ($1::timestamptz IS NULL OR created_at < $1 OR (created_at = $1 AND id < $2))
+ ORDER BY created_at DESC, id DESC LIMIT $3"
+);
+
+/// A page of the keys of the organization `$4` and of its workspaces, as
+/// [`PAGE_OWNER_KEYS`].
+const PAGE_ORG_KEYS: &str = concat!(
+    select_key!(bounded_scopes!()),
+    " WHERE org_id = $4 AND owner_kind IN ('organization', 'workspace')
+   AND ($1::timestamptz IS NULL OR created_at < $1 OR (created_at = $1 AND id < $2))
+ ORDER BY created_at DESC, id DESC LIMIT $3"
 );
 
 /// The channel on which changes are announced to other instances.
@@ -204,6 +235,11 @@ impl Dialect for Postgres {
     fn scopes_of_row(row: &PgRow) -> Result<Scopes, StoreError> {
         let names: Vec<String> = row.try_get("scopes").map_err(column_error)?;
         scopes_from_names(names)
+    }
+
+    fn metadata_of_row(row: &PgRow) -> Result<Option<KeyMetadata>, StoreError> {
+        let text: Option<&str> = row.try_get("metadata").map_err(column_error)?;
+        metadata_from_text(text)
     }
 
     fn bind_scopes<'q>(
@@ -490,8 +526,8 @@ impl InsertMinted for PgConnection {
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
-                                       revoked_at, last_used_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                       revoked_at, last_used_at, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         );
         let result = bind_key(insert, record).execute(&mut *self).await;
         let outcome = inserted(result)?;
@@ -621,6 +657,30 @@ impl KeyLifecycle for PostgresStore {
             .await
             .map_err(StoreError::backend)?;
         summaries(&rows, key_from_row::<Postgres>)
+    }
+
+    /// Reads the page alone, and one key more, through the owner indexes.
+    async fn list_page(
+        &self,
+        listing: &KeyListing,
+        page: &PageRequest,
+    ) -> Result<KeyPage, LifecycleError> {
+        let (after, after_id) = page_start(page.after.as_ref());
+        let (sql, ids): (_, Vec<&str>) = match listing {
+            KeyListing::Owner(owner) => (PAGE_OWNER_KEYS.of(owner), owner_ids(owner).collect()),
+            KeyListing::Org(org) => (PAGE_ORG_KEYS, vec![org.as_str()]),
+        };
+        let query = sqlx::query(sql)
+            .bind(after.map(timestamp))
+            .bind(after_id)
+            .bind(page_rows(page));
+        let rows = ids
+            .into_iter()
+            .fold(query, |query, id| query.bind(id))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(page.page_of_newest_first(summaries(&rows, key_from_row::<Postgres>)?))
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
@@ -793,11 +853,28 @@ mod tests {
                 index,
                 conditions: conditions.clone(),
             });
+            hot.push(Hot {
+                what: format!("a page of the keys of {owner}"),
+                sql: PAGE_OWNER_KEYS.of(&owner),
+                args: [NOW, "'key42'", "21"]
+                    .into_iter()
+                    .chain(ids.iter().copied())
+                    .collect(),
+                index,
+                conditions: conditions.clone(),
+            });
         }
         hot.push(Hot {
             what: "list_in_org".to_owned(),
             sql: LIST_ORG_KEYS,
             args: vec!["'org-7'"],
+            index: BY_ORG,
+            conditions: vec!["(org_id = "],
+        });
+        hot.push(Hot {
+            what: "a page of list_in_org".to_owned(),
+            sql: PAGE_ORG_KEYS,
+            args: vec![NOW, "'key42'", "21", "'org-7'"],
             index: BY_ORG,
             conditions: vec!["(org_id = "],
         });
@@ -978,6 +1055,13 @@ mod tests {
         let bounded = bounded_scopes!();
         assert!(bounded.contains(&format!("left(name, {})", crate::scope::Scope::MAX_LEN + 1)));
         assert!(bounded.contains(&format!("scopes[1:{}]", Scopes::MAX_COUNT + 1)));
+    }
+
+    #[test]
+    fn metadata_is_read_just_past_its_bound() {
+        let read = format!("left(metadata, {}) AS metadata", KeyMetadata::MAX_BYTES + 1);
+        assert!(SELECT_KEY_BY_ID.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
     }
 
     #[test]

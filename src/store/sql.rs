@@ -18,10 +18,12 @@ use tokio::time::Instant;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
+use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
     self, Insert, InsertMinted, IssuedKey, KeyPolicy, KeySummary, LifecycleError, NewKey,
+    PageCursor, PageRequest,
 };
 use crate::store::usage::UsageBuffer;
 use crate::store::{KeyMatch, StoreError, StoreOptions};
@@ -64,6 +66,15 @@ macro_rules! dialect_migrations {
                     "../../migrations/",
                     $dialect,
                     "/0003_owner_indexes.sql"
+                )),
+            },
+            Migration {
+                version: 4,
+                description: "key metadata",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0004_key_metadata.sql"
                 )),
             },
         ]
@@ -110,6 +121,10 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
 
     /// The `scopes` column of a key row, as its `SELECT` bounds it.
     fn scopes_of_row(row: &Self::Row) -> Result<Scopes, StoreError>;
+
+    /// The `metadata` column of a key row, as its `SELECT` bounds it;
+    /// `None` for NULL.
+    fn metadata_of_row(row: &Self::Row) -> Result<Option<KeyMetadata>, StoreError>;
 
     /// Binds scopes as the dialect stores them.
     fn bind_scopes<'q>(
@@ -499,6 +514,16 @@ pub(crate) fn scopes_from_text(text: &str) -> Result<Scopes, StoreError> {
     Scopes::parse_space_separated(text).map_err(|error| corrupt(error.to_string()))
 }
 
+/// Metadata read back from its text (at most one byte past
+/// [`KeyMetadata::MAX_BYTES`], as the stores read it); text that is not a
+/// JSON object of at most that many bytes is a corrupt record.
+pub(crate) fn metadata_from_text(text: Option<&str>) -> Result<Option<KeyMetadata>, StoreError> {
+    text.map(|text| {
+        KeyMetadata::from_json(text).map_err(|error| corrupt(format!("key metadata: {error}")))
+    })
+    .transpose()
+}
+
 /// The stored hash of a key row, read before anything else of it.
 fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
 where
@@ -546,12 +571,13 @@ where
     record.grace_ends_at = time("grace_ends_at")?;
     record.revoked_at = time("revoked_at")?;
     record.last_used_at = time("last_used_at")?;
+    record.metadata = D::metadata_of_row(row)?;
     Ok(record)
 }
 
 /// Binds the columns of `record` in the order the stores insert them: id,
-/// hash, prefix, the four owner columns, scopes, name, and the five times
-/// (created, expires, grace ends, revoked, last used).
+/// hash, prefix, the four owner columns, scopes, name, the five times
+/// (created, expires, grace ends, revoked, last used), and the metadata.
 pub(crate) fn bind_key<'q, D: Dialect>(
     query: Query<'q, D, D::Arguments>,
     record: &KeyRecord,
@@ -580,6 +606,7 @@ where
     ]
     .into_iter()
     .fold(query, D::bind_time)
+    .bind(record.metadata.as_ref().map(KeyMetadata::as_json))
 }
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the
@@ -622,6 +649,32 @@ pub(crate) fn inserted<T>(result: Result<T, sqlx::Error>) -> Result<Insert, Stor
         }
         Err(error) => Err(StoreError::backend(error)),
     }
+}
+
+/// Where a page after `cursor` starts, as a page statement binds it: a time
+/// at microseconds and an id, keys listed when `(created_at, id)` is below
+/// them; `None` for the first page. A cursor between two microseconds (the
+/// stores never hand one out, but its text can say so) starts at the next
+/// microsecond with an empty id, which no id is below: the keys stored at or
+/// before the microsecond it falls in.
+pub(crate) fn page_start(cursor: Option<&PageCursor>) -> (Option<SystemTime>, &str) {
+    match cursor {
+        None => (None, ""),
+        Some(cursor) => {
+            let micros = to_micros(cursor.created_at);
+            if from_micros(micros) == cursor.created_at {
+                (Some(cursor.created_at), cursor.id.as_str())
+            } else {
+                (Some(from_micros(micros.saturating_add(1))), "")
+            }
+        }
+    }
+}
+
+/// How many rows a page statement reads: one past the page, to tell that
+/// there is a next one.
+pub(crate) fn page_rows(page: &PageRequest) -> i64 {
+    i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX)
 }
 
 /// Databases keep microseconds; so do the records the stores hand out, so
@@ -678,6 +731,25 @@ mod tests {
         }
         assert!(owner_from_columns("user", Some("acme".into()), None, None).is_err());
         assert!(owner_from_columns("robot", None, None, None).is_err());
+    }
+
+    #[test]
+    fn pages_start_at_the_cursor_or_the_next_microsecond() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_123);
+        let cursor = PageCursor {
+            created_at: at,
+            id: KeyId::from("abc"),
+        };
+        assert_eq!(page_start(None), (None, ""));
+        assert_eq!(page_start(Some(&cursor)), (Some(at), "abc"));
+        let between = PageCursor {
+            created_at: at + Duration::from_nanos(400),
+            id: KeyId::from("abc"),
+        };
+        assert_eq!(
+            page_start(Some(&between)),
+            (Some(at + Duration::from_micros(1)), "")
+        );
     }
 
     #[test]

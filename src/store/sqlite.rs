@@ -14,16 +14,18 @@ use sqlx::{Row, Sqlite, SqliteConnection};
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
-    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeySummary, LifecycleError, NewKey,
-    OldKey, Rotation, plan_issue, plan_rotation, storable,
+    Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary,
+    LifecycleError, NewKey, OldKey, PageRequest, Rotation, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
     Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, corrupt, counts_usable_keys,
-    dialect_migrations, from_micros, inserted, key_from_row, migrate, owner_ids, per_owner_kind,
-    pool_options, scopes_from_text, scopes_to_text, summaries, to_micros, to_micros_precision,
+    dialect_migrations, from_micros, inserted, key_from_row, metadata_from_text, migrate,
+    owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_text,
+    scopes_to_text, summaries, to_micros, to_micros_precision,
 };
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -37,12 +39,25 @@ macro_rules! scopes_read {
     };
 }
 
+/// Stored metadata, read as bytes like scopes and only up to one byte past
+/// the largest valid value (`MAX_METADATA_READ`), so an overlong value is
+/// refused without being read whole. (`substr` makes NULL of an empty
+/// value, which is not an object either: it reads back as empty.)
+macro_rules! metadata_read {
+    () => {
+        "coalesce(substr(CAST(metadata AS BLOB), 1, 4097),
+                  CASE WHEN metadata IS NOT NULL THEN X'' END)"
+    };
+}
+
 /// The columns of a key, its scopes last.
 macro_rules! key_columns {
     ($scopes:expr) => {
         concat!(
             "id, hash, prefix, owner_kind, org_id, workspace_id, user_id, name, created_at,
              expires_at, grace_ends_at, revoked_at, last_used_at, ",
+            metadata_read!(),
+            " AS metadata, ",
             $scopes,
             " AS scopes"
         )
@@ -121,10 +136,40 @@ const LIST_ORG_KEYS: &str = concat!(
      ORDER BY created_at, id"
 );
 
+/// A page of the owner's (`?4`, `?5`) keys, newest first: at most `?3`
+/// after the time `?1` and the id `?2` (all when `?1` is NULL).
+const PAGE_OWNER_KEYS: PerOwnerKind = per_owner_kind!(
+    concat!(
+        "SELECT ",
+        key_columns!(scopes_read!()),
+        " FROM keyauth_keys WHERE "
+    ),
+    "?4",
+    "?5",
+    " AND (?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND id < ?2))
+     ORDER BY created_at DESC, id DESC LIMIT ?3"
+);
+
+/// A page of the keys of the organization `?4` and of its workspaces, as
+/// [`PAGE_OWNER_KEYS`].
+const PAGE_ORG_KEYS: &str = concat!(
+    "SELECT ",
+    key_columns!(scopes_read!()),
+    " FROM keyauth_keys
+     WHERE org_id = ?4 AND owner_kind IN ('organization', 'workspace')
+       AND (?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND id < ?2))
+     ORDER BY created_at DESC, id DESC LIMIT ?3"
+);
+
 /// How much of a stored list of scopes is read: one byte more than the
 /// longest valid list, written out in `scopes_read!`.
 #[cfg(test)]
 const MAX_SCOPE_TEXT_READ: usize = 33025;
+
+/// How much of stored metadata is read: one byte more than the largest
+/// valid value, written out in `metadata_read!`.
+#[cfg(test)]
+const MAX_METADATA_READ: usize = 4097;
 
 /// Keys and memberships in SQLite, through a sqlx connection pool.
 ///
@@ -208,6 +253,16 @@ impl Dialect for Sqlite {
     /// Text, read as bytes (see `scopes_read!`).
     fn scopes_of_row(row: &SqliteRow) -> Result<Scopes, StoreError> {
         scopes_from_bytes(row.try_get("scopes").map_err(column_error)?)
+    }
+
+    /// Text, read as bytes (see `metadata_read!`).
+    fn metadata_of_row(row: &SqliteRow) -> Result<Option<KeyMetadata>, StoreError> {
+        let bytes: Option<&[u8]> = row.try_get("metadata").map_err(column_error)?;
+        let text = bytes
+            .map(std::str::from_utf8)
+            .transpose()
+            .map_err(|_| corrupt("key metadata is not UTF-8".to_owned()))?;
+        metadata_from_text(text)
     }
 
     fn bind_scopes<'q>(
@@ -326,8 +381,8 @@ impl InsertMinted for SqliteConnection {
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
-                                       revoked_at, last_used_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                       revoked_at, last_used_at, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         );
         let result = bind_key(insert, record).execute(self).await;
         inserted(result)
@@ -428,6 +483,30 @@ impl KeyLifecycle for SqliteStore {
             .await
             .map_err(StoreError::backend)?;
         summaries(&rows, key_from_row::<Sqlite>)
+    }
+
+    /// Reads the page alone, and one key more, through the owner indexes.
+    async fn list_page(
+        &self,
+        listing: &KeyListing,
+        page: &PageRequest,
+    ) -> Result<KeyPage, LifecycleError> {
+        let (after, after_id) = page_start(page.after.as_ref());
+        let (sql, ids): (_, Vec<&str>) = match listing {
+            KeyListing::Owner(owner) => (PAGE_OWNER_KEYS.of(owner), owner_ids(owner).collect()),
+            KeyListing::Org(org) => (PAGE_ORG_KEYS, vec![org.as_str()]),
+        };
+        let query = sqlx::query(sql)
+            .bind(after.map(to_micros))
+            .bind(after_id)
+            .bind(page_rows(page));
+        let rows = ids
+            .into_iter()
+            .fold(query, |query, id| query.bind(id))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(page.page_of_newest_first(summaries(&rows, key_from_row::<Sqlite>)?))
     }
 
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError> {
@@ -594,11 +673,36 @@ mod tests {
                 index,
                 search: all,
             });
+            let mut page_args = vec![
+                Arg::Micros(to_micros(SystemTime::now())),
+                Arg::Text("key00042"),
+                Arg::Micros(21),
+            ];
+            page_args.extend(owner_args());
+            hot.push(Hot {
+                what: format!("a page of the keys of {owner}"),
+                sql: PAGE_OWNER_KEYS.of(&owner),
+                args: page_args,
+                index,
+                search: all,
+            });
         }
         hot.push(Hot {
             what: "list_in_org".to_owned(),
             sql: LIST_ORG_KEYS,
             args: vec![Arg::Text("org-7")],
+            index: BY_ORG,
+            search: "(org_id=?)",
+        });
+        hot.push(Hot {
+            what: "a page of list_in_org".to_owned(),
+            sql: PAGE_ORG_KEYS,
+            args: vec![
+                Arg::Micros(to_micros(SystemTime::now())),
+                Arg::Text("key00042"),
+                Arg::Micros(21),
+                Arg::Text("org-7"),
+            ],
             index: BY_ORG,
             search: "(org_id=?)",
         });
@@ -739,6 +843,15 @@ mod tests {
         assert!(SELECT_KEY_MATCHING.contains(&format!("CASE WHEN hash = ?2 THEN {read} END")));
     }
 
+    #[test]
+    fn metadata_is_read_just_past_its_bound() {
+        assert_eq!(MAX_METADATA_READ, KeyMetadata::MAX_BYTES + 1);
+        let read = format!("substr(CAST(metadata AS BLOB), 1, {MAX_METADATA_READ})");
+        assert!(KEY_COLUMNS.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
+        assert!(KEY_COLUMNS.contains(" END) AS metadata"));
+    }
+
     #[tokio::test]
     async fn an_insert_under_a_taken_id_changes_nothing() {
         let pool = SqlitePoolOptions::new()
@@ -770,5 +883,61 @@ mod tests {
             store.find_key(&issued.record.id).await.unwrap(),
             Some(issued.record)
         );
+    }
+
+    /// Stored metadata that is not a JSON object of at most 4096 bytes is
+    /// a corrupt record: reading the key, or listing it, fails.
+    #[tokio::test]
+    async fn corrupt_metadata_fails_closed() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        let overlong = format!(r#"{{"notes": "{}"}}"#, "x".repeat(5000));
+        for stored in ["[1, 2]", "{\"a\":", "", overlong.as_str()] {
+            sqlx::query("UPDATE keyauth_keys SET metadata = ?1 WHERE id = ?2")
+                .bind(stored)
+                .bind(issued.record.id.as_str())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert!(
+                store.find_key(&issued.record.id).await.is_err(),
+                "{stored:.20}"
+            );
+            assert!(
+                store
+                    .find_key_matching(&issued.record.id, &issued.record.hash)
+                    .await
+                    .is_err()
+            );
+            assert!(store.list(&Owner::org("acme")).await.is_err());
+            assert!(store.list_in_org(&OrgId::from("acme")).await.is_err());
+            let listing = KeyListing::org("acme");
+            assert!(
+                store
+                    .list_page(&listing, &PageRequest::default())
+                    .await
+                    .is_err()
+            );
+        }
+        sqlx::query("UPDATE keyauth_keys SET metadata = X'7B22FF223A317D' WHERE id = ?1")
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(store.find_key(&issued.record.id).await.is_err());
+        sqlx::query("UPDATE keyauth_keys SET metadata = '{\"a\": 1}' WHERE id = ?1")
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(found.metadata.unwrap().as_json(), r#"{"a": 1}"#);
     }
 }

@@ -17,7 +17,10 @@ use libtest_mimic::Trial;
 use tower_keyauth::clock::Clock;
 use tower_keyauth::format::Environment;
 use tower_keyauth::ids::{KeyId, KeyKind, OrgId, UserId};
-use tower_keyauth::store::{KeyPolicy, LifecycleError, Membership, Owner, StoreOptions};
+use tower_keyauth::metadata::KeyMetadata;
+use tower_keyauth::store::{
+    KeyListing, KeyPolicy, KeySummary, LifecycleError, Membership, Owner, PageRequest, StoreOptions,
+};
 use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, NewKey, Scopes};
 
 use crate::common::{TestClock, app, bearer, get_bearer, get_with, run_multi_thread, send};
@@ -86,6 +89,8 @@ conformance_cases!(
     a_grace_period_is_an_expiry_of_the_old_key,
     refused_requests_are_not_counted_as_use,
     scope_sets_beyond_the_bound_cannot_be_stored,
+    metadata_round_trips,
+    pages_list_newest_first_without_gaps,
 );
 
 fn token(issued: &tower_keyauth::store::IssuedKey) -> &str {
@@ -1012,4 +1017,170 @@ async fn scope_sets_beyond_the_bound_cannot_be_stored<H: Harness>(h: H) {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}
+
+async fn metadata_round_trips<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let json = r#"{"customer": "cus_123", "plan": "pro", "seats": [1, 2.5e3], "ok": true, "note": "caf\u00e9 ☕"}"#;
+    let metadata = KeyMetadata::from_json(json).unwrap();
+    let with = store
+        .issue(
+            NewKey::org("acme")
+                .name("tagged")
+                .metadata(metadata.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with.record.metadata.as_ref(), Some(&metadata));
+    let without = store.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(without.record.metadata, None);
+
+    let found = store.find_key(&with.record.id).await.unwrap().unwrap();
+    assert_eq!(
+        found.metadata.as_ref().map(KeyMetadata::as_json),
+        Some(json)
+    );
+    let plain = store.find_key(&without.record.id).await.unwrap().unwrap();
+    assert_eq!(plain.metadata, None);
+
+    let metadata_of = |keys: &[KeySummary], id: &KeyId| {
+        keys.iter()
+            .find(|key| &key.id == id)
+            .expect("listed")
+            .metadata
+            .clone()
+    };
+    let listed = store.list(&Owner::org("acme")).await.unwrap();
+    assert_eq!(
+        metadata_of(&listed, &with.record.id),
+        Some(metadata.clone())
+    );
+    assert_eq!(metadata_of(&listed, &without.record.id), None);
+    let in_org = store.list_in_org(&OrgId::from("acme")).await.unwrap();
+    assert_eq!(
+        metadata_of(&in_org, &with.record.id),
+        Some(metadata.clone())
+    );
+    assert_eq!(metadata_of(&in_org, &without.record.id), None);
+
+    let successor = store.rotate(&with.record.id, Duration::ZERO).await.unwrap();
+    assert_eq!(successor.record.metadata.as_ref(), Some(&metadata));
+    let stored = store.find_key(&successor.record.id).await.unwrap().unwrap();
+    assert_eq!(stored.metadata.as_ref(), Some(&metadata));
+    let plain_successor = store
+        .rotate(&without.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    let stored = store
+        .find_key(&plain_successor.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.metadata, None);
+}
+
+/// Every page of `listing`, `limit` keys at a time, each checked for its
+/// length and its cursor.
+async fn all_pages<S: KeyLifecycle>(
+    store: &S,
+    listing: &KeyListing,
+    limit: usize,
+) -> Vec<KeySummary> {
+    let mut seen = Vec::new();
+    let mut request = PageRequest::first(limit);
+    for _ in 0..100 {
+        let page = store.list_page(listing, &request).await.unwrap();
+        assert!(page.keys.len() <= limit, "{listing:?}: a page too long");
+        seen.extend(page.keys.iter().cloned());
+        match page.next {
+            Some(cursor) => {
+                assert_eq!(
+                    page.keys.len(),
+                    limit,
+                    "{listing:?}: a short page before the last"
+                );
+                let last = page.keys.last().unwrap();
+                assert_eq!((cursor.created_at, &cursor.id), (last.created_at, &last.id));
+                // Through its text, as the key API hands it out.
+                let cursor = cursor.to_string().parse().unwrap();
+                request = PageRequest::first(limit).after(cursor);
+            }
+            None => return seen,
+        }
+    }
+    panic!("{listing:?}: pages never end");
+}
+
+async fn pages_list_newest_first_without_gaps<H: Harness>(h: H) {
+    let clock = TestClock::new();
+    let store = h.open(StoreOptions::default().clock(clock.clone())).await;
+    for i in 0..7 {
+        let new_key = if i % 3 == 2 {
+            NewKey::workspace("acme", "docs")
+        } else {
+            NewKey::org("acme")
+        };
+        store
+            .issue(new_key.name(format!("acme-{i}")))
+            .await
+            .unwrap();
+        // Steps below and above the microsecond that SQL stores keep.
+        clock.advance(Duration::from_nanos(if i % 2 == 0 {
+            300
+        } else {
+            1_000_700
+        }));
+    }
+    store.issue(NewKey::org("globex")).await.unwrap();
+    store
+        .issue(NewKey::workspace("globex", "docs"))
+        .await
+        .unwrap();
+    store.issue(NewKey::personal("ada")).await.unwrap();
+
+    let newest_first = |mut keys: Vec<KeySummary>| {
+        keys.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        keys.into_iter().map(|key| key.id).collect::<Vec<_>>()
+    };
+    let listings = [
+        (
+            KeyListing::org("acme"),
+            store.list_in_org(&OrgId::from("acme")).await.unwrap(),
+        ),
+        (
+            KeyListing::owner(Owner::org("acme")),
+            store.list(&Owner::org("acme")).await.unwrap(),
+        ),
+        (
+            KeyListing::owner(Owner::workspace("acme", "docs")),
+            store.list(&Owner::workspace("acme", "docs")).await.unwrap(),
+        ),
+        (
+            KeyListing::org("globex"),
+            store.list_in_org(&OrgId::from("globex")).await.unwrap(),
+        ),
+        (
+            KeyListing::owner(Owner::user("ada")),
+            store.list(&Owner::user("ada")).await.unwrap(),
+        ),
+        (KeyListing::org("initech"), Vec::new()),
+    ];
+    assert_eq!(listings[0].1.len(), 7);
+    assert_eq!(listings[1].1.len(), 5);
+    assert_eq!(listings[2].1.len(), 2);
+    assert_eq!(listings[3].1.len(), 2);
+    for (listing, whole) in listings {
+        let expected = newest_first(whole);
+        for limit in [1, 3, 7, 100] {
+            let paged: Vec<_> = all_pages(&store, &listing, limit)
+                .await
+                .into_iter()
+                .map(|key| key.id)
+                .collect();
+            assert_eq!(
+                paged, expected,
+                "{listing:?} by {limit}: every key once, newest first"
+            );
+        }
+    }
 }

@@ -1,0 +1,6 @@
+-- tower-keyauth: what an application keeps with a key (SQLite).
+-- A JSON object of at most 4096 bytes, as text; NULL for none. The store
+-- checks it when it is written and again when it is read: a value that is
+-- not such an object is a corrupt record.
+
+ALTER TABLE keyauth_keys ADD COLUMN metadata TEXT;
