@@ -91,6 +91,8 @@ struct AppState {
     store: Store,
     /// Objects per organization: the API's "data" (kept in memory).
     objects: Arc<Mutex<HashMap<OrgId, Vec<Value>>>>,
+    /// The OpenAPI document `/schema/` serves.
+    openapi: Arc<Value>,
 }
 
 #[tokio::main]
@@ -185,15 +187,17 @@ async fn listen() -> Result<tokio::net::TcpListener, String> {
 
 /// The API: its routes behind the key layer, with `store` for both.
 pub(crate) fn app(store: Store) -> Router {
+    let extract = Extract::bearer_api_key_or_query();
     let state = AppState {
         // The same (cached) store, so a revocation through the API makes
         // the cache forget the key at once.
         store: store.clone(),
         objects: Arc::default(),
+        openapi: Arc::new(openapi(&store, &extract)),
     };
     routes(state).layer(
         KeyAuthLayer::new(store)
-            .extract(Extract::bearer_api_key_or_query())
+            .extract(extract)
             .org_header(ORG_HEADER)
             .store_timeout(STORE_TIMEOUT)
             .public("/")
@@ -472,15 +476,48 @@ async fn home(principal: Option<Principal>) -> Json<Value> {
     }))
 }
 
-async fn schema() -> Json<Value> {
-    Json(json!({
-        "security": {
-            "bearer": { "type": "http", "scheme": "bearer" },
-            "header": { "type": "apiKey", "in": "header", "name": "x-api-key" },
-            "query": { "type": "apiKey", "in": "query", "name": "api-key" },
-        },
-        "scopes": ["objects.read", "objects.write", "keys.read", "keys.write"],
+/// The OpenAPI document of the whole API: its own routes, the crate's key
+/// API under `/v1/keys`, and the security schemes of the layer's extraction
+/// policy, generated when the app is built.
+fn openapi(store: &Store, extract: &Extract) -> Value {
+    let described = |summary: &str| json!({ "summary": summary, "responses": { "200": { "description": "OK" } } });
+    let own: utoipa::openapi::OpenApi = serde_json::from_value(json!({
+        "openapi": "3.1.0",
+        "info": { "title": "tower-keyauth quickstart", "version": "1" },
+        "paths": {
+            "/": { "get": described("What this service is") },
+            "/health/": { "get": described("Health check") },
+            "/v1/whoami": { "get": described("The caller, as the layer sees it") },
+            "/v1/objects": {
+                "get": described("The organization's objects"),
+                "post": described("Create an object")
+            }
+        }
     }))
+    .expect("the quickstart's OpenAPI document is well-formed");
+    let mut document = own;
+    document.merge(KeyApi::from_shared(store.clone()).openapi("/v1/keys", extract));
+    for (path, method, scope) in [
+        ("/v1/whoami", utoipa::openapi::HttpMethod::Get, None),
+        (
+            "/v1/objects",
+            utoipa::openapi::HttpMethod::Get,
+            Some("objects.read"),
+        ),
+        (
+            "/v1/objects",
+            utoipa::openapi::HttpMethod::Post,
+            Some("objects.write"),
+        ),
+    ] {
+        let scopes: Vec<&str> = scope.into_iter().collect();
+        tower_keyauth::openapi::require(&mut document, path, method, extract, &scopes);
+    }
+    serde_json::to_value(&document).expect("an OpenAPI document serializes")
+}
+
+async fn schema(State(state): State<AppState>) -> Json<Value> {
+    Json(Value::clone(&state.openapi))
 }
 
 async fn docs() -> &'static str {

@@ -48,6 +48,10 @@
 //! Each operation is reported to the [`AuditSink`] (default
 //! [`TracingAudit`]), with the calling key as the actor.
 
+// Handlers answer `Result<Response, Response>`, the axum idiom; the
+// response is built once per request, off any hot path.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -554,4 +558,189 @@ fn store_failed(failure: LifecycleError) -> Response {
         "unavailable",
         "The key store is unavailable. Try again later.",
     )
+}
+
+#[cfg(feature = "utoipa")]
+impl KeyApi {
+    /// The API's paths and schemas as an OpenAPI 3.1 document (feature
+    /// `utoipa`), mounted at `mount` (such as `/v1/keys`), with the security
+    /// schemes of `extract` and each operation's scope. Merge it into the
+    /// application's own document.
+    ///
+    /// ```
+    /// use tower_keyauth::key_api::KeyApi;
+    /// use tower_keyauth::{Extract, MemoryStore};
+    /// let openapi = KeyApi::new(MemoryStore::new()).openapi("/v1/keys", &Extract::bearer());
+    /// let json = serde_json::to_value(&openapi).unwrap();
+    /// assert!(json["paths"]["/v1/keys/{id}/rotate"]["post"].is_object());
+    /// assert_eq!(json["paths"]["/v1/keys"]["get"]["security"][0]["bearer"][0], "keys.read");
+    /// ```
+    pub fn openapi(
+        &self,
+        mount: &str,
+        extract: &crate::extract::Extract,
+    ) -> utoipa::openapi::OpenApi {
+        let mount = mount.trim_end_matches('/');
+        let error = json!({ "$ref": "#/components/schemas/KeyApiError" });
+        let error_response = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": error } } });
+        let issued = json!({
+            "description": "The key: `token` is shown this once.",
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/IssuedKey" } } }
+        });
+        let id_parameter = json!({
+            "name": "id", "in": "path", "required": true,
+            "description": "The key's public id.", "schema": { "type": "string" }
+        });
+        let common_errors = |operation: &mut Value| {
+            let responses = operation["responses"].as_object_mut().expect("responses");
+            responses.insert("401".into(), error_response("No valid key."));
+            responses.insert(
+                "403".into(),
+                error_response("The key lacks the scope, or the bound was passed."),
+            );
+            responses.insert(
+                "503".into(),
+                error_response("The key store is unavailable."),
+            );
+        };
+        let mut list = json!({
+            "summary": "List the caller's keys, newest first",
+            "operationId": "listKeys",
+            "parameters": [
+                { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": PageRequest::MAX_LIMIT, "default": 20 } },
+                { "name": "cursor", "in": "query", "required": false, "description": "The `next_cursor` of the page before.", "schema": { "type": "string" } }
+            ],
+            "responses": {
+                "200": { "description": "One page of keys.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/KeyPage" } } } },
+                "400": error_response("A bad `limit` or `cursor`.")
+            }
+        });
+        let mut issue = json!({
+            "summary": "Issue a key",
+            "operationId": "issueKey",
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewKey" } } } },
+            "responses": {
+                "201": issued,
+                "400": error_response("A bad body."),
+                "409": error_response("The owner holds as many keys as allowed."),
+                "413": error_response("The body is too large."),
+                "415": error_response("The body is not JSON.")
+            }
+        });
+        let mut show = json!({
+            "summary": "Show one key, masked",
+            "operationId": "showKey",
+            "parameters": [id_parameter],
+            "responses": {
+                "200": { "description": "The key.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/KeySummary" } } } },
+                "404": error_response("No such key (or another tenant's).")
+            }
+        });
+        let mut revoke = json!({
+            "summary": "Revoke a key",
+            "operationId": "revokeKey",
+            "parameters": [id_parameter],
+            "responses": {
+                "204": { "description": "Revoked: its next request is refused." },
+                "404": error_response("No such key (or another tenant's).")
+            }
+        });
+        let mut rotate = json!({
+            "summary": "Rotate a key",
+            "operationId": "rotateKey",
+            "parameters": [id_parameter],
+            "requestBody": { "required": false, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Rotation" } } } },
+            "responses": {
+                "201": issued,
+                "400": error_response("A bad body."),
+                "404": error_response("No such key (or another tenant's)."),
+                "409": error_response("The key is revoked or expired.")
+            }
+        });
+        for operation in [&mut list, &mut issue, &mut show, &mut revoke, &mut rotate] {
+            common_errors(operation);
+        }
+        let summary = json!({
+            "type": "object",
+            "required": ["id", "masked", "name", "kind", "scopes", "created_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "masked": { "type": "string", "example": "ak_Xb3kP9qLm2Ts.****" },
+                "name": { "type": "string" },
+                "kind": { "type": "string", "enum": ["organization", "workspace", "personal"] },
+                "org": { "type": ["string", "null"] },
+                "workspace": { "type": ["string", "null"] },
+                "user": { "type": ["string", "null"] },
+                "scopes": { "type": "array", "items": { "type": "string" } },
+                "created_at": { "type": "integer", "description": "Seconds since the Unix epoch." },
+                "expires_at": { "type": ["integer", "null"] },
+                "grace_ends_at": { "type": ["integer", "null"] },
+                "revoked_at": { "type": ["integer", "null"] },
+                "last_used_at": { "type": ["integer", "null"] },
+                "metadata": { "type": ["object", "null"] }
+            }
+        });
+        let document = json!({
+            "openapi": "3.1.0",
+            "info": { "title": "Keys", "version": "1" },
+            "paths": {
+                mount: { "get": list, "post": issue },
+                format!("{mount}/{{id}}"): { "get": show, "delete": revoke },
+                format!("{mount}/{{id}}/rotate"): { "post": rotate }
+            },
+            "components": { "schemas": {
+                "KeyApiError": {
+                    "type": "object", "required": ["error", "message"],
+                    "properties": { "error": { "type": "string" }, "message": { "type": "string" } }
+                },
+                "KeySummary": summary,
+                "KeyPage": {
+                    "type": "object", "required": ["keys", "next_cursor"],
+                    "properties": {
+                        "keys": { "type": "array", "items": { "$ref": "#/components/schemas/KeySummary" } },
+                        "next_cursor": { "type": ["string", "null"] }
+                    }
+                },
+                "IssuedKey": {
+                    "type": "object", "required": ["token", "key"],
+                    "properties": {
+                        "token": { "type": "string", "description": "The whole key, shown only this once." },
+                        "key": { "$ref": "#/components/schemas/KeySummary" }
+                    }
+                },
+                "NewKey": {
+                    "type": "object", "required": ["name"], "additionalProperties": false,
+                    "properties": {
+                        "name": { "type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS },
+                        "scopes": { "type": "array", "items": { "type": "string" }, "description": "At most the caller's; default the caller's." },
+                        "expires_in_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_LIFETIME_SECONDS, "description": "Default: the caller's expiry, if it has one; never past it." },
+                        "metadata": { "type": "object", "description": "At most 4 KiB of JSON." }
+                    }
+                },
+                "Rotation": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "grace_seconds": { "type": "integer", "minimum": 0, "maximum": MAX_GRACE_SECONDS, "default": 0 }
+                    }
+                }
+            }}
+        });
+        let mut openapi: utoipa::openapi::OpenApi = serde_json::from_value(document)
+            .expect("the key API's OpenAPI document is well-formed");
+        crate::openapi::add_security_schemes(&mut openapi, extract);
+        let (read, write) = (&*self.read_scope, &*self.write_scope);
+        for operations in openapi.paths.paths.values_mut() {
+            for (operation, scope) in [
+                (operations.get.as_mut(), read),
+                (operations.post.as_mut(), write),
+                (operations.delete.as_mut(), write),
+            ] {
+                if let Some(operation) = operation {
+                    operation.security =
+                        Some(crate::openapi::security_requirement(extract, &[scope]));
+                }
+            }
+        }
+        openapi
+    }
 }

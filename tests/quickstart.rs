@@ -74,6 +74,46 @@ async fn the_quickstart_prints_demo_credentials_and_serves_its_routes() {
         assert_eq!(reply.status, 200, "{path}");
     }
 
+    // `/schema/` is the generated OpenAPI document of the whole API.
+    let schema = request(addr, &get("/schema/", ""), b"")
+        .await
+        .unwrap()
+        .json();
+    let document: utoipa::openapi::OpenApi = serde_json::from_value(schema.clone())
+        .unwrap_or_else(|e| panic!("not an OpenAPI document ({e}): {schema}"));
+    assert!(
+        schema["openapi"].as_str().unwrap().starts_with("3."),
+        "{schema}"
+    );
+    let schemes = &schema["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["header_x-api-key"]["in"], "header", "{schemes}");
+    assert_eq!(
+        schemes["header_x-api-key"]["name"], "x-api-key",
+        "{schemes}"
+    );
+    assert_eq!(schemes["query_api-key"]["in"], "query", "{schemes}");
+    for path in [
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/keys/{id}/rotate",
+        "/v1/objects",
+        "/v1/whoami",
+    ] {
+        assert!(
+            document.paths.paths.contains_key(path),
+            "{path} in {schema}"
+        );
+    }
+    assert_eq!(
+        schema["paths"]["/v1/keys"]["post"]["security"][0]["bearer"][0],
+        "keys.write"
+    );
+    assert_eq!(
+        schema["paths"]["/v1/objects"]["get"]["security"][0]["bearer"][0],
+        "objects.read"
+    );
+
     let reply = request(addr, &get("/v1/whoami", ""), b"").await.unwrap();
     assert_eq!(reply.status, 401);
     assert_eq!(
