@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::audit::{AuditSink, TracingAudit};
 use crate::clock::SharedClock;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
@@ -37,6 +38,8 @@ pub(crate) struct Config<S> {
     pub(crate) answers: Answers,
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) clock: SharedClock,
+    /// Where refused uses of revoked or expired keys are reported.
+    pub(crate) audit: Arc<dyn AuditSink>,
 }
 
 impl<S> Clone for Config<S> {
@@ -55,6 +58,7 @@ impl<S> Clone for Config<S> {
             answers: self.answers.clone(),
             store_timeout: self.store_timeout,
             clock: self.clock.clone(),
+            audit: Arc::clone(&self.audit),
         }
     }
 }
@@ -82,6 +86,7 @@ impl<S> Config<S> {
             answers,
             store_timeout: None,
             clock: SharedClock::coarse(),
+            audit: Arc::new(TracingAudit),
         }
     }
 

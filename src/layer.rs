@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::{HeaderName, Method, Uri};
 use tower_layer::Layer;
 
+use crate::audit::AuditSink;
 use crate::clock::{Clock, SharedClock};
 use crate::config::Config;
 use crate::extract::Extract;
@@ -165,6 +166,34 @@ impl<S> KeyAuthLayer<S> {
     /// for the exact one). Revocation never asks it.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config_mut().clock = SharedClock::new(clock);
+        self
+    }
+
+    /// Where the layer reports a request refused because its key, whose
+    /// secret matched, is revoked ([`AuditAction::RefusedRevoked`]) or
+    /// expired ([`AuditAction::RefusedExpired`]): one [`AuditEvent`] per
+    /// refused request, with the key's id and owner, no actor and no secret.
+    /// Default: [`TracingAudit`](crate::audit::TracingAudit). The sink is
+    /// called on the request's task; hand the event off, do not wait on I/O.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower_keyauth::audit::AuditEvent;
+    /// use tower_keyauth::{KeyAuthLayer, MemoryStore};
+    ///
+    /// let refused: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
+    /// let layer = KeyAuthLayer::new(MemoryStore::new()).audit({
+    ///     let refused = refused.clone();
+    ///     move |event: &AuditEvent| refused.lock().unwrap().push(event.clone())
+    /// });
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// [`AuditAction::RefusedRevoked`]: crate::audit::AuditAction::RefusedRevoked
+    /// [`AuditAction::RefusedExpired`]: crate::audit::AuditAction::RefusedExpired
+    /// [`AuditEvent`]: crate::audit::AuditEvent
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.config_mut().audit = Arc::new(sink);
         self
     }
 

@@ -78,6 +78,7 @@
 //! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
 //! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
 //! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`store::KeySummary`] |
+//! | `metrics` | `keyauth_requests_total` (by `outcome`, `source`, `kind`) and `keyauth_store_lookup_seconds` through the `metrics` facade; see `metrics` |
 //! | `utoipa` | `openapi`: security schemes from an [`Extract`] policy and per-route scope requirements for a utoipa 5 OpenAPI document |
 //!
 //! [tower]: https://docs.rs/tower
@@ -97,6 +98,9 @@ pub mod hash;
 pub mod ids;
 mod layer;
 pub mod metadata;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 #[cfg(feature = "utoipa")]
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 pub mod openapi;

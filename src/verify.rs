@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderName, Response};
 
+use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::config::Config;
 use crate::error::AuthError;
 use crate::extract::Credential;
@@ -113,6 +114,8 @@ pub(crate) fn check<S: KeyStore>(
 ) -> Check {
     let mut bearer_marked = false;
     let check = check_credential(config, request, &mut bearer_marked);
+    #[cfg(feature = "metrics")]
+    count_now(config, request, public, &check);
     if public || !matches!(check, Check::Refused(_)) {
         config
             .extract
@@ -217,6 +220,28 @@ fn check_credential<S: KeyStore>(
     attempt.conclude_unusual(answer, examination, config, request)
 }
 
+/// Counts a request whose verdict is known without waiting: before the
+/// scrub, so that a refusal's credential can still be found for its source.
+/// A pending verdict is counted when it is known (see [`contained`]).
+#[cfg(feature = "metrics")]
+fn count_now<S>(config: &Config<S>, request: &Parts, public: bool, check: &Check) {
+    match check {
+        Check::Admitted => {
+            if let Some(principal) = request.extensions.get::<Principal>() {
+                crate::metrics::admitted(principal);
+            }
+        }
+        Check::Refused(error) => {
+            let source = match config.extract.extract(request) {
+                Ok(Some(credential)) => crate::metrics::source_label(&credential.source),
+                _ => crate::metrics::SOURCE_NONE,
+            };
+            crate::metrics::refused(error, source, public);
+        }
+        Check::Pending(_) => {}
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn no_credential<S>(config: &Config<S>, request: &Parts) -> Check {
@@ -257,6 +282,7 @@ fn opaque_or_refused<'a>(
 /// answer within `timeout` refuses the request with 503.
 fn contained(
     id: KeyId,
+    #[cfg(feature = "metrics")] source: &'static str,
     timeout: Option<Duration>,
     verdict: impl Future<Output = Verdict> + Send + 'static,
 ) -> PendingVerdict {
@@ -269,7 +295,14 @@ fn contained(
                 .unwrap_or(Err(StoreError::Timeout)),
             _ => verdict.await,
         };
-        outcome.unwrap_or_else(|error| Verdict::Refused(store_failed(&id, &error)))
+        let verdict = outcome.unwrap_or_else(|error| Verdict::Refused(store_failed(&id, &error)));
+        // A pending verdict is always about a credential that was sent.
+        #[cfg(feature = "metrics")]
+        match &verdict {
+            Verdict::Authenticated(principal) => crate::metrics::admitted(principal),
+            Verdict::Refused(error) => crate::metrics::refused(error, source, false),
+        }
+        verdict
     })
 }
 
@@ -294,11 +327,11 @@ fn decide<S>(
     // Only now that the secret matched may the client learn more. A
     // revocation holds whatever the clock says; expiry is a time.
     if record.is_revoked() {
-        return Decision::Refuse(Refused::Revoked);
+        return Decision::Refuse(Refused::Revoked(record.owner.clone()));
     }
     let now = config.clock.now();
     if record.is_expired_at(now) {
-        return Decision::Refuse(Refused::Expired);
+        return Decision::Refuse(Refused::Expired(record.owner.clone(), now));
     }
     let org = match &record.owner {
         Owner::Organization(org) | Owner::Workspace { org, .. } => org,
@@ -409,12 +442,14 @@ impl Decision {
     }
 }
 
-/// Why a looked-up credential was refused, for the log.
+/// Why a looked-up credential was refused, for the log (and, for a
+/// revoked or expired key, the audit trail: its owner, and when expiry was
+/// decided).
 enum Refused {
     SecretOrPrefix,
     UnknownId,
-    Revoked,
-    Expired,
+    Revoked(Owner),
+    Expired(Owner, SystemTime),
     MissingOrganization,
     OtherOrganization,
 }
@@ -451,10 +486,16 @@ impl Attempt {
         let concluded = match (answer, examination) {
             (None, _) => {
                 let id = self.id.clone();
+                #[cfg(feature = "metrics")]
+                let source = crate::metrics::source_label(&self.source);
                 let config = Arc::clone(config);
-                return Check::Pending(contained(id, config.store_timeout, async move {
-                    self.run(&config).await
-                }));
+                return Check::Pending(contained(
+                    id,
+                    #[cfg(feature = "metrics")]
+                    source,
+                    config.store_timeout,
+                    async move { self.run(&config).await },
+                ));
             }
             (Some(Err(error)), _) => Err(store_failed(&self.id, &error)),
             (Some(Ok(())), Some(Examination::Decided(decision))) => self.conclude(decision, config),
@@ -471,17 +512,28 @@ impl Attempt {
             }
             Ok(Examined::NeedsMembership(pending)) => {
                 let id = pending.attempt.id.clone();
+                #[cfg(feature = "metrics")]
+                let source = crate::metrics::source_label(&pending.attempt.source);
                 let config = Arc::clone(config);
-                Check::Pending(contained(id, config.store_timeout, async move {
-                    pending.resolve(&config).await
-                }))
+                Check::Pending(contained(
+                    id,
+                    #[cfg(feature = "metrics")]
+                    source,
+                    config.store_timeout,
+                    async move { pending.resolve(&config).await },
+                ))
             }
             Err(error) => Check::Refused(error),
         }
     }
 
     async fn run<S: KeyStore>(self, config: &Arc<Config<S>>) -> Verdict {
-        let matched = match config.store.find_key_matching(&self.id, &self.hash).await {
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let found = config.store.find_key_matching(&self.id, &self.hash).await;
+        #[cfg(feature = "metrics")]
+        crate::metrics::store_lookup(started.elapsed());
+        let matched = match found {
             Ok(matched) => matched,
             Err(error) => return Verdict::Refused(store_failed(&self.id, &error)),
         };
@@ -541,12 +593,21 @@ impl Attempt {
                 tracing::info!(key_id = %id, outcome = "invalid_token", reason = "unknown key id", "credential refused");
                 Err(AuthError::invalid_token())
             }
-            Decision::Refuse(Refused::Revoked) => {
+            Decision::Refuse(Refused::Revoked(owner)) => {
                 tracing::info!(key_id = %id, outcome = "revoked", "credential refused");
+                // Revocation never asks the clock to decide; the event's
+                // time is read here, off the admitted path.
+                let now = config.clock.now();
+                config.audit.record(
+                    &AuditEvent::new(AuditAction::RefusedRevoked, id.clone(), owner).at(now),
+                );
                 Err(AuthError::revoked())
             }
-            Decision::Refuse(Refused::Expired) => {
+            Decision::Refuse(Refused::Expired(owner, now)) => {
                 tracing::info!(key_id = %id, outcome = "expired", "credential refused");
+                config.audit.record(
+                    &AuditEvent::new(AuditAction::RefusedExpired, id.clone(), owner).at(now),
+                );
                 Err(AuthError::expired())
             }
             Decision::Refuse(Refused::MissingOrganization) => {
