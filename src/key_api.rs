@@ -311,12 +311,7 @@ async fn issue_key(
         Some(_) => return Err(invalid("`scopes` must be a list of scope names.")),
     };
     // A key can never grant more than its issuer holds.
-    if let Some(extra) = scopes
-        .iter()
-        .find(|scope| !principal.has_scope(scope.as_str()))
-    {
-        return Err(AuthError::insufficient_scope(extra.as_str()).into_response());
-    }
+    holds_all(&principal, &scopes)?;
     let now = SystemTime::now();
     let expires_at = match body.remove("expires_in_seconds") {
         None | Some(Value::Null) => principal.expires_at(),
@@ -393,13 +388,7 @@ async fn rotate_key(
     };
     let old = api.visible_key(&principal, id).await?;
     // The successor keeps the old key's scopes: the caller must hold them.
-    if let Some(extra) = old
-        .scopes
-        .iter()
-        .find(|scope| !principal.has_scope(scope.as_str()))
-    {
-        return Err(AuthError::insufficient_scope(extra.as_str()).into_response());
-    }
+    holds_all(&principal, &old.scopes)?;
     let mut rotation = Rotation::with_grace(Duration::from_secs(grace));
     rotation.expires_by = principal.expires_at();
     let issued = api
@@ -433,6 +422,17 @@ async fn revoke_key(
         .map_err(lifecycle_failed)?;
     api.record(&principal, AuditAction::Revoked, &record);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `insufficient_scope`, naming the first of `scopes` the caller lacks.
+fn holds_all(principal: &Principal, scopes: &Scopes) -> Result<(), Response> {
+    match scopes
+        .iter()
+        .find(|scope| !principal.has_scope(scope.as_str()))
+    {
+        Some(extra) => Err(AuthError::insufficient_scope(extra.as_str()).into_response()),
+        None => Ok(()),
+    }
 }
 
 fn issued_response(issued: &IssuedKey) -> Response {
