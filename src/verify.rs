@@ -113,9 +113,17 @@ pub(crate) fn check<S: KeyStore>(
     public: bool,
 ) -> Check {
     let mut bearer_marked = false;
-    let check = check_credential(config, request, &mut bearer_marked);
     #[cfg(feature = "metrics")]
-    count_now(config, request, public, &check);
+    let mut source = crate::metrics::SOURCE_NONE;
+    let check = check_credential(
+        config,
+        request,
+        &mut bearer_marked,
+        #[cfg(feature = "metrics")]
+        &mut source,
+    );
+    #[cfg(feature = "metrics")]
+    count_now(request, public, source, &check);
     if public || !matches!(check, Check::Refused(_)) {
         config
             .extract
@@ -132,12 +140,17 @@ fn check_credential<S: KeyStore>(
     config: &Arc<Config<S>>,
     request: &mut Parts,
     bearer_marked: &mut bool,
+    #[cfg(feature = "metrics")] source_label: &mut &'static str,
 ) -> Check {
     let credential = match config.extract.extract_marking(request, bearer_marked) {
         Ok(Some(credential)) => credential,
         Ok(None) => return no_credential(config, request),
         Err(error) => return Check::Refused(malformed_credential(error)),
     };
+    #[cfg(feature = "metrics")]
+    {
+        *source_label = crate::metrics::source_label(&credential.source);
+    }
     if let CredentialSource::Query(parameter) = &credential.source {
         warn_query(parameter);
     }
@@ -220,24 +233,18 @@ fn check_credential<S: KeyStore>(
     attempt.conclude_unusual(answer, examination, config, request)
 }
 
-/// Counts a request whose verdict is known without waiting: before the
-/// scrub, so that a refusal's credential can still be found for its source.
-/// A pending verdict is counted when it is known (see [`contained`]).
+/// Counts a request whose verdict is known without waiting; `source` is
+/// where the credential was found (`none` without one). A pending verdict
+/// is counted when it is known (see [`contained`]).
 #[cfg(feature = "metrics")]
-fn count_now<S>(config: &Config<S>, request: &Parts, public: bool, check: &Check) {
+fn count_now(request: &Parts, public: bool, source: &'static str, check: &Check) {
     match check {
         Check::Admitted => {
             if let Some(principal) = request.extensions.get::<Principal>() {
                 crate::metrics::admitted(principal);
             }
         }
-        Check::Refused(error) => {
-            let source = match config.extract.extract(request) {
-                Ok(Some(credential)) => crate::metrics::source_label(&credential.source),
-                _ => crate::metrics::SOURCE_NONE,
-            };
-            crate::metrics::refused(error, source, public);
-        }
+        Check::Refused(error) => crate::metrics::refused(error, source, public),
         Check::Pending(_) => {}
     }
 }
