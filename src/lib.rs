@@ -97,6 +97,7 @@ pub mod future;
 pub mod hash;
 pub mod ids;
 mod layer;
+pub mod limit;
 pub mod metadata;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

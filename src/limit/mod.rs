@@ -1,0 +1,287 @@
+//! Rate limits: how many requests a key (or every key of an owner) may make
+//! in a window, counted by a [`RateLimiter`] that is exact on one machine
+//! ([`MemoryLimiter`]) or across many (`RedisLimiter`, feature `redis`).
+//!
+//! A limit of N per window counts in **fixed windows that open with the
+//! first request** a counter sees and last the window's length: at most N
+//! units are admitted in each window, never more, on any number of
+//! instances sharing the limiter. After the N-th, a request is refused with
+//! the time until the window closes (`Retry-After`). Two windows in a row
+//! can admit N at the end of one and N at the start of the next; that is
+//! the price of an exact count in constant memory per counter (a sliding
+//! log of every request would be exact over any span, and cost memory that
+//! grows with N).
+//!
+//! Several limits are charged **all or nothing**: a request that one limit
+//! refuses charges none of them.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_keyauth::limit::{Charge, Counter, MemoryLimiter, RateLimit, RateLimiter};
+//!
+//! # tokio_test_block_on(async {
+//! let five_a_minute = RateLimit::per(5, Duration::from_secs(60)).unwrap();
+//! let limiter = MemoryLimiter::new();
+//! let counters = [Counter::new("key:k1", &five_a_minute)];
+//! for _ in 0..5 {
+//!     assert!(matches!(limiter.charge(&counters, 1).await.unwrap(), Charge::Admitted(_)));
+//! }
+//! let Charge::Limited(state) = limiter.charge(&counters, 1).await.unwrap() else { panic!() };
+//! assert!(state.resets_in <= Duration::from_secs(60));
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use memory::MemoryLimiter;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisLimiter;
+
+/// The most units a limit may allow per window.
+pub const MAX_LIMIT: u32 = 1_000_000_000;
+
+/// The longest window: a year and a day.
+pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The longest name of a limit, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The most limits one request may be charged: a key's own and its owner's.
+pub const MAX_COUNTERS: usize = 8;
+
+/// At most `limit` units of cost per `window`, optionally named (the name
+/// appears in the `RateLimit` response fields; `default` otherwise).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    limit: u32,
+    window: Duration,
+    name: Option<Arc<str>>,
+}
+
+/// Why a [`RateLimit`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidLimit {
+    /// The limit is 0 or more than [`MAX_LIMIT`].
+    #[error("a rate limit allows between 1 and {MAX_LIMIT} requests per window")]
+    Limit,
+    /// The window is shorter than a second, not whole seconds, or longer
+    /// than [`MAX_WINDOW`].
+    #[error("a rate limit's window is a whole number of seconds, from 1 to 31622400")]
+    Window,
+    /// The name is empty, longer than [`MAX_NAME_LEN`] or has a character
+    /// other than ASCII letters, digits, `-`, `_` and `.`.
+    #[error("a rate limit's name has 1 to 64 characters: ASCII letters, digits, '-', '_' or '.'")]
+    Name,
+}
+
+impl RateLimit {
+    /// `limit` units per `window` (whole seconds).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_keyauth::limit::RateLimit;
+    /// let limit = RateLimit::per(100, Duration::from_secs(60)).unwrap();
+    /// assert_eq!((limit.limit(), limit.window()), (100, Duration::from_secs(60)));
+    /// assert!(RateLimit::per(0, Duration::from_secs(60)).is_err());
+    /// assert!(RateLimit::per(1, Duration::from_millis(1500)).is_err());
+    /// ```
+    pub fn per(limit: u32, window: Duration) -> Result<Self, InvalidLimit> {
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(InvalidLimit::Limit);
+        }
+        if window < Duration::from_secs(1) || window > MAX_WINDOW || window.subsec_nanos() != 0 {
+            return Err(InvalidLimit::Window);
+        }
+        Ok(Self {
+            limit,
+            window,
+            name: None,
+        })
+    }
+
+    /// Names the limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_keyauth::limit::RateLimit;
+    /// let burst = RateLimit::per(10, Duration::from_secs(1)).unwrap().named("burst").unwrap();
+    /// assert_eq!(burst.name(), Some("burst"));
+    /// ```
+    pub fn named(mut self, name: &str) -> Result<Self, InvalidLimit> {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(InvalidLimit::Name);
+        }
+        self.name = Some(name.into());
+        Ok(self)
+    }
+
+    /// Units allowed per window.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The window's length.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The limit's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("RateLimit");
+        debug
+            .field("limit", &self.limit)
+            .field("window", &self.window);
+        if let Some(name) = &self.name {
+            debug.field("name", name);
+        }
+        debug.finish()
+    }
+}
+
+/// One counter to charge: what it counts (its `id`, the same on every
+/// instance) under which limit. The layer names counters after the key or
+/// owner and the limit, so changing a key's limit starts a fresh count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    /// The counter's identity (at most 256 bytes; a Redis key suffix).
+    pub id: Arc<str>,
+    /// Units allowed per window.
+    pub limit: u32,
+    /// The window's length.
+    pub window: Duration,
+}
+
+impl Counter {
+    /// A counter named `id` under `limit`.
+    pub fn new(id: impl Into<Arc<str>>, limit: &RateLimit) -> Self {
+        Self {
+            id: id.into(),
+            limit: limit.limit,
+            window: limit.window,
+        }
+    }
+}
+
+/// What a counter holds after a charge: for the `RateLimit` response
+/// fields and `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterState {
+    /// Which of the charged counters this is (its index).
+    pub counter: usize,
+    /// Units left in the current window.
+    pub remaining: u32,
+    /// Until the current window closes.
+    pub resets_in: Duration,
+}
+
+/// The answer of [`RateLimiter::charge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Every counter was charged. The state is the tightest counter's: the
+    /// fewest units left (the soonest reset among equals).
+    Admitted(CounterState),
+    /// No counter was charged: this counter lacks the units until
+    /// `resets_in` (the `Retry-After`). With several refusing, the one
+    /// that frees up last.
+    Limited(CounterState),
+}
+
+/// A rate limiter that failed: the layer then refuses with 503 (unless the
+/// application chose to let limits fail open).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimiterError {
+    /// The backend failed (connection lost, script error, …).
+    #[error("the rate limiter failed")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+    /// The limiter holds as many counters as it may and none has expired.
+    #[error("the rate limiter is full")]
+    Full,
+    /// The counters asked for are not valid (too many, an id too long, a
+    /// zero cost).
+    #[error("the rate limiter was asked to charge invalid counters")]
+    Invalid,
+}
+
+impl LimiterError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Backend(error.into())
+    }
+}
+
+/// Counts requests against [`Counter`]s, exactly: at most `limit` units are
+/// admitted per window of each counter, however many callers charge it at
+/// once.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Charges `cost` units to every counter, or to none of them.
+    ///
+    /// At most [`MAX_COUNTERS`] counters, each id at most 256 bytes, and a
+    /// cost of at least 1; otherwise [`LimiterError::Invalid`]. A cost
+    /// above a counter's limit is always refused, with the window's length
+    /// as `resets_in`.
+    async fn charge(&self, counters: &[Counter], cost: u32) -> Result<Charge, LimiterError>;
+
+    /// Charges at once, without waiting, when the limiter can (an
+    /// in-process one); `None` sends the layer to [`charge`](Self::charge).
+    fn charge_now(&self, counters: &[Counter], cost: u32) -> Option<Result<Charge, LimiterError>> {
+        let _ = (counters, cost);
+        None
+    }
+}
+
+#[async_trait]
+impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
+    async fn charge(&self, counters: &[Counter], cost: u32) -> Result<Charge, LimiterError> {
+        (**self).charge(counters, cost).await
+    }
+
+    fn charge_now(&self, counters: &[Counter], cost: u32) -> Option<Result<Charge, LimiterError>> {
+        (**self).charge_now(counters, cost)
+    }
+}
+
+/// The longest counter id, in bytes.
+pub const MAX_COUNTER_ID_LEN: usize = 256;
+
+/// Whether a charge is well formed (see [`RateLimiter::charge`]).
+pub(crate) fn valid_charge(counters: &[Counter], cost: u32) -> bool {
+    cost >= 1
+        && !counters.is_empty()
+        && counters.len() <= MAX_COUNTERS
+        && counters
+            .iter()
+            .all(|c| !c.id.is_empty() && c.id.len() <= MAX_COUNTER_ID_LEN && c.limit >= 1)
+}
+
+/// The tightest of the admitted counters' states: fewest left, then
+/// soonest reset.
+pub(crate) fn tightest(states: impl Iterator<Item = CounterState>) -> Option<CounterState> {
+    states.min_by_key(|s| (s.remaining, s.resets_in))
+}
