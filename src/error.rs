@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -33,11 +34,17 @@ pub enum AuthErrorKind {
     InsufficientScope,
     /// The key store failed or timed out (503). Requests never pass then.
     Unavailable,
+    /// A rate limit of the key or its owner is spent, or the client's
+    /// address sent too many refused credentials (429, `Retry-After`).
+    RateLimited,
+    /// The key's credits are spent (429, `Retry-After` when a refill is
+    /// due).
+    QuotaExhausted,
 }
 
 impl AuthErrorKind {
     /// Every kind, in declaration order: `ALL[kind.index()] == kind`.
-    pub(crate) const ALL: [AuthErrorKind; 9] = [
+    pub(crate) const ALL: [AuthErrorKind; 11] = [
         AuthErrorKind::MissingCredentials,
         AuthErrorKind::InvalidRequest,
         AuthErrorKind::InvalidToken,
@@ -47,6 +54,8 @@ impl AuthErrorKind {
         AuthErrorKind::Forbidden,
         AuthErrorKind::InsufficientScope,
         AuthErrorKind::Unavailable,
+        AuthErrorKind::RateLimited,
+        AuthErrorKind::QuotaExhausted,
     ];
 
     /// The position of this kind in [`ALL`](Self::ALL), for tables indexed
@@ -70,10 +79,12 @@ impl AuthErrorKind {
             AuthErrorKind::Unavailable => {
                 "Authentication is temporarily unavailable. Try again later."
             }
+            AuthErrorKind::RateLimited => "The API key's rate limit is spent. Try again later.",
+            AuthErrorKind::QuotaExhausted => "The API key has no credits left.",
         }
     }
 
-    /// The HTTP status: 400, 401, 403 or 503.
+    /// The HTTP status: 400, 401, 403, 429 or 503.
     pub fn status(self) -> StatusCode {
         match self {
             AuthErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -84,13 +95,16 @@ impl AuthErrorKind {
             | AuthErrorKind::MissingOrganization => StatusCode::UNAUTHORIZED,
             AuthErrorKind::Forbidden | AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
             AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthErrorKind::RateLimited | AuthErrorKind::QuotaExhausted => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
     /// The `error` field of the JSON body: `missing_credentials`,
     /// `invalid_request`, `invalid_token` (also for revoked and expired
-    /// keys), `missing_organization`, `forbidden`, `insufficient_scope` or
-    /// `unavailable`.
+    /// keys), `missing_organization`, `forbidden`, `insufficient_scope`,
+    /// `unavailable`, `rate_limited` or `quota_exhausted`.
     pub fn error_code(self) -> &'static str {
         match self {
             AuthErrorKind::MissingCredentials => "missing_credentials",
@@ -102,14 +116,18 @@ impl AuthErrorKind {
             AuthErrorKind::Forbidden => "forbidden",
             AuthErrorKind::InsufficientScope => "insufficient_scope",
             AuthErrorKind::Unavailable => "unavailable",
+            AuthErrorKind::RateLimited => "rate_limited",
+            AuthErrorKind::QuotaExhausted => "quota_exhausted",
         }
     }
 
     /// The gRPC status code: 16 `UNAUTHENTICATED` for 400 and 401 outcomes,
-    /// 7 `PERMISSION_DENIED` for 403, 14 `UNAVAILABLE` for 503.
+    /// 7 `PERMISSION_DENIED` for 403, 8 `RESOURCE_EXHAUSTED` for 429, 14
+    /// `UNAVAILABLE` for 503.
     pub fn grpc_code(self) -> i32 {
         match self.status() {
             StatusCode::FORBIDDEN => 7,
+            StatusCode::TOO_MANY_REQUESTS => 8,
             StatusCode::SERVICE_UNAVAILABLE => 14,
             _ => 16,
         }
@@ -140,6 +158,8 @@ pub struct AuthError {
     scope: Option<Arc<str>>,
     /// For a personal token without its organization, the header to send.
     org_header: Option<Arc<str>>,
+    /// For a 429, when to try again.
+    retry_after: Option<Duration>,
 }
 
 /// The message of a refusal. Standard and shared messages copy no text, so
@@ -169,6 +189,7 @@ impl AuthError {
             message,
             scope: None,
             org_header: None,
+            retry_after: None,
         }
     }
 
@@ -244,6 +265,63 @@ impl AuthError {
         Self::standard_of(AuthErrorKind::Unavailable)
     }
 
+    /// The client's address is not in the key's allowlist: 403
+    /// `forbidden`, before anything is charged.
+    ///
+    /// ```
+    /// use tower_keyauth::{AuthError, AuthErrorKind};
+    /// let error = AuthError::address_not_allowed();
+    /// assert_eq!(error.kind(), AuthErrorKind::Forbidden);
+    /// assert_eq!(error.message(), "The API key may not be used from this address.");
+    /// ```
+    pub fn address_not_allowed() -> Self {
+        Self::new(
+            AuthErrorKind::Forbidden,
+            Message::Static("The API key may not be used from this address."),
+        )
+    }
+
+    /// A rate limit is spent; the client may try again after `retry_after`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_keyauth::AuthError;
+    /// let error = AuthError::rate_limited(Duration::from_secs(12));
+    /// assert_eq!((error.status().as_u16(), error.error_code()), (429, "rate_limited"));
+    /// assert_eq!(error.retry_after(), Some(Duration::from_secs(12)));
+    /// assert_eq!(error.grpc_code(), 8);
+    /// ```
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut error = Self::standard_of(AuthErrorKind::RateLimited);
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// Too many refused credentials came from the client's address: 429
+    /// `rate_limited` until the window passes.
+    pub fn too_many_failed_attempts(retry_after: Duration) -> Self {
+        let mut error = Self::new(
+            AuthErrorKind::RateLimited,
+            Message::Static("Too many invalid API keys from this address. Try again later."),
+        );
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// The key's credits are spent; `refill_in`, when credits refill, is
+    /// the `Retry-After`.
+    pub fn quota_exhausted(refill_in: Option<Duration>) -> Self {
+        let mut error = Self::standard_of(AuthErrorKind::QuotaExhausted);
+        error.retry_after = refill_in;
+        error
+    }
+
+    /// For a 429, how long the client should wait before trying again
+    /// (`Retry-After`), when that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> AuthErrorKind {
         self.kind
@@ -276,7 +354,7 @@ impl AuthError {
         self.scope.as_deref()
     }
 
-    /// The HTTP status: 400, 401, 403 or 503 ([`AuthErrorKind::status`]).
+    /// The HTTP status: 400, 401, 403, 429 or 503 ([`AuthErrorKind::status`]).
     pub fn status(&self) -> StatusCode {
         self.kind.status()
     }
@@ -340,6 +418,20 @@ mod tests {
                 7,
             ),
             (AuthError::unavailable(), 503, "unavailable", 14),
+            (AuthError::address_not_allowed(), 403, "forbidden", 7),
+            (
+                AuthError::rate_limited(Duration::from_secs(1)),
+                429,
+                "rate_limited",
+                8,
+            ),
+            (
+                AuthError::too_many_failed_attempts(Duration::from_secs(1)),
+                429,
+                "rate_limited",
+                8,
+            ),
+            (AuthError::quota_exhausted(None), 429, "quota_exhausted", 8),
         ];
         for (error, status, code, grpc) in rows {
             assert_eq!(error.status().as_u16(), status, "{error:?}");

@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -140,6 +140,22 @@ impl<'a> Refusal<'a> {
         challenge(error, self.realm())
     }
 
+    /// The `Retry-After` value of a 429: whole seconds, rounded up, at
+    /// least 1 (RFC 9110 §10.2.3).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_keyauth::AuthError;
+    /// use tower_keyauth::response::Refusal;
+    /// let error = AuthError::rate_limited(Duration::from_millis(1500));
+    /// assert_eq!(Refusal::new(&error).retry_after().unwrap(), "2");
+    /// ```
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        let after = self.error.retry_after()?;
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        Some(HeaderValue::from(seconds.max(1)))
+    }
+
     /// The headers the layer prepared for this refusal's JSON answer, when
     /// its challenge is the prepared one.
     fn prepared_json_headers(&self) -> Option<&'a HeaderMap> {
@@ -224,6 +240,9 @@ impl DefaultResponder {
                     headers.insert(WWW_AUTHENTICATE, challenge);
                 }
             }
+        }
+        if let Some(retry_after) = refusal.retry_after() {
+            response.headers_mut().insert(RETRY_AFTER, retry_after);
         }
         response
     }
@@ -574,7 +593,9 @@ fn challenge_error(kind: AuthErrorKind) -> Option<&'static str> {
     match kind {
         AuthErrorKind::MissingCredentials
         | AuthErrorKind::Forbidden
-        | AuthErrorKind::Unavailable => None,
+        | AuthErrorKind::Unavailable
+        | AuthErrorKind::RateLimited
+        | AuthErrorKind::QuotaExhausted => None,
         AuthErrorKind::InvalidRequest | AuthErrorKind::MissingOrganization => {
             Some("invalid_request")
         }
