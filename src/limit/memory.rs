@@ -49,7 +49,7 @@ pub struct MemoryLimiter {
 
 #[derive(Default)]
 struct Shard {
-    windows: HashMap<Arc<str>, Window, foldhash::fast::RandomState>,
+    windows: HashMap<Counter, Window, foldhash::fast::RandomState>,
 }
 
 /// A counter's current window.
@@ -100,9 +100,9 @@ impl MemoryLimiter {
         self.len() == 0
     }
 
-    fn shard_of(&self, id: &str) -> usize {
+    fn shard_of(&self, counter: &Counter) -> usize {
         // The low bits pick the map's bucket; the shard takes high bits.
-        (self.hasher.hash_one(id) >> 58) as usize % SHARDS
+        (self.hasher.hash_one(counter) >> 58) as usize % SHARDS
     }
 
     fn charge_at(&self, counters: &[Counter], cost: u32) -> Result<Charge, LimiterError> {
@@ -111,12 +111,12 @@ impl MemoryLimiter {
         }
         let now = nanos_since_epoch(self.clock.now());
         if let [counter] = counters {
-            let mut shard = lock(&self.shards[self.shard_of(&counter.id)]);
+            let mut shard = lock(&self.shards[self.shard_of(counter)]);
             return shard.charge_one(counter, 0, cost, now, self.per_shard);
         }
         // Lock every shard involved, in ascending order, so that two
         // charges never wait on each other in a cycle.
-        let mut order: Vec<usize> = counters.iter().map(|c| self.shard_of(&c.id)).collect();
+        let mut order: Vec<usize> = counters.iter().map(|c| self.shard_of(c)).collect();
         let shard_of_counter = order.clone();
         order.sort_unstable();
         order.dedup();
@@ -132,7 +132,7 @@ impl MemoryLimiter {
         // First look: does every counter have the units?
         let mut refused: Option<CounterState> = None;
         for (index, counter) in counters.iter().enumerate() {
-            let window = guards[guard_of(index)].current(&counter.id, counter, now);
+            let window = guards[guard_of(index)].current(counter, now);
             if let Some(state) = window.refuses(index, counter, cost, now) {
                 if refused.is_none_or(|r| state.resets_in > r.resets_in) {
                     refused = Some(state);
@@ -144,14 +144,14 @@ impl MemoryLimiter {
         }
         // Then charge them all; room was checked before anything changes.
         for (index, counter) in counters.iter().enumerate() {
-            if !guards[guard_of(index)].has_room(&counter.id, now, self.per_shard) {
+            if !guards[guard_of(index)].has_room(counter, now, self.per_shard) {
                 return Err(LimiterError::Full);
             }
         }
         let states = counters.iter().enumerate().map(|(index, counter)| {
             let shard = &mut guards[guard_of(index)];
-            let window = shard.current(&counter.id, counter, now).charged(cost);
-            shard.put(&counter.id, window);
+            let window = shard.current(counter, now).charged(cost);
+            shard.put(counter, window);
             window.state(index, counter, now)
         });
         let admitted = tightest(states.collect::<Vec<_>>().into_iter());
@@ -161,8 +161,8 @@ impl MemoryLimiter {
 
 impl Shard {
     /// The counter's open window, or a fresh one opening now.
-    fn current(&self, id: &str, counter: &Counter, now: u64) -> Window {
-        match self.windows.get(id) {
+    fn current(&self, counter: &Counter, now: u64) -> Window {
+        match self.windows.get(counter) {
             Some(window) if window.closes_at > now => *window,
             _ => Window {
                 used: 0,
@@ -179,32 +179,32 @@ impl Shard {
         now: u64,
         per_shard: usize,
     ) -> Result<Charge, LimiterError> {
-        let window = self.current(&counter.id, counter, now);
+        let window = self.current(counter, now);
         if let Some(state) = window.refuses(index, counter, cost, now) {
             return Ok(Charge::Limited(state));
         }
-        if !self.has_room(&counter.id, now, per_shard) {
+        if !self.has_room(counter, now, per_shard) {
             return Err(LimiterError::Full);
         }
         let window = window.charged(cost);
-        self.put(&counter.id, window);
+        self.put(counter, window);
         Ok(Charge::Admitted(window.state(index, counter, now)))
     }
 
     /// Whether `id` is held or can be: removes closed windows when full.
-    fn has_room(&mut self, id: &str, now: u64, per_shard: usize) -> bool {
-        if self.windows.len() < per_shard || self.windows.contains_key(id) {
+    fn has_room(&mut self, counter: &Counter, now: u64, per_shard: usize) -> bool {
+        if self.windows.len() < per_shard || self.windows.contains_key(counter) {
             return true;
         }
         self.windows.retain(|_, window| window.closes_at > now);
         self.windows.len() < per_shard
     }
 
-    fn put(&mut self, id: &Arc<str>, window: Window) {
-        match self.windows.get_mut(&**id) {
+    fn put(&mut self, counter: &Counter, window: Window) {
+        match self.windows.get_mut(counter) {
             Some(held) => *held = window,
             None => {
-                self.windows.insert(Arc::clone(id), window);
+                self.windows.insert(counter.clone(), window);
             }
         }
     }
@@ -437,6 +437,11 @@ mod tests {
             Some(Err(LimiterError::Invalid))
         ));
         let long = [Counter::new("x".repeat(257), &limit(3, 60))];
+        let empty = [Counter::new("", &limit(3, 60))];
+        assert!(matches!(
+            limiter.charge_now(&empty, 1),
+            Some(Err(LimiterError::Invalid))
+        ));
         assert!(matches!(
             limiter.charge_now(&long, 1),
             Some(Err(LimiterError::Invalid))

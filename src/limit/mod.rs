@@ -41,6 +41,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::ids::KeyId;
+use crate::record::Owner;
+
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -82,9 +85,12 @@ pub enum InvalidLimit {
     /// than [`MAX_WINDOW`].
     #[error("a rate limit's window is a whole number of seconds, from 1 to 31622400")]
     Window,
-    /// The name is empty, longer than [`MAX_NAME_LEN`] or has a character
-    /// other than ASCII letters, digits, `-`, `_` and `.`.
-    #[error("a rate limit's name has 1 to 64 characters: ASCII letters, digits, '-', '_' or '.'")]
+    /// The name does not start with an ASCII letter, is longer than
+    /// [`MAX_NAME_LEN`] or has a character other than ASCII letters,
+    /// digits, `-`, `_` and `.`.
+    #[error(
+        "a rate limit's name has 1 to 64 characters, a letter first, then letters, digits, '-', '_' or '.'"
+    )]
     Name,
 }
 
@@ -122,7 +128,9 @@ impl RateLimit {
     /// assert_eq!(burst.name(), Some("burst"));
     /// ```
     pub fn named(mut self, name: &str) -> Result<Self, InvalidLimit> {
-        let valid = !name.is_empty()
+        // A structured-field token (RFC 8941 §3.3.4), as the `RateLimit`
+        // response fields name it.
+        let valid = name.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
             && name.len() <= MAX_NAME_LEN
             && name
                 .bytes()
@@ -163,13 +171,82 @@ impl fmt::Debug for RateLimit {
     }
 }
 
-/// One counter to charge: what it counts (its `id`, the same on every
-/// instance) under which limit. The layer names counters after the key or
-/// owner and the limit, so changing a key's limit starts a fresh count.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a counter counts: one key's requests, every key of one owner, or
+/// anything an application names.
+///
+/// ```
+/// use tower_keyauth::ids::KeyId;
+/// use tower_keyauth::limit::CounterId;
+/// assert_eq!(CounterId::key(&KeyId::new("k1")).to_string(), "key:k1");
+/// assert_eq!(CounterId::from("login:alice").to_string(), "login:alice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterId(CounterIdRepr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CounterIdRepr {
+    Key(KeyId),
+    Owner(Owner),
+    Named(Arc<str>),
+}
+
+impl CounterId {
+    /// The requests of one key.
+    pub fn key(id: &KeyId) -> Self {
+        Self(CounterIdRepr::Key(id.clone()))
+    }
+
+    /// The requests of every key of `owner`.
+    pub fn owner(owner: &Owner) -> Self {
+        Self(CounterIdRepr::Owner(owner.clone()))
+    }
+
+    /// Bytes of the name ([`fmt::Display`]), bounded by
+    /// [`MAX_COUNTER_ID_LEN`] for a charge to be valid.
+    fn fits(&self) -> bool {
+        match &self.0 {
+            CounterIdRepr::Named(name) => !name.is_empty() && name.len() <= MAX_COUNTER_ID_LEN,
+            // Ids are bounded where they are parsed or minted.
+            CounterIdRepr::Key(_) | CounterIdRepr::Owner(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for CounterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            CounterIdRepr::Key(id) => write!(f, "key:{id}"),
+            CounterIdRepr::Owner(Owner::Organization(org)) => write!(f, "org:{org}"),
+            CounterIdRepr::Owner(Owner::Workspace { org, workspace }) => {
+                write!(f, "workspace:{org}/{workspace}")
+            }
+            CounterIdRepr::Owner(Owner::User(user)) => write!(f, "user:{user}"),
+            CounterIdRepr::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<&str> for CounterId {
+    fn from(name: &str) -> Self {
+        Self(CounterIdRepr::Named(name.into()))
+    }
+}
+
+impl From<String> for CounterId {
+    fn from(name: String) -> Self {
+        Self(CounterIdRepr::Named(name.into()))
+    }
+}
+
+/// One counter to charge: what it counts under which limit. A counter is
+/// its id, limit and window together, so changing a key's limit starts a
+/// fresh count. Its [`Display`](fmt::Display) form,
+/// `<id>:<limit>/<window seconds>` (`key:k1:100/60`), names it in a shared
+/// limiter such as Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Counter {
-    /// The counter's identity (at most 256 bytes; a Redis key suffix).
-    pub id: Arc<str>,
+    /// What the counter counts.
+    pub id: CounterId,
     /// Units allowed per window.
     pub limit: u32,
     /// The window's length.
@@ -177,13 +254,19 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// A counter named `id` under `limit`.
-    pub fn new(id: impl Into<Arc<str>>, limit: &RateLimit) -> Self {
+    /// A counter of `id` under `limit`.
+    pub fn new(id: impl Into<CounterId>, limit: &RateLimit) -> Self {
         Self {
             id: id.into(),
             limit: limit.limit,
             window: limit.window,
         }
+    }
+}
+
+impl fmt::Display for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.id, self.limit, self.window.as_secs())
     }
 }
 
@@ -275,9 +358,7 @@ pub(crate) fn valid_charge(counters: &[Counter], cost: u32) -> bool {
     cost >= 1
         && !counters.is_empty()
         && counters.len() <= MAX_COUNTERS
-        && counters
-            .iter()
-            .all(|c| !c.id.is_empty() && c.id.len() <= MAX_COUNTER_ID_LEN && c.limit >= 1)
+        && counters.iter().all(|c| c.id.fits() && c.limit >= 1)
 }
 
 /// The tightest of the admitted counters' states: fewest left, then
