@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
+use http::request::Parts;
 
 use crate::audit::{AuditSink, TracingAudit};
 use crate::clock::SharedClock;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
+use crate::limit::{MemoryLimiter, RateLimiter};
 use crate::public::PublicPaths;
 use crate::response::{
     Answers, DEFAULT_REALM, DefaultResponder, Refusals, Responder, ResponseContext,
@@ -40,7 +42,17 @@ pub(crate) struct Config<S> {
     pub(crate) clock: SharedClock,
     /// Where refused uses of revoked or expired keys are reported.
     pub(crate) audit: Arc<dyn AuditSink>,
+    /// Counts the rate limits of keys that have them.
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    /// The units a request costs, when not 1.
+    pub(crate) request_cost: Option<RequestCost>,
+    /// Whether a failed limiter lets requests pass (unlimited) instead of
+    /// refusing them with 503.
+    pub(crate) limits_fail_open: bool,
 }
+
+/// What a request costs, from its parts.
+pub(crate) type RequestCost = Arc<dyn Fn(&Parts) -> u32 + Send + Sync>;
 
 impl<S> Clone for Config<S> {
     fn clone(&self) -> Self {
@@ -59,6 +71,9 @@ impl<S> Clone for Config<S> {
             store_timeout: self.store_timeout,
             clock: self.clock.clone(),
             audit: Arc::clone(&self.audit),
+            limiter: Arc::clone(&self.limiter),
+            request_cost: self.request_cost.clone(),
+            limits_fail_open: self.limits_fail_open,
         }
     }
 }
@@ -87,6 +102,9 @@ impl<S> Config<S> {
             store_timeout: None,
             clock: SharedClock::coarse(),
             audit: Arc::new(TracingAudit),
+            limiter: Arc::new(MemoryLimiter::new()),
+            request_cost: None,
+            limits_fail_open: false,
         }
     }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::limit::fields::LimitFields;
+
 /// The kind of an [`AuthError`]: one per outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -160,6 +162,8 @@ pub struct AuthError {
     org_header: Option<Arc<str>>,
     /// For a 429, when to try again.
     retry_after: Option<Duration>,
+    /// For a rate-limited request, the `RateLimit` response fields.
+    limit_fields: Option<LimitFields>,
 }
 
 /// The message of a refusal. Standard and shared messages copy no text, so
@@ -190,6 +194,7 @@ impl AuthError {
             scope: None,
             org_header: None,
             retry_after: None,
+            limit_fields: None,
         }
     }
 
@@ -314,6 +319,18 @@ impl AuthError {
         let mut error = Self::standard_of(AuthErrorKind::QuotaExhausted);
         error.retry_after = refill_in;
         error
+    }
+
+    /// Adds the `RateLimit-Policy` and `RateLimit` fields of the limit that
+    /// refused.
+    pub(crate) fn with_limit_fields(mut self, fields: LimitFields) -> Self {
+        self.limit_fields = Some(fields);
+        self
+    }
+
+    /// The `RateLimit` fields to answer with, if any.
+    pub(crate) fn limit_fields(&self) -> Option<&LimitFields> {
+        self.limit_fields.as_ref()
     }
 
     /// For a 429, how long the client should wait before trying again

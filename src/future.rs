@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::AuthBody;
+use crate::limit::fields::LimitFields;
 use crate::response::{Answers, ResponseContext};
 use crate::verify::{Admission, PendingVerdict, admit};
 
@@ -44,6 +45,7 @@ pin_project! {
             #[pin]
             future: Svc::Future,
             answers: Option<Answers>,
+            limit_fields: Option<LimitFields>,
         },
         /// The request was refused without calling the inner service.
         Refused {
@@ -66,9 +68,17 @@ impl<Svc, ReqBody> ResponseFuture<Svc, ReqBody>
 where
     Svc: Service<Request<ReqBody>>,
 {
-    pub(crate) fn calling(future: Svc::Future, answers: Option<Answers>) -> Self {
+    pub(crate) fn calling(
+        future: Svc::Future,
+        answers: Option<Answers>,
+        limit_fields: Option<LimitFields>,
+    ) -> Self {
         Self {
-            state: State::Calling { future, answers },
+            state: State::Calling {
+                future,
+                answers,
+                limit_fields,
+            },
         }
     }
 
@@ -124,21 +134,32 @@ where
                         &waiting.context,
                         parts,
                     ) {
-                        Admission::Pass(parts) => {
+                        Admission::Pass(parts, limit_fields) => {
                             let mut inner = waiting.inner.take().expect("polled after completion");
                             let future = inner.call(Request::from_parts(parts, body));
                             let answers = Some(waiting.answers.clone());
-                            this.state.set(State::Calling { future, answers });
+                            this.state.set(State::Calling {
+                                future,
+                                answers,
+                                limit_fields,
+                            });
                         }
                         Admission::Refuse(refusal) => {
                             return Poll::Ready(Ok(refusal.map(AuthBody::refusal)));
                         }
                     }
                 }
-                StateProjection::Calling { future, answers } => {
+                StateProjection::Calling {
+                    future,
+                    answers,
+                    limit_fields,
+                } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(answers) = answers {
                         answers.restamp(&mut response);
+                    }
+                    if let Some(fields) = limit_fields {
+                        fields.stamp(&mut response);
                     }
                     return Poll::Ready(Ok(response.map(AuthBody::inner)));
                 }

@@ -12,6 +12,7 @@ use crate::clock::{Clock, SharedClock};
 use crate::config::Config;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
+use crate::limit::RateLimiter;
 use crate::response::Responder;
 use crate::service::KeyAuth;
 use crate::store::KeyStore;
@@ -194,6 +195,56 @@ impl<S> KeyAuthLayer<S> {
     /// [`AuditEvent`]: crate::audit::AuditEvent
     pub fn audit(mut self, sink: impl AuditSink) -> Self {
         self.config_mut().audit = Arc::new(sink);
+        self
+    }
+
+    /// Counts the rate limits of keys that have them
+    /// ([`KeyRecord::limits`](crate::store::KeyRecord::limits)). Default: a
+    /// [`MemoryLimiter`](crate::limit::MemoryLimiter) of this layer's own,
+    /// exact for one instance; give every instance the same
+    /// `RedisLimiter` (feature `redis`) to share limits between them.
+    ///
+    /// ```
+    /// use tower_keyauth::limit::MemoryLimiter;
+    /// use tower_keyauth::{KeyAuthLayer, MemoryStore};
+    ///
+    /// let layer = KeyAuthLayer::new(MemoryStore::new())
+    ///     .rate_limiter(MemoryLimiter::new().capacity(100_000));
+    /// # let _ = layer;
+    /// ```
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.config_mut().limiter = Arc::new(limiter);
+        self
+    }
+
+    /// What a request costs against its key's rate limits: 1 unless `cost`
+    /// says otherwise (0 charges nothing).
+    ///
+    /// ```
+    /// use tower_keyauth::{KeyAuthLayer, MemoryStore};
+    ///
+    /// // Exports cost ten requests' worth.
+    /// let layer = KeyAuthLayer::new(MemoryStore::new())
+    ///     .request_cost(|request| if request.uri.path().starts_with("/v1/exports") { 10 } else { 1 });
+    /// # let _ = layer;
+    /// ```
+    pub fn request_cost(
+        mut self,
+        cost: impl Fn(&http::request::Parts) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        self.config_mut().request_cost = Some(Arc::new(cost));
+        self
+    }
+
+    /// Lets requests pass, unlimited, when the rate limiter fails (a Redis
+    /// that is down), instead of refusing them with 503.
+    ///
+    /// **Warning**: while the limiter is down, no key is limited at all.
+    /// Choose this only where availability matters more than the limits,
+    /// and alert on the `rate limiter failed` log line. Default: off (fail
+    /// closed).
+    pub fn limits_fail_open(mut self, fail_open: bool) -> Self {
+        self.config_mut().limits_fail_open = fail_open;
         self
     }
 

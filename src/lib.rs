@@ -90,6 +90,7 @@ pub mod audit;
 pub mod body;
 pub mod clock;
 mod config;
+mod enforce;
 mod error;
 pub mod extract;
 pub mod format;

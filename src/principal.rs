@@ -9,6 +9,7 @@ use http::{Extensions, HeaderName};
 use crate::error::AuthError;
 use crate::format::Environment;
 use crate::ids::{KeyId, KeyKind, OrgId, UserId, WorkspaceId};
+use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
 use crate::response::{ResponseContext, layer_context};
 use crate::scope::Scopes;
@@ -104,6 +105,7 @@ pub struct Principal {
     environment: Option<Environment>,
     expires_at: Option<SystemTime>,
     metadata: Option<KeyMetadata>,
+    limits: Option<Arc<UsageLimits>>,
 }
 
 impl Principal {
@@ -119,6 +121,7 @@ impl Principal {
             environment: None,
             expires_at: None,
             metadata: None,
+            limits: None,
         }
     }
 
@@ -134,6 +137,7 @@ impl Principal {
         environment: Option<Environment>,
         expires_at: Option<SystemTime>,
         metadata: Option<KeyMetadata>,
+        limits: Option<Arc<UsageLimits>>,
     ) -> Self {
         Self {
             key_id,
@@ -145,6 +149,7 @@ impl Principal {
             environment,
             expires_at,
             metadata,
+            limits,
         }
     }
 
@@ -175,6 +180,12 @@ impl Principal {
     /// Sets when the key stops working.
     pub fn with_expires_at(mut self, at: SystemTime) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Sets what the key may use.
+    pub fn with_limits(mut self, limits: UsageLimits) -> Self {
+        self.limits = (!limits.is_empty()).then(|| Arc::new(limits));
         self
     }
 
@@ -254,6 +265,17 @@ impl Principal {
         self.metadata.as_ref()
     }
 
+    /// What the key may use (its rate limits), as the layer enforced them
+    /// on this request; `None` for a key without limits.
+    pub fn limits(&self) -> Option<&UsageLimits> {
+        self.limits.as_deref()
+    }
+
+    /// The shared limits, for the layer's enforcement.
+    pub(crate) fn shared_limits(&self) -> Option<&Arc<UsageLimits>> {
+        self.limits.as_ref()
+    }
+
     /// Whether the principal holds `scope` (see [`Scopes::allows`]).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.allows(scope)
@@ -285,6 +307,7 @@ impl fmt::Debug for Principal {
             .field("environment", &self.environment)
             .field("expires_at", &self.expires_at)
             .field("metadata", &self.metadata)
+            .field("limits", &self.limits)
             .finish()
     }
 }

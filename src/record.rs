@@ -2,11 +2,13 @@
 //! organization.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, KeyKind, Label, OrgId, UserId, WorkspaceId};
+use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
 use crate::scope::Scopes;
 
@@ -138,6 +140,10 @@ pub struct KeyRecord {
     /// What the application keeps with the key (a JSON object of at most
     /// 4 KiB), handed to handlers on the [`Principal`](crate::Principal).
     pub metadata: Option<KeyMetadata>,
+    /// What the key may use (rate limits), enforced by the layer after
+    /// authentication. Shared, so handing them to the principal copies
+    /// nothing.
+    pub limits: Option<Arc<UsageLimits>>,
 }
 
 impl KeyRecord {
@@ -151,6 +157,9 @@ impl KeyRecord {
             + self.name.heap_bytes()
             + self.prefix.as_ref().map_or(0, Label::heap_bytes)
             + self.metadata.as_ref().map_or(0, KeyMetadata::heap_bytes)
+            + self.limits.as_ref().map_or(0, |limits| {
+                std::mem::size_of::<UsageLimits>() + limits.heap_bytes()
+            })
     }
 
     /// A record with full access, no name, no expiry, created now.
@@ -168,6 +177,7 @@ impl KeyRecord {
             revoked_at: None,
             last_used_at: None,
             metadata: None,
+            limits: None,
         }
     }
 
@@ -230,6 +240,12 @@ impl KeyRecord {
     /// Sets the last-used time.
     pub fn with_last_used_at(mut self, at: SystemTime) -> Self {
         self.last_used_at = Some(at);
+        self
+    }
+
+    /// Sets what the key may use; empty limits are none.
+    pub fn with_limits(mut self, limits: UsageLimits) -> Self {
+        self.limits = (!limits.is_empty()).then(|| Arc::new(limits));
         self
     }
 

@@ -208,9 +208,11 @@ where
             Caller::NotBehindKeyAuth => Some(not_behind_key_auth(&parts)),
         };
         match refusal {
-            None => {
-                ResponseFuture::calling(self.inner.call(Request::from_parts(parts, body)), None)
-            }
+            None => ResponseFuture::calling(
+                self.inner.call(Request::from_parts(parts, body)),
+                None,
+                None,
+            ),
             Some(response) => ResponseFuture::refused(response),
         }
     }

@@ -152,8 +152,9 @@ impl<'a> Refusal<'a> {
     /// ```
     pub fn retry_after(&self) -> Option<HeaderValue> {
         let after = self.error.retry_after()?;
-        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        Some(HeaderValue::from(seconds.max(1)))
+        Some(HeaderValue::from(crate::limit::fields::whole_seconds_up(
+            after,
+        )))
     }
 
     /// The headers the layer prepared for this refusal's JSON answer, when
@@ -243,6 +244,9 @@ impl DefaultResponder {
         }
         if let Some(retry_after) = refusal.retry_after() {
             response.headers_mut().insert(RETRY_AFTER, retry_after);
+        }
+        if let Some(fields) = refusal.error().limit_fields() {
+            fields.stamp(&mut response);
         }
         response
     }

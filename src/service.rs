@@ -89,20 +89,23 @@ where
         let config = &self.config;
         let public = config.public.matches(&parts);
         match verify::check(config, &mut parts, public) {
-            Check::Admitted => {
+            Check::Admitted(fields) => {
                 config.answers.mark(&mut parts.extensions);
                 ResponseFuture::calling(
                     self.inner.call(Request::from_parts(parts, body)),
                     Some(config.answers.clone()),
+                    fields,
                 )
             }
             Check::Refused(error) => match refuse(error, public, &config.context, parts) {
-                Admission::Pass(parts) => ResponseFuture::calling(
+                Admission::Pass(parts, fields) => ResponseFuture::calling(
                     self.inner.call(Request::from_parts(parts, body)),
                     Some(config.answers.clone()),
+                    fields,
                 ),
                 Admission::Refuse(refusal) => ResponseFuture::refused(refusal),
             },
+            Check::Enforce => unreachable!("verify::check enforces the policy"),
             Check::Pending(verdict) => {
                 // The future must call the instance that `poll_ready` readied
                 // (tower-service's rule), so it takes that one along.

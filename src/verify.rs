@@ -17,12 +17,15 @@ use http::{HeaderName, Response};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::config::Config;
+use crate::enforce::{Enforced, cost_of, enforce};
 use crate::error::AuthError;
 use crate::extract::Credential;
 use crate::format::{Environment, KindSet, ParseError, ParsedToken};
 use crate::hash::KeyHash;
 use crate::ids::KeyKind;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::limit::UsageLimits;
+use crate::limit::fields::LimitFields;
 use crate::metadata::KeyMetadata;
 use crate::principal::{CredentialSource, Principal, Tenant, Unauthenticated};
 use crate::record::{KeyRecord, Membership, Owner};
@@ -35,7 +38,8 @@ use crate::store::{KeyMatch, KeyMatchRef, KeyStore, StoreError, note_use};
 /// answered.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    Authenticated(Principal),
+    /// Admitted, with the `RateLimit` fields of its key's limits, if any.
+    Authenticated(Principal, Option<LimitFields>),
     Refused(AuthError),
 }
 
@@ -44,16 +48,22 @@ pub(crate) type PendingVerdict = Pin<Box<dyn Future<Output = Verdict> + Send>>;
 /// A verdict now, or one that waits on the store.
 pub(crate) enum Check {
     /// The credential is valid; its principal is in the request's
-    /// extensions already.
-    Admitted,
+    /// extensions already. With the `RateLimit` fields of its key's limits,
+    /// if any.
+    Admitted(Option<LimitFields>),
+    /// Valid, and its key has a usage policy to enforce: the principal is
+    /// in the request's extensions; [`check`] turns this into one of the
+    /// others.
+    Enforce,
     Refused(AuthError),
     Pending(PendingVerdict),
 }
 
 /// What becomes of a request once its verdict is known.
 pub(crate) enum Admission {
-    /// On to the inner service, with these parts.
-    Pass(Parts),
+    /// On to the inner service, with these parts (and `RateLimit` fields
+    /// for the response).
+    Pass(Parts, Option<LimitFields>),
     /// Answered here.
     Refuse(Response<Bytes>),
 }
@@ -71,10 +81,10 @@ pub(crate) fn admit(
     mut parts: Parts,
 ) -> Admission {
     match verdict {
-        Verdict::Authenticated(principal) => {
+        Verdict::Authenticated(principal, fields) => {
             parts.extensions.insert(principal);
             answers.mark(&mut parts.extensions);
-            Admission::Pass(parts)
+            Admission::Pass(parts, fields)
         }
         Verdict::Refused(rejection) => refuse(rejection, public, context, parts),
     }
@@ -97,7 +107,7 @@ pub(crate) fn refuse(
     );
     parts.extensions.insert(Unauthenticated(rejection));
     parts.extensions.insert(Arc::clone(context));
-    Admission::Pass(parts)
+    Admission::Pass(parts, None)
 }
 
 /// Runs every step that needs no I/O; asks the store only for a token whose
@@ -115,13 +125,19 @@ pub(crate) fn check<S: KeyStore>(
     let mut bearer_marked = false;
     #[cfg(feature = "metrics")]
     let mut source = crate::metrics::SOURCE_NONE;
-    let check = check_credential(
+    let mut check = check_credential(
         config,
         request,
         &mut bearer_marked,
         #[cfg(feature = "metrics")]
         &mut source,
     );
+    if !public {
+        check = enforce_policy(config, request, check);
+    } else if let Check::Enforce = check {
+        // A public path is not charged: its key is only identified.
+        check = Check::Admitted(None);
+    }
     #[cfg(feature = "metrics")]
     count_now(request, public, source, &check);
     if public || !matches!(check, Check::Refused(_)) {
@@ -130,6 +146,63 @@ pub(crate) fn check<S: KeyStore>(
             .scrub(request, config.hide_credentials, public, bearer_marked);
     }
     check
+}
+
+/// Enforces the usage policy of an admitted key (`Check::Enforce`): at
+/// once with an in-process limiter, or as a pending verdict.
+fn enforce_policy<S: KeyStore>(
+    config: &Arc<Config<S>>,
+    request: &mut Parts,
+    check: Check,
+) -> Check {
+    match check {
+        Check::Enforce => {}
+        Check::Pending(verdict) => {
+            // The store answers later; its verdict's key is charged then.
+            let cost = cost_of(config, request);
+            let config = Arc::clone(config);
+            return Check::Pending(Box::pin(async move {
+                match verdict.await {
+                    Verdict::Authenticated(principal, _) => {
+                        let enforced = enforce(&config, &principal, cost);
+                        admitted_unless_refused(principal, enforced).await
+                    }
+                    refused => refused,
+                }
+            }));
+        }
+        other => return other,
+    }
+    let cost = cost_of(config, request);
+    let Some(principal) = request.extensions.get::<Principal>() else {
+        return Check::Admitted(None);
+    };
+    match enforce(config, principal, cost) {
+        Enforced::Pass(fields) => Check::Admitted(fields),
+        Enforced::Refuse(error) => {
+            request.extensions.remove::<Principal>();
+            Check::Refused(error)
+        }
+        pending @ Enforced::Pending(_) => {
+            let principal = request
+                .extensions
+                .remove::<Principal>()
+                .expect("the principal was just read");
+            Check::Pending(Box::pin(admitted_unless_refused(principal, pending)))
+        }
+    }
+}
+
+/// The verdict once enforcement is known.
+async fn admitted_unless_refused(principal: Principal, enforced: Enforced) -> Verdict {
+    let mut enforced = enforced;
+    loop {
+        match enforced {
+            Enforced::Pass(fields) => return Verdict::Authenticated(principal, fields),
+            Enforced::Refuse(error) => return Verdict::Refused(error),
+            Enforced::Pending(later) => enforced = later.await,
+        }
+    }
 }
 
 /// The common path in one frame, with plain locals: every value moved
@@ -178,6 +251,7 @@ fn check_credential<S: KeyStore>(
     // needs, and anything but an admission is logged once the store let go
     // of the record.
     let mut examination = None;
+    let mut limited = false;
     let extensions = &mut request.extensions;
     let answer = catching(|| {
         config.store.with_key_matching_now(&id, &hash, &mut |lent| {
@@ -190,7 +264,9 @@ fn check_credential<S: KeyStore>(
                     at,
                     expires_at,
                     metadata,
+                    limits,
                 } => {
+                    limited = limits.is_some();
                     extensions.insert(Principal::authenticated(
                         id.clone(),
                         kind,
@@ -201,6 +277,7 @@ fn check_credential<S: KeyStore>(
                         environment,
                         expires_at,
                         metadata,
+                        limits,
                     ));
                     examination = Some(Examination::Admitted);
                     Some(at)
@@ -220,7 +297,11 @@ fn check_credential<S: KeyStore>(
             source = %source,
             "credential accepted"
         );
-        return Check::Admitted;
+        return if limited {
+            Check::Enforce
+        } else {
+            Check::Admitted(None)
+        };
     }
     let attempt = Attempt {
         id,
@@ -239,13 +320,13 @@ fn check_credential<S: KeyStore>(
 #[cfg(feature = "metrics")]
 fn count_now(request: &Parts, public: bool, source: &'static str, check: &Check) {
     match check {
-        Check::Admitted => {
+        Check::Admitted(_) => {
             if let Some(principal) = request.extensions.get::<Principal>() {
                 crate::metrics::admitted(principal);
             }
         }
         Check::Refused(error) => crate::metrics::refused(error, source, public),
-        Check::Pending(_) => {}
+        Check::Pending(_) | Check::Enforce => {}
     }
 }
 
@@ -306,7 +387,7 @@ fn contained(
         // A pending verdict is always about a credential that was sent.
         #[cfg(feature = "metrics")]
         match &verdict {
-            Verdict::Authenticated(principal) => crate::metrics::admitted(principal),
+            Verdict::Authenticated(principal, _) => crate::metrics::admitted(principal),
             Verdict::Refused(error) => crate::metrics::refused(error, source, false),
         }
         verdict
@@ -370,6 +451,7 @@ fn decide<S>(
         at: now,
         expires_at: record.stops_at(),
         metadata: record.metadata.clone(),
+        limits: record.limits.clone(),
     }
 }
 
@@ -424,6 +506,7 @@ enum Decision {
         at: SystemTime,
         expires_at: Option<SystemTime>,
         metadata: Option<KeyMetadata>,
+        limits: Option<Arc<UsageLimits>>,
     },
     /// A personal token whose secret matched: its user's membership decides.
     Membership(Box<PendingMembership>),
@@ -506,7 +589,17 @@ impl Attempt {
             }
             (Some(Err(error)), _) => Err(store_failed(&self.id, &error)),
             (Some(Ok(())), Some(Examination::Decided(decision))) => self.conclude(decision, config),
-            (Some(Ok(())), Some(Examination::Admitted)) => return Check::Admitted,
+            (Some(Ok(())), Some(Examination::Admitted)) => {
+                let limited = request
+                    .extensions
+                    .get::<Principal>()
+                    .is_some_and(|principal| principal.shared_limits().is_some());
+                return if limited {
+                    Check::Enforce
+                } else {
+                    Check::Admitted(None)
+                };
+            }
             (Some(Ok(())), None) => Err(store_failed(
                 &self.id,
                 &StoreError::backend("the store answered without lending the key"),
@@ -514,8 +607,13 @@ impl Attempt {
         };
         match concluded {
             Ok(Examined::Done(principal)) => {
+                let limited = principal.shared_limits().is_some();
                 request.extensions.insert(principal);
-                Check::Admitted
+                if limited {
+                    Check::Enforce
+                } else {
+                    Check::Admitted(None)
+                }
             }
             Ok(Examined::NeedsMembership(pending)) => {
                 let id = pending.attempt.id.clone();
@@ -549,7 +647,7 @@ impl Attempt {
             note_use(&*config.store, record, at);
         }
         match self.conclude(decision, config) {
-            Ok(Examined::Done(principal)) => Verdict::Authenticated(principal),
+            Ok(Examined::Done(principal)) => Verdict::Authenticated(principal, None),
             Ok(Examined::NeedsMembership(pending)) => pending.resolve(config).await,
             Err(error) => Verdict::Refused(error),
         }
@@ -571,9 +669,10 @@ impl Attempt {
                 at: _,
                 expires_at,
                 metadata,
+                limits,
             } => {
                 let principal =
-                    self.into_principal(kind, tenant, None, scopes, expires_at, metadata);
+                    self.into_principal(kind, tenant, None, scopes, expires_at, metadata, limits);
                 tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
                 Ok(Examined::Done(principal))
             }
@@ -641,6 +740,7 @@ impl Attempt {
         scopes: Scopes,
         expires_at: Option<SystemTime>,
         metadata: Option<KeyMetadata>,
+        limits: Option<Arc<UsageLimits>>,
     ) -> Principal {
         Principal::authenticated(
             self.id,
@@ -652,6 +752,7 @@ impl Attempt {
             self.environment,
             expires_at,
             metadata,
+            limits,
         )
     }
 }
@@ -691,14 +792,18 @@ impl MembershipCheck {
                 };
                 let kind = self.record.kind();
                 let expires_at = self.record.stops_at();
-                Verdict::Authenticated(self.attempt.into_principal(
-                    kind,
-                    tenant,
-                    Some(self.user),
-                    scopes,
-                    expires_at,
-                    self.record.metadata,
-                ))
+                Verdict::Authenticated(
+                    self.attempt.into_principal(
+                        kind,
+                        tenant,
+                        Some(self.user),
+                        scopes,
+                        expires_at,
+                        self.record.metadata,
+                        self.record.limits,
+                    ),
+                    None,
+                )
             }
         }
     }

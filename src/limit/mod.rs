@@ -41,14 +41,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ids::KeyId;
-use crate::record::Owner;
+use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
 
+pub(crate) mod fields;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod usage;
 
+pub use fields::{RATELIMIT, RATELIMIT_POLICY};
 pub use memory::MemoryLimiter;
+pub use usage::{InvalidLimits, MAX_RATE_LIMITS, UsageLimits};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisLimiter;
@@ -186,7 +189,9 @@ pub struct CounterId(CounterIdRepr);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CounterIdRepr {
     Key(KeyId),
-    Owner(Owner),
+    Org(OrgId),
+    Workspace(OrgId, WorkspaceId),
+    User(UserId),
     Named(Arc<str>),
 }
 
@@ -196,9 +201,19 @@ impl CounterId {
         Self(CounterIdRepr::Key(id.clone()))
     }
 
-    /// The requests of every key of `owner`.
-    pub fn owner(owner: &Owner) -> Self {
-        Self(CounterIdRepr::Owner(owner.clone()))
+    /// The requests of every key of an organization.
+    pub fn org(org: &OrgId) -> Self {
+        Self(CounterIdRepr::Org(org.clone()))
+    }
+
+    /// The requests of every key of a workspace.
+    pub fn workspace(org: &OrgId, workspace: &WorkspaceId) -> Self {
+        Self(CounterIdRepr::Workspace(org.clone(), workspace.clone()))
+    }
+
+    /// The requests of every personal token of a user.
+    pub fn user(user: &UserId) -> Self {
+        Self(CounterIdRepr::User(user.clone()))
     }
 
     /// Bytes of the name ([`fmt::Display`]), bounded by
@@ -207,7 +222,7 @@ impl CounterId {
         match &self.0 {
             CounterIdRepr::Named(name) => !name.is_empty() && name.len() <= MAX_COUNTER_ID_LEN,
             // Ids are bounded where they are parsed or minted.
-            CounterIdRepr::Key(_) | CounterIdRepr::Owner(_) => true,
+            _ => true,
         }
     }
 }
@@ -216,11 +231,9 @@ impl fmt::Display for CounterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             CounterIdRepr::Key(id) => write!(f, "key:{id}"),
-            CounterIdRepr::Owner(Owner::Organization(org)) => write!(f, "org:{org}"),
-            CounterIdRepr::Owner(Owner::Workspace { org, workspace }) => {
-                write!(f, "workspace:{org}/{workspace}")
-            }
-            CounterIdRepr::Owner(Owner::User(user)) => write!(f, "user:{user}"),
+            CounterIdRepr::Org(org) => write!(f, "org:{org}"),
+            CounterIdRepr::Workspace(org, workspace) => write!(f, "workspace:{org}/{workspace}"),
+            CounterIdRepr::User(user) => write!(f, "user:{user}"),
             CounterIdRepr::Named(name) => f.write_str(name),
         }
     }

@@ -1,5 +1,6 @@
 //! Issuing, listing and revoking keys: the same API on every bundled store.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use crate::format::{Environment, KeyFormat, MintError, MintedToken};
 use crate::hash::Token;
 use crate::ids::KeyKind;
 use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
+use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::{InvalidScope, Scopes};
@@ -44,6 +46,8 @@ pub struct NewKey {
     pub policy: Option<KeyPolicy>,
     /// What the application keeps with the key.
     pub metadata: Option<KeyMetadata>,
+    /// What the key may use (rate limits), enforced by the layer.
+    pub limits: Option<UsageLimits>,
 }
 
 impl NewKey {
@@ -57,6 +61,7 @@ impl NewKey {
             environment: None,
             policy: None,
             metadata: None,
+            limits: None,
         }
     }
 
@@ -107,6 +112,23 @@ impl NewKey {
     /// Applies `policy` to this issue instead of the store's.
     pub fn policy(mut self, policy: KeyPolicy) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Limits what the key may use (its rate limits).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_keyauth::NewKey;
+    /// use tower_keyauth::limit::{RateLimit, UsageLimits};
+    /// let limits = UsageLimits::new()
+    ///     .rate_limit(RateLimit::per(5, Duration::from_secs(60)).unwrap())
+    ///     .unwrap();
+    /// let key = NewKey::org("acme").limits(limits);
+    /// # let _ = key;
+    /// ```
+    pub fn limits(mut self, limits: UsageLimits) -> Self {
+        self.limits = (!limits.is_empty()).then_some(limits);
         self
     }
 
@@ -272,6 +294,7 @@ pub(crate) fn plan_rotation(
         .name(old.name.clone())
         .scopes(old.scopes.clone());
     successor.metadata = old.metadata.clone();
+    successor.limits = old.limits.as_deref().cloned();
     // The successor's prefix names the same environment as the old one's.
     successor.environment = old
         .prefix
@@ -319,6 +342,7 @@ impl IssuedKey {
             .with_created_at(now);
         record.expires_at = new_key.expires_at;
         record.metadata = new_key.metadata;
+        record.limits = new_key.limits.map(Arc::new);
         Self {
             token: minted.token,
             record,

@@ -1,0 +1,227 @@
+//! Per-key rate limits through a real axum router: the limit holds exactly,
+//! a refusal charges nothing, the IETF `RateLimit` fields and `Retry-After`
+//! are answered, and a failed limiter refuses (or, when chosen, passes).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use http::StatusCode;
+use tower_keyauth::limit::{
+    Charge, Counter, CounterId, LimiterError, MemoryLimiter, RateLimit, RateLimiter, UsageLimits,
+};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+
+fn per(limit: u32, seconds: u64) -> RateLimit {
+    RateLimit::per(limit, Duration::from_secs(seconds)).unwrap()
+}
+
+fn limits(each: &[RateLimit]) -> UsageLimits {
+    each.iter().fold(UsageLimits::new(), |limits, limit| {
+        limits.rate_limit(limit.clone()).unwrap()
+    })
+}
+
+/// A store with one org key limited by `each`; its token and id.
+async fn limited_key(each: &[RateLimit]) -> (MemoryStore, String, tower_keyauth::ids::KeyId) {
+    let store = MemoryStore::new();
+    let issued = store
+        .issue(NewKey::org("acme").name("limited").limits(limits(each)))
+        .await
+        .unwrap();
+    (
+        store,
+        issued.token.expose_secret().to_owned(),
+        issued.record.id.clone(),
+    )
+}
+
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).map(|value| value.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn the_sixth_request_in_a_minute_of_five_is_refused_with_retry_after_and_the_fields() {
+    let (store, token, _) = limited_key(&[per(5, 60)]).await;
+    let app = app(KeyAuthLayer::new(store));
+    for remaining in (0..5).rev() {
+        let reply = get_bearer(&app, "/v1/whoami", &token).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(header(&reply, "ratelimit-policy"), Some("default;q=5;w=60"));
+        assert_eq!(
+            header(&reply, "ratelimit"),
+            Some(format!("default;r={remaining};t=60").as_str())
+        );
+    }
+    let refused = get_bearer(&app, "/v1/whoami", &token).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.error(), "rate_limited");
+    assert_eq!(
+        refused.json()["message"],
+        "The API key's rate limit is spent. Try again later."
+    );
+    let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        header(&refused, "ratelimit-policy"),
+        Some("default;q=5;w=60")
+    );
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        Some(format!("default;r=0;t={retry_after}").as_str()),
+        "the reset names the same moment as Retry-After"
+    );
+    assert_eq!(
+        refused.challenge(),
+        None,
+        "a 429 is no authentication challenge"
+    );
+}
+
+#[tokio::test]
+async fn a_key_without_limits_answers_no_rate_limit_fields() {
+    let demo = demo().await;
+    let app = app(KeyAuthLayer::new(demo.store.clone()));
+    let reply = get_bearer(&app, "/v1/whoami", &demo.org_key).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(header(&reply, "ratelimit"), None);
+    assert_eq!(header(&reply, "ratelimit-policy"), None);
+}
+
+#[tokio::test]
+async fn a_request_refused_by_its_second_limit_charges_the_first_nothing() {
+    let minute = per(10, 60);
+    let burst = per(3, 1).named("burst").unwrap();
+    let (store, token, id) = limited_key(&[minute.clone(), burst]).await;
+    let limiter = MemoryLimiter::new();
+    let app = app(KeyAuthLayer::new(store).rate_limiter(limiter.clone()));
+    for _ in 0..3 {
+        let reply = get_bearer(&app, "/v1/whoami", &token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // The tightest limit is the burst's, named in the fields.
+    let refused = get_bearer(&app, "/v1/whoami", &token).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "ratelimit-policy"), Some("burst;q=3;w=1"));
+    // The minute's counter holds the three admitted requests only.
+    let minute_counter = [Counter::new(CounterId::key(&id), &minute)];
+    let Charge::Admitted(state) = limiter.charge(&minute_counter, 1).await.unwrap() else {
+        panic!("the minute's limit was spent by a refused request")
+    };
+    assert_eq!(state.remaining, 10 - 3 - 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_admit_exactly_the_limit() {
+    let (store, token, _) = limited_key(&[per(100, 60)]).await;
+    let app = app(KeyAuthLayer::new(store));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..400 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.spawn(async move { get_bearer(&app, "/v1/whoami", &token).await.status });
+    }
+    let mut admitted = 0;
+    while let Some(status) = tasks.join_next().await {
+        match status.unwrap() {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(admitted, 100);
+}
+
+#[tokio::test]
+async fn a_route_may_cost_more_than_one() {
+    let (store, token, _) = limited_key(&[per(5, 60)]).await;
+    let layer = KeyAuthLayer::new(store).request_cost(|request| {
+        if request.uri.path() == "/v1/whoami" {
+            3
+        } else {
+            1
+        }
+    });
+    let app = app(layer);
+    let first = get_bearer(&app, "/v1/whoami", &token).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(header(&first, "ratelimit"), Some("default;r=2;t=60"));
+    let second = get_bearer(&app, "/v1/whoami", &token).await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&second, "ratelimit"), Some("default;r=2;t=60"));
+}
+
+#[tokio::test]
+async fn public_paths_charge_nothing() {
+    let (store, token, _) = limited_key(&[per(1, 60)]).await;
+    let app = app(with_public_paths(KeyAuthLayer::new(store)));
+    for _ in 0..3 {
+        assert_eq!(get_bearer(&app, "/", &token).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", &token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", &token).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// A limiter whose backend is down.
+struct DownLimiter;
+
+#[async_trait]
+impl RateLimiter for DownLimiter {
+    async fn charge(&self, _: &[Counter], _: u32) -> Result<Charge, LimiterError> {
+        Err(LimiterError::backend(std::io::Error::other(
+            "connection refused",
+        )))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_limiter_refuses_with_503_unless_limits_fail_open() {
+    let (store, token, _) = limited_key(&[per(5, 60)]).await;
+    let closed = app(KeyAuthLayer::new(store.clone()).rate_limiter(DownLimiter));
+    let reply = get_bearer(&closed, "/v1/whoami", &token).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error(), "unavailable");
+
+    let open = app(KeyAuthLayer::new(store)
+        .rate_limiter(DownLimiter)
+        .limits_fail_open(true));
+    let reply = get_bearer(&open, "/v1/whoami", &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(header(&reply, "ratelimit"), None);
+}
+
+#[tokio::test]
+async fn keys_found_by_a_store_that_waits_are_limited_too() {
+    let (store, token, _) = limited_key(&[per(2, 60)]).await;
+    let slow = CountingStore::slow(store, Duration::from_millis(1));
+    let app = app(KeyAuthLayer::new(Arc::clone(&slow)));
+    for remaining in [1, 0] {
+        let reply = get_bearer(&app, "/v1/whoami", &token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            header(&reply, "ratelimit"),
+            Some(format!("default;r={remaining};t=60").as_str())
+        );
+    }
+    let refused = get_bearer(&app, "/v1/whoami", &token).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&refused, "retry-after").is_some());
+    assert!(slow.finds() >= 3, "the lookups went to the store");
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_its_limits() {
+    let (store, _, id) = limited_key(&[per(5, 60)]).await;
+    let successor = store.rotate(&id, Duration::ZERO).await.unwrap();
+    let app = app(KeyAuthLayer::new(store));
+    let reply = get_bearer(&app, "/v1/whoami", successor.token.expose_secret()).await;
+    assert_eq!(header(&reply, "ratelimit-policy"), Some("default;q=5;w=60"));
+}
