@@ -201,7 +201,9 @@ pub(crate) fn app(store: Store) -> Router {
             .org_header(ORG_HEADER)
             .store_timeout(STORE_TIMEOUT)
             .public("/")
+            .public("/health")
             .public("/health/")
+            .public("/schema")
             .public("/schema/")
             .public("/docs/*"),
     )
@@ -308,10 +310,10 @@ fn routes(state: AppState) -> Router {
     let write = || RequireScopes::new("objects.write");
     Router::new()
         .route("/", get(home))
-        .route(
-            "/health/",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        // With and without the trailing slash: both are what people type.
+        .route("/health", get(health))
+        .route("/health/", get(health))
+        .route("/schema", get(schema))
         .route("/schema/", get(schema))
         .route("/docs/", get(docs))
         .route("/docs/{*page}", get(docs))
@@ -481,6 +483,7 @@ async fn home(principal: Option<Principal>) -> Json<Value> {
 /// policy, generated when the app is built.
 fn openapi(store: &Store, extract: &Extract) -> Value {
     let described = |summary: &str| json!({ "summary": summary, "responses": { "200": { "description": "OK" } } });
+    let created = |summary: &str| json!({ "summary": summary, "responses": { "201": { "description": "Created" } } });
     let own: utoipa::openapi::OpenApi = serde_json::from_value(json!({
         "openapi": "3.1.0",
         "info": { "title": "tower-keyauth quickstart", "version": "1" },
@@ -490,7 +493,7 @@ fn openapi(store: &Store, extract: &Extract) -> Value {
             "/v1/whoami": { "get": described("The caller, as the layer sees it") },
             "/v1/objects": {
                 "get": described("The organization's objects"),
-                "post": described("Create an object")
+                "post": created("Create an object")
             }
         }
     }))
@@ -514,6 +517,10 @@ fn openapi(store: &Store, extract: &Extract) -> Value {
         tower_keyauth::openapi::require(&mut document, path, method, extract, &scopes);
     }
     serde_json::to_value(&document).expect("an OpenAPI document serializes")
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }
 
 async fn schema(State(state): State<AppState>) -> Json<Value> {

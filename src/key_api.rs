@@ -217,9 +217,7 @@ async fn list_keys(
     principal: Principal,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Response> {
-    principal
-        .require_scope(&api.read_scope)
-        .map_err(IntoResponse::into_response)?;
+    require(&principal, &api.read_scope)?;
     let page = page_request(query.as_deref().unwrap_or(""))?;
     let page = api
         .store
@@ -271,9 +269,7 @@ async fn show_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, Response> {
-    principal
-        .require_scope(&api.read_scope)
-        .map_err(IntoResponse::into_response)?;
+    require(&principal, &api.read_scope)?;
     let record = api.visible_key(&principal, id).await?;
     Ok(Json(json!(KeySummary::from(&record))).into_response())
 }
@@ -283,9 +279,7 @@ async fn issue_key(
     principal: Principal,
     request: Request,
 ) -> Result<Response, Response> {
-    principal
-        .require_scope(&api.write_scope)
-        .map_err(IntoResponse::into_response)?;
+    require(&principal, &api.write_scope)?;
     let mut body = json_object(request).await?;
     allow_only(&body, &["name", "scopes", "expires_in_seconds", "metadata"])?;
     let name = match body.remove("name") {
@@ -328,6 +322,11 @@ async fn issue_key(
                     .duration_since(now)
                     .unwrap_or_default()
                     .as_secs();
+                tracing::info!(
+                    key_id = %principal.key_id(),
+                    outcome = "forbidden",
+                    "key API: a key may not outlive the key that issues it"
+                );
                 return Err(error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -363,9 +362,7 @@ async fn rotate_key(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Response> {
-    principal
-        .require_scope(&api.write_scope)
-        .map_err(IntoResponse::into_response)?;
+    require(&principal, &api.write_scope)?;
     let has_body = request.headers().contains_key(header::CONTENT_TYPE)
         || request
             .headers()
@@ -412,10 +409,12 @@ async fn revoke_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, Response> {
-    principal
-        .require_scope(&api.write_scope)
-        .map_err(IntoResponse::into_response)?;
+    require(&principal, &api.write_scope)?;
     let record = api.visible_key(&principal, id).await?;
+    // Revoking is idempotent; the trail records the first time only.
+    if record.is_revoked() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     api.store
         .revoke(&record.id)
         .await
@@ -424,13 +423,35 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `insufficient_scope` unless the caller holds `scope`, logged like the
+/// layer's own refusals.
+fn require(principal: &Principal, scope: &str) -> Result<(), Response> {
+    principal.require_scope(scope).map_err(|refusal| {
+        tracing::info!(
+            key_id = %principal.key_id(),
+            outcome = "insufficient_scope",
+            scope,
+            "key API: credential lacks a required scope"
+        );
+        refusal.into_response()
+    })
+}
+
 /// `insufficient_scope`, naming the first of `scopes` the caller lacks.
 fn holds_all(principal: &Principal, scopes: &Scopes) -> Result<(), Response> {
     match scopes
         .iter()
         .find(|scope| !principal.has_scope(scope.as_str()))
     {
-        Some(extra) => Err(AuthError::insufficient_scope(extra.as_str()).into_response()),
+        Some(extra) => {
+            tracing::info!(
+                key_id = %principal.key_id(),
+                outcome = "insufficient_scope",
+                scope = %extra.as_str(),
+                "key API: the caller cannot grant a scope it lacks"
+            );
+            Err(AuthError::insufficient_scope(extra.as_str()).into_response())
+        }
         None => Ok(()),
     }
 }
@@ -546,6 +567,11 @@ fn lifecycle_failed(failure: LifecycleError) -> Response {
             "expired",
             "The key has expired, so it cannot be rotated.",
         ),
+        LifecycleError::AlreadyRotated(_) => error(
+            StatusCode::CONFLICT,
+            "already_rotated",
+            "The key was rotated already and is in its grace period: rotate its successor instead.",
+        ),
         LifecycleError::InvalidScopes(reason) => invalid(format!("`scopes`: {reason}.")),
         failure => store_failed(failure),
     }
@@ -654,7 +680,9 @@ impl KeyApi {
                 "201": issued,
                 "400": error_response("A bad body."),
                 "404": error_response("No such key (or another tenant's)."),
-                "409": error_response("The key is revoked or expired.")
+                "409": error_response("The key is revoked, expired, or rotated already."),
+                "413": error_response("The body is too large."),
+                "415": error_response("The body is not JSON.")
             }
         });
         for operation in [&mut list, &mut issue, &mut show, &mut revoke, &mut rotate] {

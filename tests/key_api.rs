@@ -398,6 +398,19 @@ async fn a_rotation_with_grace_keeps_the_old_key_working_until_it_ends() {
         .call("GET", &format!("/v1/keys/{old_id}"), &acme, "")
         .await;
     assert!(old["grace_ends_at"].is_u64(), "{old}");
+    // A retried rotation mints no second successor.
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/v1/keys/{old_id}/rotate"),
+            &acme,
+            r#"{"grace_seconds":2}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("already_rotated"))
+    );
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, body) = server.call("GET", "/v1/whoami", &old_token, "").await;
     assert_eq!(status, 401, "{body}");
@@ -543,6 +556,11 @@ async fn each_operation_is_audited_without_a_secret() {
         )
         .await;
     let successor = rotated["key"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .call("DELETE", &format!("/v1/keys/{successor}"), &acme, "")
+        .await;
+    assert_eq!(status, 204);
+    // Revoking again answers the same and records nothing more.
     let (status, _) = server
         .call("DELETE", &format!("/v1/keys/{successor}"), &acme, "")
         .await;

@@ -69,7 +69,15 @@ async fn the_quickstart_prints_demo_credentials_and_serves_its_routes() {
     let post =
         |path: &str, headers: &str| format!("POST {path} HTTP/1.1\r\nhost: localhost\r\n{headers}");
 
-    for path in ["/", "/health/", "/schema/", "/docs/", "/docs/keys"] {
+    for path in [
+        "/",
+        "/health",
+        "/health/",
+        "/schema",
+        "/schema/",
+        "/docs/",
+        "/docs/keys",
+    ] {
         let reply = request(addr, &get(path, ""), b"").await.unwrap();
         assert_eq!(reply.status, 200, "{path}");
     }

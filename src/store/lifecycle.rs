@@ -290,6 +290,11 @@ pub(crate) fn plan_rotation(
     if old.is_expired_at(now) {
         return Err(LifecycleError::Expired(old.id.clone()));
     }
+    // A key in its grace period already has its successor: a retried
+    // rotation must not mint a second one.
+    if old.grace_ends_at.is_some() {
+        return Err(LifecycleError::AlreadyRotated(old.id.clone()));
+    }
     let mut successor = NewKey::new(old.owner.clone())
         .name(old.name.clone())
         .scopes(old.scopes.clone());
@@ -647,6 +652,10 @@ pub enum LifecycleError {
     /// The key has expired, so it cannot be rotated.
     #[error("key {0} has expired")]
     Expired(KeyId),
+    /// The key was rotated already and is in its grace period: rotate its
+    /// successor instead.
+    #[error("key {0} was already rotated; rotate its successor")]
+    AlreadyRotated(KeyId),
     /// The scopes cannot be stored: more than [`Scopes::MAX_COUNT`].
     #[error(transparent)]
     InvalidScopes(#[from] InvalidScope),

@@ -420,8 +420,24 @@ async fn rotation_refuses_revoked_expired_and_unknown_keys<H: Harness>(h: H) {
         store.rotate(&"missing".into(), Duration::ZERO).await,
         Err(LifecycleError::NotFound(_))
     ));
+    // A key in its grace period has its successor already: a retried
+    // rotation mints no second one and keeps the grace period.
+    let rotated = store.issue(NewKey::org("acme")).await.unwrap();
+    store
+        .rotate(&rotated.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.rotate(&rotated.record.id, Duration::ZERO).await,
+        Err(LifecycleError::AlreadyRotated(_))
+    ));
+    assert_eq!(
+        status_of(&store, rotated.token.expose_secret()).await,
+        StatusCode::OK,
+        "the refused rotation cut the grace period short"
+    );
     // Nothing was issued by the refused rotations.
-    assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 2);
+    assert_eq!(store.list(&Owner::org("acme")).await.unwrap().len(), 4);
 }
 
 async fn rotation_keeps_lifetime_length_and_environment<H: Harness>(h: H) {
@@ -901,13 +917,14 @@ async fn a_grace_period_is_an_expiry_of_the_old_key<H: Harness>(h: H) {
         "{}",
         reply.text
     );
-    // Rotating the old key again (a retried request) keeps the first grace
-    // end and gives the successor the old key's own lifetime: none.
-    let again = store
-        .rotate(&old.record.id, Duration::from_secs(3600))
-        .await
-        .unwrap();
-    assert_eq!(again.record.expires_at, None);
+    // Rotating the old key again (a retried request) is refused: it mints
+    // no second successor and keeps the first grace end.
+    assert!(matches!(
+        store
+            .rotate(&old.record.id, Duration::from_secs(3600))
+            .await,
+        Err(LifecycleError::AlreadyRotated(_))
+    ));
     let old_record = store.find_key(&old.record.id).await.unwrap().unwrap();
     assert_eq!(
         old_record.grace_ends_at,
