@@ -186,7 +186,7 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
 
 /// The default sink: one `tracing` event per audit event, at `INFO`, with
 /// target `tower_keyauth::audit` and the fields `action`, `key_id`,
-/// `owner`, `org`, `workspace`, `user` (of a personal token's owner),
+/// `kind` (the key's: `organization`, `workspace`, `personal`), `org`, `workspace`, `user` (of a personal token's owner),
 /// `actor_key_id`, `actor_user`, `successor` and `at` (seconds since the
 /// Unix epoch).
 ///
@@ -213,7 +213,7 @@ impl AuditSink for TracingAudit {
             target: "tower_keyauth::audit",
             action = event.action.as_str(),
             key_id = event.key_id.as_str(),
-            owner = %event.owner,
+            kind = event.owner.kind().as_str(),
             org = event.org().map(OrgId::as_str),
             workspace = event.workspace().map(WorkspaceId::as_str),
             user = owner_user,
@@ -221,7 +221,7 @@ impl AuditSink for TracingAudit {
             actor_user = event.actor.as_ref().and_then(|actor| actor.user.as_ref()).map(UserId::as_str),
             successor,
             at,
-            "key {}",
+            "audit: {}",
             event.action
         );
     }
