@@ -185,10 +185,10 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
 }
 
 /// The default sink: one `tracing` event per audit event, at `INFO`, with
-/// target `tower_keyauth::audit` and the fields `action`, `key_id`,
-/// `kind` (the key's: `organization`, `workspace`, `personal`), `org`, `workspace`, `user` (of a personal token's owner),
-/// `actor_key_id`, `actor_user`, `successor` and `at` (seconds since the
-/// Unix epoch).
+/// target `tower_keyauth::audit` and the fields `action`, `key_id`, `kind`
+/// (the key's: `organization`, `workspace`, `personal`), `org`,
+/// `workspace`, `user` (of a personal token's owner), `actor_key_id`,
+/// `actor_user`, `successor` and `at` (seconds since the Unix epoch).
 ///
 /// Filter them with `RUST_LOG=tower_keyauth::audit=info`, or route that
 /// target to a file of its own.
