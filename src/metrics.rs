@@ -13,7 +13,8 @@
 //!   refusal's [`AuthError::error_code`](crate::AuthError::error_code)
 //!   (`missing_credentials`, `invalid_request`, `invalid_token` (also for
 //!   revoked and expired keys), `missing_organization`, `forbidden`,
-//!   `unavailable`). A
+//!   `insufficient_scope`, `unavailable`, `rate_limited`,
+//!   `quota_exhausted`). A
 //!   request on a public path without a credential counts as `public`; one
 //!   on a public path with a credential that was refused (and ignored there)
 //!   counts with the refusal's code.
