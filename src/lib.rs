@@ -88,6 +88,7 @@
 
 pub mod audit;
 pub mod body;
+pub mod client_addr;
 pub mod clock;
 mod config;
 mod enforce;
