@@ -732,6 +732,8 @@ impl Attempt {
         }
     }
 
+    // One argument per field the principal takes from the key's decision.
+    #[allow(clippy::too_many_arguments)]
     fn into_principal(
         self,
         kind: KeyKind,
