@@ -1,8 +1,10 @@
 //! [`UsageLimits`]: what a key may use, kept with the key.
 
 use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 
-use crate::limit::RateLimit;
+use crate::limit::{InvalidLimit, RateLimit};
 
 /// The most rate limits one key may have.
 pub const MAX_RATE_LIMITS: usize = 4;
@@ -26,6 +28,35 @@ pub const MAX_RATE_LIMITS: usize = 4;
 ///     .unwrap();
 /// assert_eq!(limits.rate_limits().len(), 1);
 /// ```
+///
+/// # Text form
+///
+/// Limits are written ([`Display`](fmt::Display)) and read back
+/// ([`FromStr`]) as comma-separated items in the manner of the IETF
+/// `RateLimit-Policy` field: `q=<limit>;w=<window seconds>` for an unnamed
+/// limit, `<name>;q=<limit>;w=<window seconds>` for a named one. The empty
+/// text is no limits. Reading refuses more than
+/// [`MAX_TEXT_LEN`](Self::MAX_TEXT_LEN) bytes before looking further, and
+/// checks every bound that [`RateLimit::per`], [`RateLimit::named`] and
+/// [`rate_limit`](Self::rate_limit) check, so a value read is always one
+/// that could have been built.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::limit::{InvalidLimits, RateLimit, UsageLimits};
+///
+/// let limits = UsageLimits::new()
+///     .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
+///     .unwrap()
+///     .rate_limit(RateLimit::per(10, Duration::from_secs(1)).unwrap().named("burst").unwrap())
+///     .unwrap();
+/// let text = limits.to_string();
+/// assert_eq!(text, "q=100;w=60, burst;q=10;w=1");
+/// assert_eq!(text.parse::<UsageLimits>().unwrap(), limits);
+/// assert!("".parse::<UsageLimits>().unwrap().is_empty());
+/// assert_eq!("q=100".parse::<UsageLimits>(), Err(InvalidLimits::Syntax));
+/// assert!("q=0;w=60".parse::<UsageLimits>().is_err());
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct UsageLimits {
     rate_limits: Vec<RateLimit>,
@@ -41,9 +72,30 @@ pub enum InvalidLimits {
     /// Two rate limits with the same name, or with the same window.
     #[error("a key's rate limits need distinct names and distinct windows")]
     DuplicateRateLimit,
+    /// A text form longer than [`UsageLimits::MAX_TEXT_LEN`] bytes.
+    #[error("rate limits are written in at most {max} bytes, not {len}", max = UsageLimits::MAX_TEXT_LEN)]
+    TooLong {
+        /// The length of the text, in bytes.
+        len: usize,
+    },
+    /// A text form that is not comma-separated `[name;]q=N;w=S` items.
+    #[error(
+        "rate limits are written as comma-separated items `q=<limit>;w=<seconds>` or `<name>;q=<limit>;w=<seconds>`"
+    )]
+    Syntax,
+    /// A rate limit out of its bounds (see [`RateLimit::per`] and
+    /// [`RateLimit::named`]).
+    #[error(transparent)]
+    RateLimit(#[from] InvalidLimit),
 }
 
 impl UsageLimits {
+    /// The longest [text form](Self#text-form), in bytes: more than the
+    /// longest valid limits take (4 limits with 64-byte names, the largest
+    /// limits and windows: 358 bytes), so that spacing around items still
+    /// fits.
+    pub const MAX_TEXT_LEN: usize = 512;
+
     /// Limits that limit nothing.
     pub fn new() -> Self {
         Self::default()
@@ -95,10 +147,331 @@ impl UsageLimits {
     }
 }
 
+/// The text form: `q=100;w=60, burst;q=10;w=1` (see
+/// [`UsageLimits`](UsageLimits#text-form)).
+impl fmt::Display for UsageLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, limit) in self.rate_limits.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if let Some(name) = limit.name() {
+                write!(f, "{name};")?;
+            }
+            write!(f, "q={};w={}", limit.limit(), limit.window().as_secs())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the text form back (see [`UsageLimits`](UsageLimits#text-form)).
+impl FromStr for UsageLimits {
+    type Err = InvalidLimits;
+
+    fn from_str(text: &str) -> Result<Self, InvalidLimits> {
+        if text.len() > Self::MAX_TEXT_LEN {
+            return Err(InvalidLimits::TooLong { len: text.len() });
+        }
+        let text = trim_spaces(text);
+        if text.is_empty() {
+            return Ok(Self::new());
+        }
+        // `rate_limit` refuses a fifth limit, so at most five items are
+        // read, whatever the text holds.
+        text.split(',').try_fold(Self::new(), |limits, item| {
+            limits.rate_limit(rate_limit_from_item(trim_spaces(item))?)
+        })
+    }
+}
+
+/// One item of the text form: `[name;]q=N;w=S`, parameters in any order,
+/// each once.
+fn rate_limit_from_item(item: &str) -> Result<RateLimit, InvalidLimits> {
+    let mut pieces = item.split(';').map(trim_spaces).peekable();
+    let name = pieces.next_if(|piece| !piece.contains('='));
+    let (mut limit, mut window) = (None, None);
+    for piece in pieces {
+        let (key, value) = piece.split_once('=').ok_or(InvalidLimits::Syntax)?;
+        let slot = match key {
+            "q" => &mut limit,
+            "w" => &mut window,
+            _ => return Err(InvalidLimits::Syntax),
+        };
+        if slot.replace(integer(value)?).is_some() {
+            return Err(InvalidLimits::Syntax);
+        }
+    }
+    let (Some(limit), Some(window)) = (limit, window) else {
+        return Err(InvalidLimits::Syntax);
+    };
+    let limit = u32::try_from(limit).map_err(|_| InvalidLimit::Limit)?;
+    let rate_limit = RateLimit::per(limit, Duration::from_secs(window))?;
+    Ok(match name {
+        Some(name) => rate_limit.named(name)?,
+        None => rate_limit,
+    })
+}
+
+/// A structured-field integer (RFC 8941 §3.3.1) that is not negative: 1
+/// to 15 digits.
+fn integer(text: &str) -> Result<u64, InvalidLimits> {
+    if text.is_empty() || text.len() > 15 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidLimits::Syntax);
+    }
+    text.parse().map_err(|_| InvalidLimits::Syntax)
+}
+
+/// `text` without the spaces and tabs around it (HTTP's optional
+/// whitespace).
+fn trim_spaces(text: &str) -> &str {
+    text.trim_matches([' ', '\t'])
+}
+
 impl fmt::Debug for UsageLimits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UsageLimits")
             .field("rate_limits", &self.rate_limits)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::limit::{MAX_LIMIT, MAX_NAME_LEN, MAX_WINDOW};
+
+    fn limits(items: &[(u32, u64, Option<&str>)]) -> UsageLimits {
+        items
+            .iter()
+            .fold(UsageLimits::new(), |limits, &(limit, window, name)| {
+                let rate_limit = RateLimit::per(limit, Duration::from_secs(window)).unwrap();
+                let rate_limit = match name {
+                    Some(name) => rate_limit.named(name).unwrap(),
+                    None => rate_limit,
+                };
+                limits.rate_limit(rate_limit).unwrap()
+            })
+    }
+
+    #[test]
+    fn limits_are_written_like_a_ratelimit_policy() {
+        assert_eq!(UsageLimits::new().to_string(), "");
+        assert_eq!(limits(&[(100, 60, None)]).to_string(), "q=100;w=60");
+        assert_eq!(
+            limits(&[(100, 60, None), (10, 1, Some("burst"))]).to_string(),
+            "q=100;w=60, burst;q=10;w=1"
+        );
+    }
+
+    #[test]
+    fn spacing_and_parameter_order_are_free() {
+        let expected = limits(&[(100, 60, None), (10, 1, Some("burst"))]);
+        for text in [
+            "q=100;w=60, burst;q=10;w=1",
+            "q=100;w=60,burst;q=10;w=1",
+            " \tw=60; q=100 ,\tburst ; w=1;q=10 ",
+            "q=0100;w=060, burst;q=10;w=1",
+        ] {
+            assert_eq!(
+                text.parse::<UsageLimits>(),
+                Ok(expected.clone()),
+                "{text:?}"
+            );
+        }
+        assert_eq!(" \t ".parse::<UsageLimits>(), Ok(UsageLimits::new()));
+    }
+
+    #[test]
+    fn malformed_text_is_refused() {
+        for text in [
+            ",",
+            "q=100;w=60,",
+            ",q=100;w=60",
+            "q=100;w=60,,q=1;w=1",
+            "q=100",
+            "w=60",
+            "burst",
+            "burst;",
+            "q=100;w=60;q=100",
+            "q=100;w=60;w=60",
+            "q=100;w=60;pk=:abc:",
+            "q=100;q2=5;w=60",
+            "q=-1;w=60",
+            "q=+1;w=60",
+            "q=1.5;w=60",
+            "q=;w=60",
+            "q=1;w=1s",
+            "q=1;w=1000000000000000",
+            "q=1;burst;w=1",
+            "a;b;q=1;w=1",
+            "q=1\n;w=1",
+            "q = 1;w=1",
+        ] {
+            assert_eq!(
+                text.parse::<UsageLimits>(),
+                Err(InvalidLimits::Syntax),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_are_checked_as_when_built() {
+        let refused = |text: &str| text.parse::<UsageLimits>().unwrap_err();
+        assert_eq!(
+            refused("q=0;w=60"),
+            InvalidLimits::RateLimit(InvalidLimit::Limit)
+        );
+        assert_eq!(
+            refused("q=1000000001;w=60"),
+            InvalidLimits::RateLimit(InvalidLimit::Limit)
+        );
+        assert_eq!(
+            refused("q=99999999999;w=60"),
+            InvalidLimits::RateLimit(InvalidLimit::Limit)
+        );
+        assert_eq!(
+            refused("q=1;w=0"),
+            InvalidLimits::RateLimit(InvalidLimit::Window)
+        );
+        assert_eq!(
+            refused(&format!("q=1;w={}", MAX_WINDOW.as_secs() + 1)),
+            InvalidLimits::RateLimit(InvalidLimit::Window)
+        );
+        for name in [
+            "1a",
+            "-a",
+            "a b",
+            "caf\u{e9}",
+            &"a".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert_eq!(
+                refused(&format!("{name};q=1;w=1")),
+                InvalidLimits::RateLimit(InvalidLimit::Name),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            refused("q=1;w=1, q=2;w=1"),
+            InvalidLimits::DuplicateRateLimit
+        );
+        assert_eq!(
+            refused("a;q=1;w=1, a;q=2;w=2"),
+            InvalidLimits::DuplicateRateLimit
+        );
+        assert_eq!(
+            refused("q=1;w=1, q=1;w=2, q=1;w=3, q=1;w=4, q=1;w=5"),
+            InvalidLimits::TooManyRateLimits
+        );
+        let limit = format!("q={MAX_LIMIT};w={}", MAX_WINDOW.as_secs());
+        assert!(limit.parse::<UsageLimits>().is_ok());
+    }
+
+    #[test]
+    fn the_longest_limits_fit_the_text_bound() {
+        let name = |c: char| format!("{c}{}", "x".repeat(MAX_NAME_LEN - 1));
+        let longest = (0..4).fold(UsageLimits::new(), |limits, i| {
+            let window = MAX_WINDOW - Duration::from_secs(i);
+            let limit = RateLimit::per(MAX_LIMIT, window)
+                .unwrap()
+                .named(&name(char::from(b'a' + i as u8)))
+                .unwrap();
+            limits.rate_limit(limit).unwrap()
+        });
+        let text = longest.to_string();
+        assert_eq!(text.len(), 358);
+        assert!(text.len() <= UsageLimits::MAX_TEXT_LEN);
+        assert_eq!(text.parse::<UsageLimits>(), Ok(longest));
+    }
+
+    #[test]
+    fn overlong_text_is_refused_before_it_is_read() {
+        let spaced = format!("{}q=1;w=1", " ".repeat(UsageLimits::MAX_TEXT_LEN - 6));
+        assert_eq!(spaced.len(), UsageLimits::MAX_TEXT_LEN + 1);
+        assert_eq!(
+            spaced.parse::<UsageLimits>(),
+            Err(InvalidLimits::TooLong {
+                len: UsageLimits::MAX_TEXT_LEN + 1
+            })
+        );
+        assert!(spaced[1..].parse::<UsageLimits>().is_ok());
+    }
+
+    /// Any limits [`UsageLimits::rate_limit`] accepts: up to four, some
+    /// named, the clashing ones dropped.
+    fn any_limits() -> impl Strategy<Value = UsageLimits> {
+        let one = (
+            1..=MAX_LIMIT,
+            prop_oneof![1..=120u64, 1..=MAX_WINDOW.as_secs()],
+            proptest::option::of("[A-Za-z][A-Za-z0-9._-]{0,63}"),
+        );
+        proptest::collection::vec(one, 0..=6).prop_map(|items| {
+            items
+                .into_iter()
+                .fold(UsageLimits::new(), |limits, (limit, window, name)| {
+                    let rate_limit = RateLimit::per(limit, Duration::from_secs(window)).unwrap();
+                    let rate_limit = match name {
+                        Some(name) => rate_limit.named(&name).unwrap(),
+                        None => rate_limit,
+                    };
+                    limits.clone().rate_limit(rate_limit).unwrap_or(limits)
+                })
+        })
+    }
+
+    /// Text that looks like the text form, to get past its first checks.
+    fn limits_shaped_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            "[a-z]{0,3}",
+            "[qw]=[0-9]{0,17}",
+            "[qw]=[-+0-9. ]{0,4}",
+            "[A-Za-z][A-Za-z0-9._-]{0,70}",
+        ];
+        let item = proptest::collection::vec(piece, 0..5).prop_map(|pieces| pieces.join(";"));
+        proptest::collection::vec(item, 0..7).prop_map(|items| items.join(", "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            // CI runs on clean clones: nothing to persist between runs.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn limits_read_back_as_written(limits in any_limits()) {
+            let text = limits.to_string();
+            prop_assert!(text.len() <= UsageLimits::MAX_TEXT_LEN);
+            prop_assert_eq!(text.parse::<UsageLimits>(), Ok(limits));
+        }
+
+        #[test]
+        fn any_text_reads_without_panic(text in any::<String>()) {
+            let _ = text.parse::<UsageLimits>();
+        }
+
+        #[test]
+        fn limits_shaped_text_reads_as_valid_limits_or_not_at_all(text in limits_shaped_text()) {
+            if let Ok(limits) = text.parse::<UsageLimits>() {
+                // Whatever is read satisfies every bound: it could be built
+                // again, limit by limit.
+                let rebuilt = limits
+                    .rate_limits()
+                    .iter()
+                    .try_fold(UsageLimits::new(), |built, limit| {
+                        let again = RateLimit::per(limit.limit(), limit.window())?;
+                        let again = match limit.name() {
+                            Some(name) => again.named(name)?,
+                            None => again,
+                        };
+                        built.rate_limit(again)
+                    });
+                prop_assert_eq!(rebuilt, Ok(limits.clone()));
+                prop_assert_eq!(limits.to_string().parse::<UsageLimits>(), Ok(limits));
+            }
+        }
     }
 }
