@@ -51,10 +51,10 @@ mod usage;
 
 pub use fields::{RATELIMIT, RATELIMIT_POLICY};
 pub use memory::MemoryLimiter;
-pub use usage::{InvalidLimits, MAX_RATE_LIMITS, UsageLimits};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisLimiter;
+pub use usage::{InvalidLimits, MAX_RATE_LIMITS, UsageLimits};
 
 /// The most units a limit may allow per window.
 pub const MAX_LIMIT: u32 = 1_000_000_000;
