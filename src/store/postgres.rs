@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
@@ -21,9 +22,9 @@ use crate::store::lifecycle::{
 };
 use crate::store::sql::{
     Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, counts_usable_keys,
-    dialect_migrations, inserted, key_from_row, metadata_from_text, migrate, owner_columns,
-    owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_names, summaries,
-    to_micros_precision,
+    dialect_migrations, inserted, key_from_row, limits_from_text, metadata_from_text, migrate,
+    owner_columns, owner_ids, page_rows, page_start, per_owner_kind, pool_options,
+    scopes_from_names, summaries, to_micros_precision,
 };
 use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -46,6 +47,15 @@ macro_rules! bounded_metadata {
     };
 }
 
+/// The `rate_limits` column, cut one character past the longest valid
+/// text: a longer one is over [`UsageLimits::MAX_TEXT_LEN`] bytes either
+/// way.
+macro_rules! bounded_limits {
+    () => {
+        "left(rate_limits, 513)"
+    };
+}
+
 /// Selects a key. A stored array of scopes is read only up to one element
 /// past [`Scopes::MAX_COUNT`], each element up to one character past
 /// [`Scope::MAX_LEN`](crate::scope::Scope::MAX_LEN) (the numbers are written out
@@ -58,7 +68,9 @@ macro_rules! select_key {
             $scopes,
             " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at, ",
             bounded_metadata!(),
-            " AS metadata
+            " AS metadata, ",
+            bounded_limits!(),
+            " AS rate_limits
  FROM keyauth_keys"
         )
     };
@@ -240,6 +252,11 @@ impl Dialect for Postgres {
     fn metadata_of_row(row: &PgRow) -> Result<Option<KeyMetadata>, StoreError> {
         let text: Option<&str> = row.try_get("metadata").map_err(column_error)?;
         metadata_from_text(text)
+    }
+
+    fn limits_of_row(row: &PgRow) -> Result<Option<UsageLimits>, StoreError> {
+        let text: Option<&str> = row.try_get("rate_limits").map_err(column_error)?;
+        limits_from_text(text)
     }
 
     fn bind_scopes<'q>(
@@ -526,8 +543,8 @@ impl InsertMinted for PgConnection {
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
-                                       revoked_at, last_used_at, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                       revoked_at, last_used_at, metadata, rate_limits)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         );
         let result = bind_key(insert, record).execute(&mut *self).await;
         let outcome = inserted(result)?;
@@ -1062,6 +1079,123 @@ mod tests {
         let read = format!("left(metadata, {}) AS metadata", KeyMetadata::MAX_BYTES + 1);
         assert!(SELECT_KEY_BY_ID.contains(&read));
         assert!(SELECT_KEY_MATCHING.contains(&read));
+    }
+
+    #[test]
+    fn rate_limits_are_read_just_past_their_bound() {
+        let read = format!(
+            "left(rate_limits, {}) AS rate_limits",
+            UsageLimits::MAX_TEXT_LEN + 1
+        );
+        assert!(SELECT_KEY_BY_ID.contains(&read));
+        assert!(SELECT_KEY_BY_ID_FOR_UPDATE.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
+    }
+
+    /// A store on a fresh schema of the server named by
+    /// [`POSTGRES_URL_VAR`]; drop the schema with [`drop_schema`].
+    async fn store_in_fresh_schema(what: &str) -> (PostgresStore, String) {
+        let url = std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| panic!("this test needs {POSTGRES_URL_VAR}, which is unset"));
+        let schema = format!(
+            "keyauth_{what}_{}_{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let connect = PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{POSTGRES_URL_VAR} is set but the server does not answer: {e}")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let store = PostgresStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        (store, schema)
+    }
+
+    async fn drop_schema(store: &PostgresStore, schema: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+
+    /// Stored rate limits that are not the text form of valid limits are
+    /// a corrupt record: reading the key, or listing it, fails; it is never
+    /// handed out without its limits.
+    #[tokio::test]
+    #[ignore = "needs KEYAUTH_TEST_POSTGRES_URL"]
+    async fn corrupt_rate_limits_fail_closed() {
+        let (store, schema) = store_in_fresh_schema("limits").await;
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        let overlong = format!("{}q=1;w=1", " ".repeat(UsageLimits::MAX_TEXT_LEN));
+        // 513 characters read, over 512 bytes.
+        let wide = "\u{e9}".repeat(600);
+        for stored in [
+            "q=100",
+            "q=0;w=60",
+            "q=1;w=1, q=2;w=1",
+            "1burst;q=1;w=1",
+            "q=1;w=1,",
+            overlong.as_str(),
+            wide.as_str(),
+        ] {
+            sqlx::query("UPDATE keyauth_keys SET rate_limits = $1 WHERE id = $2")
+                .bind(stored)
+                .bind(issued.record.id.as_str())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert!(
+                store.find_key(&issued.record.id).await.is_err(),
+                "{stored:.20}"
+            );
+            assert!(
+                store
+                    .find_key_matching(&issued.record.id, &issued.record.hash)
+                    .await
+                    .is_err()
+            );
+            assert!(store.list(&Owner::org("acme")).await.is_err());
+            assert!(store.list_in_org(&OrgId::from("acme")).await.is_err());
+            let listing = KeyListing::org("acme");
+            assert!(
+                store
+                    .list_page(&listing, &PageRequest::default())
+                    .await
+                    .is_err()
+            );
+            assert!(
+                store
+                    .rotate(&issued.record.id, Duration::ZERO)
+                    .await
+                    .is_err(),
+                "a corrupt key is not rotated into one without limits"
+            );
+        }
+        sqlx::query("UPDATE keyauth_keys SET rate_limits = 'q=5;w=60' WHERE id = $1")
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(found.limits.unwrap().to_string(), "q=5;w=60");
+        drop_schema(&store, &schema).await;
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
+use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
@@ -77,6 +78,15 @@ macro_rules! dialect_migrations {
                     "/0004_key_metadata.sql"
                 )),
             },
+            Migration {
+                version: 5,
+                description: "key rate limits",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0005_key_rate_limits.sql"
+                )),
+            },
         ]
     };
 }
@@ -125,6 +135,10 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     /// The `metadata` column of a key row, as its `SELECT` bounds it;
     /// `None` for NULL.
     fn metadata_of_row(row: &Self::Row) -> Result<Option<KeyMetadata>, StoreError>;
+
+    /// The `rate_limits` column of a key row, as its `SELECT` bounds it;
+    /// `None` for NULL.
+    fn limits_of_row(row: &Self::Row) -> Result<Option<UsageLimits>, StoreError>;
 
     /// Binds scopes as the dialect stores them.
     fn bind_scopes<'q>(
@@ -524,6 +538,18 @@ pub(crate) fn metadata_from_text(text: Option<&str>) -> Result<Option<KeyMetadat
     .transpose()
 }
 
+/// Rate limits read back from their text (at most one byte past
+/// [`UsageLimits::MAX_TEXT_LEN`], as the stores read it); text that is not
+/// the text form of valid limits is a corrupt record, so a key is never
+/// handed out without its limits.
+pub(crate) fn limits_from_text(text: Option<&str>) -> Result<Option<UsageLimits>, StoreError> {
+    text.map(|text| {
+        text.parse::<UsageLimits>()
+            .map_err(|error| corrupt(format!("key rate limits: {error}")))
+    })
+    .transpose()
+}
+
 /// The stored hash of a key row, read before anything else of it.
 fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
 where
@@ -572,12 +598,14 @@ where
     record.revoked_at = time("revoked_at")?;
     record.last_used_at = time("last_used_at")?;
     record.metadata = D::metadata_of_row(row)?;
+    record.limits = D::limits_of_row(row)?.map(Arc::new);
     Ok(record)
 }
 
 /// Binds the columns of `record` in the order the stores insert them: id,
 /// hash, prefix, the four owner columns, scopes, name, the five times
-/// (created, expires, grace ends, revoked, last used), and the metadata.
+/// (created, expires, grace ends, revoked, last used), the metadata, and the
+/// rate limits.
 pub(crate) fn bind_key<'q, D: Dialect>(
     query: Query<'q, D, D::Arguments>,
     record: &KeyRecord,
@@ -585,6 +613,8 @@ pub(crate) fn bind_key<'q, D: Dialect>(
 where
     for<'t> &'t str: Encode<'t, D> + Type<D>,
     for<'t> Option<&'t str>: Encode<'t, D>,
+    for<'t> Option<String>: Encode<'t, D>,
+    String: Type<D>,
     for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
 {
     let (kind, org, workspace, user) = owner_columns(&record.owner);
@@ -607,6 +637,7 @@ where
     .into_iter()
     .fold(query, D::bind_time)
     .bind(record.metadata.as_ref().map(KeyMetadata::as_json))
+    .bind(record.limits.as_deref().map(UsageLimits::to_string))
 }
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the

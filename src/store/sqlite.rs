@@ -14,6 +14,7 @@ use sqlx::{Row, Sqlite, SqliteConnection};
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
@@ -23,8 +24,8 @@ use crate::store::lifecycle::{
 };
 use crate::store::sql::{
     Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, corrupt, counts_usable_keys,
-    dialect_migrations, from_micros, inserted, key_from_row, metadata_from_text, migrate,
-    owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_text,
+    dialect_migrations, from_micros, inserted, key_from_row, limits_from_text, metadata_from_text,
+    migrate, owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_text,
     scopes_to_text, summaries, to_micros, to_micros_precision,
 };
 use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
@@ -50,6 +51,16 @@ macro_rules! metadata_read {
     };
 }
 
+/// Stored rate limits, read as bytes like metadata and only up to one byte
+/// past the longest valid text (`MAX_LIMITS_READ`); an empty value reads
+/// back as empty, as with metadata.
+macro_rules! limits_read {
+    () => {
+        "coalesce(substr(CAST(rate_limits AS BLOB), 1, 513),
+                  CASE WHEN rate_limits IS NOT NULL THEN X'' END)"
+    };
+}
+
 /// The columns of a key, its scopes last.
 macro_rules! key_columns {
     ($scopes:expr) => {
@@ -58,6 +69,8 @@ macro_rules! key_columns {
              expires_at, grace_ends_at, revoked_at, last_used_at, ",
             metadata_read!(),
             " AS metadata, ",
+            limits_read!(),
+            " AS rate_limits, ",
             $scopes,
             " AS scopes"
         )
@@ -171,6 +184,11 @@ const MAX_SCOPE_TEXT_READ: usize = 33025;
 #[cfg(test)]
 const MAX_METADATA_READ: usize = 4097;
 
+/// How much of stored rate limits is read: one byte more than the longest
+/// valid text, written out in `limits_read!`.
+#[cfg(test)]
+const MAX_LIMITS_READ: usize = 513;
+
 /// Keys and memberships in SQLite, through a sqlx connection pool.
 ///
 /// The constructors create the tables (`keyauth_keys`,
@@ -263,6 +281,16 @@ impl Dialect for Sqlite {
             .transpose()
             .map_err(|_| corrupt("key metadata is not UTF-8".to_owned()))?;
         metadata_from_text(text)
+    }
+
+    /// Text, read as bytes (see `limits_read!`).
+    fn limits_of_row(row: &SqliteRow) -> Result<Option<UsageLimits>, StoreError> {
+        let bytes: Option<&[u8]> = row.try_get("rate_limits").map_err(column_error)?;
+        let text = bytes
+            .map(std::str::from_utf8)
+            .transpose()
+            .map_err(|_| corrupt("key rate limits are not UTF-8".to_owned()))?;
+        limits_from_text(text)
     }
 
     fn bind_scopes<'q>(
@@ -381,8 +409,8 @@ impl InsertMinted for SqliteConnection {
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
-                                       revoked_at, last_used_at, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                       revoked_at, last_used_at, metadata, rate_limits)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         );
         let result = bind_key(insert, record).execute(self).await;
         inserted(result)
@@ -852,6 +880,15 @@ mod tests {
         assert!(KEY_COLUMNS.contains(" END) AS metadata"));
     }
 
+    #[test]
+    fn rate_limits_are_read_just_past_their_bound() {
+        assert_eq!(MAX_LIMITS_READ, UsageLimits::MAX_TEXT_LEN + 1);
+        let read = format!("substr(CAST(rate_limits AS BLOB), 1, {MAX_LIMITS_READ})");
+        assert!(KEY_COLUMNS.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
+        assert!(KEY_COLUMNS.contains(" END) AS rate_limits"));
+    }
+
     #[tokio::test]
     async fn an_insert_under_a_taken_id_changes_nothing() {
         let pool = SqlitePoolOptions::new()
@@ -939,5 +976,85 @@ mod tests {
             .unwrap();
         let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
         assert_eq!(found.metadata.unwrap().as_json(), r#"{"a": 1}"#);
+    }
+
+    /// Stored rate limits that are not the text form of valid limits are
+    /// a corrupt record: reading the key, or listing it, fails; it is never
+    /// handed out without its limits.
+    #[tokio::test]
+    async fn corrupt_rate_limits_fail_closed() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let issued = store.issue(NewKey::org("acme")).await.unwrap();
+        let overlong = format!("{}q=1;w=1", " ".repeat(UsageLimits::MAX_TEXT_LEN));
+        for stored in [
+            "q=100",
+            "q=0;w=60",
+            "q=1;w=1, q=2;w=1",
+            "1burst;q=1;w=1",
+            "q=1;w=1,",
+            overlong.as_str(),
+        ] {
+            sqlx::query("UPDATE keyauth_keys SET rate_limits = ?1 WHERE id = ?2")
+                .bind(stored)
+                .bind(issued.record.id.as_str())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert!(
+                store.find_key(&issued.record.id).await.is_err(),
+                "{stored:.20}"
+            );
+            assert!(
+                store
+                    .find_key_matching(&issued.record.id, &issued.record.hash)
+                    .await
+                    .is_err()
+            );
+            assert!(store.list(&Owner::org("acme")).await.is_err());
+            assert!(store.list_in_org(&OrgId::from("acme")).await.is_err());
+            let listing = KeyListing::org("acme");
+            assert!(
+                store
+                    .list_page(&listing, &PageRequest::default())
+                    .await
+                    .is_err()
+            );
+            assert!(
+                store
+                    .rotate(&issued.record.id, Duration::ZERO)
+                    .await
+                    .is_err(),
+                "a corrupt key is not rotated into one without limits"
+            );
+        }
+        // Not UTF-8.
+        sqlx::query("UPDATE keyauth_keys SET rate_limits = X'713DFF3B773D31' WHERE id = ?1")
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(store.find_key(&issued.record.id).await.is_err());
+        // The empty text is no limits, kept as such.
+        sqlx::query("UPDATE keyauth_keys SET rate_limits = '' WHERE id = ?1")
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert!(found.limits.unwrap().is_empty());
+        sqlx::query("UPDATE keyauth_keys SET rate_limits = 'q=5;w=60' WHERE id = ?1")
+            .bind(issued.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(found.limits.unwrap().to_string(), "q=5;w=60");
     }
 }
