@@ -17,6 +17,7 @@ use libtest_mimic::Trial;
 use tower_keyauth::clock::Clock;
 use tower_keyauth::format::Environment;
 use tower_keyauth::ids::{KeyId, KeyKind, OrgId, UserId};
+use tower_keyauth::limit::{RateLimit, UsageLimits};
 use tower_keyauth::metadata::KeyMetadata;
 use tower_keyauth::store::{
     KeyListing, KeyPolicy, KeySummary, LifecycleError, Membership, Owner, PageRequest, StoreOptions,
@@ -90,6 +91,7 @@ conformance_cases!(
     refused_requests_are_not_counted_as_use,
     scope_sets_beyond_the_bound_cannot_be_stored,
     metadata_round_trips,
+    rate_limits_round_trip,
     pages_list_newest_first_without_gaps,
 );
 
@@ -1094,6 +1096,70 @@ async fn metadata_round_trips<H: Harness>(h: H) {
         .unwrap()
         .unwrap();
     assert_eq!(stored.metadata, None);
+}
+
+async fn rate_limits_round_trip<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let limits = UsageLimits::new()
+        .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
+        .unwrap()
+        .rate_limit(
+            RateLimit::per(10, Duration::from_secs(1))
+                .unwrap()
+                .named("burst")
+                .unwrap(),
+        )
+        .unwrap();
+    let with = store
+        .issue(NewKey::org("acme").name("limited").limits(limits.clone()))
+        .await
+        .unwrap();
+    assert_eq!(with.record.limits.as_deref(), Some(&limits));
+    let without = store.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(without.record.limits, None);
+
+    let found = store.find_key(&with.record.id).await.unwrap().unwrap();
+    assert_eq!(found, with.record, "a record reads back as it was issued");
+    assert_eq!(found.limits.as_deref(), Some(&limits));
+    let plain = store.find_key(&without.record.id).await.unwrap().unwrap();
+    assert_eq!(plain.limits, None);
+
+    // Listings carry no limits (`KeySummary` has no field for them); the
+    // keys they list read back with theirs.
+    let listed = store.list(&Owner::org("acme")).await.unwrap();
+    let in_org = store.list_in_org(&OrgId::from("acme")).await.unwrap();
+    let page = store
+        .list_page(&KeyListing::org("acme"), &PageRequest::default())
+        .await
+        .unwrap();
+    for keys in [&listed, &in_org, &page.keys] {
+        assert_eq!(keys.len(), 2);
+        for key in keys.iter() {
+            let record = store.find_key(&key.id).await.unwrap().unwrap();
+            let expected = (key.id == with.record.id).then_some(&limits);
+            assert_eq!(record.limits.as_deref(), expected);
+        }
+    }
+
+    let successor = store.rotate(&with.record.id, Duration::ZERO).await.unwrap();
+    assert_eq!(successor.record.limits.as_deref(), Some(&limits));
+    let stored = store.find_key(&successor.record.id).await.unwrap().unwrap();
+    assert_eq!(stored.limits.as_deref(), Some(&limits));
+    let plain_successor = store
+        .rotate(&without.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    let stored = store
+        .find_key(&plain_successor.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.limits, None);
+
+    // A key of another store instance on the same database reads the same.
+    let other = h.open(StoreOptions::default()).await;
+    let seen = other.find_key(&successor.record.id).await.unwrap().unwrap();
+    assert_eq!(seen.limits.as_deref(), Some(&limits));
 }
 
 /// Every page of `listing`, `limit` keys at a time, each checked for its
