@@ -437,6 +437,20 @@ mod tests {
             Some(Err(LimiterError::Invalid))
         ));
         let long = [Counter::new("x".repeat(257), &limit(3, 60))];
+        let twice = [
+            Counter::new("k", &limit(3, 60)),
+            Counter::new("k", &limit(3, 60)),
+        ];
+        assert!(matches!(
+            limiter.charge_now(&twice, 1),
+            Some(Err(LimiterError::Invalid))
+        ));
+        let mut zero_window = Counter::new("k", &limit(3, 60));
+        zero_window.window = Duration::ZERO;
+        assert!(matches!(
+            limiter.charge_now(&[zero_window], 1),
+            Some(Err(LimiterError::Invalid))
+        ));
         let empty = [Counter::new("", &limit(3, 60))];
         assert!(matches!(
             limiter.charge_now(&empty, 1),

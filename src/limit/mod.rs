@@ -338,8 +338,9 @@ impl LimiterError {
 pub trait RateLimiter: Send + Sync + 'static {
     /// Charges `cost` units to every counter, or to none of them.
     ///
-    /// At most [`MAX_COUNTERS`] counters, each id at most 256 bytes, and a
-    /// cost of at least 1; otherwise [`LimiterError::Invalid`]. A cost
+    /// At most [`MAX_COUNTERS`] distinct counters, each id at most 256
+    /// bytes and each limit and window within a [`RateLimit`]'s bounds, and
+    /// a cost of at least 1; otherwise [`LimiterError::Invalid`]. A cost
     /// above a counter's limit is always refused, with the window's length
     /// as `resets_in`.
     async fn charge(&self, counters: &[Counter], cost: u32) -> Result<Charge, LimiterError>;
@@ -366,12 +367,23 @@ impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
 /// The longest counter id, in bytes.
 pub const MAX_COUNTER_ID_LEN: usize = 256;
 
-/// Whether a charge is well formed (see [`RateLimiter::charge`]).
+/// Whether a charge is well formed (see [`RateLimiter::charge`]): a cost,
+/// 1 to [`MAX_COUNTERS`] distinct counters, each within the bounds a
+/// [`RateLimit`] has (counters' fields are public, so a hand-built one is
+/// checked here).
 pub(crate) fn valid_charge(counters: &[Counter], cost: u32) -> bool {
-    cost >= 1
-        && !counters.is_empty()
-        && counters.len() <= MAX_COUNTERS
-        && counters.iter().all(|c| c.id.fits() && c.limit >= 1)
+    let each_valid = counters.iter().all(|c| {
+        c.id.fits()
+            && (1..=MAX_LIMIT).contains(&c.limit)
+            && c.window >= Duration::from_secs(1)
+            && c.window <= MAX_WINDOW
+            && c.window.subsec_nanos() == 0
+    });
+    let distinct = counters
+        .iter()
+        .enumerate()
+        .all(|(i, c)| counters[..i].iter().all(|earlier| earlier != c));
+    cost >= 1 && !counters.is_empty() && counters.len() <= MAX_COUNTERS && each_valid && distinct
 }
 
 /// The tightest of the admitted counters' states: fewest left, then

@@ -319,9 +319,7 @@ pub(crate) fn plan_rotation(
     let old_key = if grace.is_zero() {
         OldKey::Revoke
     } else {
-        // An earlier grace end (from a previous rotation) is kept.
-        let grace_end = now + grace;
-        OldKey::GraceEndsAt(old.grace_ends_at.map_or(grace_end, |at| at.min(grace_end)))
+        OldKey::GraceEndsAt(now + grace)
     };
     Ok(RotationPlan { successor, old_key })
 }
@@ -857,45 +855,23 @@ mod tests {
     }
 
     #[test]
-    fn a_second_rotation_never_extends_the_first_grace_period() {
-        let now = SystemTime::now();
-        let in_grace = record(now).with_grace_ends_at(now + Duration::from_secs(10));
-        let plan = plan_rotation(
-            &in_grace,
-            &KeyFormat::default(),
-            Rotation::with_grace(Duration::from_secs(3600)),
-            now,
-        )
-        .unwrap();
-        assert_eq!(
-            plan.old_key,
-            OldKey::GraceEndsAt(now + Duration::from_secs(10))
-        );
-        let plan = plan_rotation(
-            &in_grace,
-            &KeyFormat::default(),
-            Rotation::with_grace(Duration::ZERO),
-            now,
-        )
-        .unwrap();
-        assert_eq!(plan.old_key, OldKey::Revoke);
-    }
-
-    #[test]
-    fn a_rotated_key_keeps_its_own_lifetime_for_its_successor() {
-        // A retried rotation must not turn the grace period into the
-        // successor's lifetime.
+    fn a_key_in_its_grace_period_is_not_rotated_again() {
+        // A retried rotation must mint no second successor, and neither
+        // extend nor cut short the first grace period.
         let now = SystemTime::now();
         let in_grace = record(now - Duration::from_secs(100))
             .with_grace_ends_at(now + Duration::from_secs(10));
-        let plan = plan_rotation(
-            &in_grace,
-            &KeyFormat::default(),
-            Rotation::with_grace(Duration::ZERO),
-            now,
-        )
-        .unwrap();
-        assert_eq!(plan.successor.expires_at, None);
+        for grace in [Duration::ZERO, Duration::from_secs(3600)] {
+            assert!(matches!(
+                plan_rotation(
+                    &in_grace,
+                    &KeyFormat::default(),
+                    Rotation::with_grace(grace),
+                    now
+                ),
+                Err(LifecycleError::AlreadyRotated(_))
+            ));
+        }
         let ended = record(now).with_grace_ends_at(now);
         assert!(matches!(
             plan_rotation(
