@@ -1,4 +1,5 @@
-//! [`UsageLimits`]: what a key may use, kept with the key.
+//! [`UsageLimits`]: what a key may use, kept with the key, and its
+//! [`RateLimits`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,24 +10,17 @@ use crate::limit::{InvalidLimit, RateLimit};
 /// The most rate limits one key may have.
 pub const MAX_RATE_LIMITS: usize = 4;
 
-/// What a key may use, kept with the key
-/// ([`KeyRecord::limits`](crate::store::KeyRecord::limits)): its rate
-/// limits.
-///
-/// The layer enforces them after authenticating the key: the rate limits
-/// are charged all or nothing, and a request refused by one charges none
-/// (429 `rate_limited` with `Retry-After`). An admitted response of a key
-/// with limits carries the `RateLimit-Policy` and `RateLimit` fields of the
-/// IETF httpapi draft for its tightest limit.
+/// A key's rate limits: at most [`MAX_RATE_LIMITS`], with distinct
+/// windows and distinct names, part of its [`UsageLimits`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_keyauth::limit::{RateLimit, UsageLimits};
+/// use tower_keyauth::limit::{RateLimit, RateLimits};
 ///
-/// let limits = UsageLimits::new()
+/// let limits = RateLimits::new()
 ///     .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
 ///     .unwrap();
-/// assert_eq!(limits.rate_limits().len(), 1);
+/// assert_eq!(limits.as_slice().len(), 1);
 /// ```
 ///
 /// # Text form
@@ -43,26 +37,26 @@ pub const MAX_RATE_LIMITS: usize = 4;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_keyauth::limit::{InvalidLimits, RateLimit, UsageLimits};
+/// use tower_keyauth::limit::{InvalidLimits, RateLimit, RateLimits};
 ///
-/// let limits = UsageLimits::new()
+/// let limits = RateLimits::new()
 ///     .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
 ///     .unwrap()
 ///     .rate_limit(RateLimit::per(10, Duration::from_secs(1)).unwrap().named("burst").unwrap())
 ///     .unwrap();
 /// let text = limits.to_string();
 /// assert_eq!(text, "q=100;w=60, burst;q=10;w=1");
-/// assert_eq!(text.parse::<UsageLimits>().unwrap(), limits);
-/// assert!("".parse::<UsageLimits>().unwrap().is_empty());
-/// assert_eq!("q=100".parse::<UsageLimits>(), Err(InvalidLimits::Syntax));
-/// assert!("q=0;w=60".parse::<UsageLimits>().is_err());
+/// assert_eq!(text.parse::<RateLimits>().unwrap(), limits);
+/// assert!("".parse::<RateLimits>().unwrap().is_empty());
+/// assert_eq!("q=100".parse::<RateLimits>(), Err(InvalidLimits::Syntax));
+/// assert!("q=0;w=60".parse::<RateLimits>().is_err());
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct UsageLimits {
+pub struct RateLimits {
     rate_limits: Vec<RateLimit>,
 }
 
-/// Why [`UsageLimits`] were refused.
+/// Why [`RateLimits`] or [`UsageLimits`] were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidLimits {
@@ -72,8 +66,8 @@ pub enum InvalidLimits {
     /// Two rate limits with the same name, or with the same window.
     #[error("a key's rate limits need distinct names and distinct windows")]
     DuplicateRateLimit,
-    /// A text form longer than [`UsageLimits::MAX_TEXT_LEN`] bytes.
-    #[error("rate limits are written in at most {max} bytes, not {len}", max = UsageLimits::MAX_TEXT_LEN)]
+    /// A text form longer than [`RateLimits::MAX_TEXT_LEN`] bytes.
+    #[error("rate limits are written in at most {max} bytes, not {len}", max = RateLimits::MAX_TEXT_LEN)]
     TooLong {
         /// The length of the text, in bytes.
         len: usize,
@@ -89,14 +83,14 @@ pub enum InvalidLimits {
     RateLimit(#[from] InvalidLimit),
 }
 
-impl UsageLimits {
+impl RateLimits {
     /// The longest [text form](Self#text-form), in bytes: more than the
     /// longest valid limits take (4 limits with 64-byte names, the largest
     /// limits and windows: 358 bytes), so that spacing around items still
     /// fits.
     pub const MAX_TEXT_LEN: usize = 512;
 
-    /// Limits that limit nothing.
+    /// No rate limits.
     pub fn new() -> Self {
         Self::default()
     }
@@ -106,9 +100,9 @@ impl UsageLimits {
     /// ```
     /// use std::time::Duration;
     /// use tower_keyauth::limit::RateLimit;
-    /// use tower_keyauth::limit::UsageLimits;
+    /// use tower_keyauth::limit::RateLimits;
     /// let per_minute = RateLimit::per(100, Duration::from_secs(60)).unwrap();
-    /// let limits = UsageLimits::new().rate_limit(per_minute.clone()).unwrap();
+    /// let limits = RateLimits::new().rate_limit(per_minute.clone()).unwrap();
     /// assert!(limits.rate_limit(per_minute).is_err());
     /// ```
     pub fn rate_limit(mut self, limit: RateLimit) -> Result<Self, InvalidLimits> {
@@ -126,12 +120,12 @@ impl UsageLimits {
         Ok(self)
     }
 
-    /// The key's rate limits.
-    pub fn rate_limits(&self) -> &[RateLimit] {
+    /// The rate limits, in the order they were added.
+    pub fn as_slice(&self) -> &[RateLimit] {
         &self.rate_limits
     }
 
-    /// Whether nothing is limited.
+    /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.rate_limits.is_empty()
     }
@@ -148,8 +142,8 @@ impl UsageLimits {
 }
 
 /// The text form: `q=100;w=60, burst;q=10;w=1` (see
-/// [`UsageLimits`](UsageLimits#text-form)).
-impl fmt::Display for UsageLimits {
+/// [`RateLimits`](RateLimits#text-form)).
+impl fmt::Display for RateLimits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, limit) in self.rate_limits.iter().enumerate() {
             if i > 0 {
@@ -164,8 +158,8 @@ impl fmt::Display for UsageLimits {
     }
 }
 
-/// Reads the text form back (see [`UsageLimits`](UsageLimits#text-form)).
-impl FromStr for UsageLimits {
+/// Reads the text form back (see [`RateLimits`](RateLimits#text-form)).
+impl FromStr for RateLimits {
     type Err = InvalidLimits;
 
     fn from_str(text: &str) -> Result<Self, InvalidLimits> {
@@ -227,6 +221,75 @@ fn trim_spaces(text: &str) -> &str {
     text.trim_matches([' ', '\t'])
 }
 
+impl fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.rate_limits).finish()
+    }
+}
+
+/// What a key may use, kept with the key
+/// ([`KeyRecord::limits`](crate::store::KeyRecord::limits)): its
+/// [rate limits](RateLimits).
+///
+/// The layer enforces them after authenticating the key: the rate limits
+/// are charged all or nothing, and a request refused by one charges none
+/// (429 `rate_limited` with `Retry-After`). An admitted response of a key
+/// with limits carries the `RateLimit-Policy` and `RateLimit` fields of the
+/// IETF httpapi draft for its tightest limit.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::limit::{RateLimit, UsageLimits};
+///
+/// let limits = UsageLimits::new()
+///     .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
+///     .unwrap();
+/// assert_eq!(limits.rate_limits().len(), 1);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct UsageLimits {
+    rate_limits: RateLimits,
+}
+
+impl UsageLimits {
+    /// Limits that limit nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a rate limit (see [`RateLimits::rate_limit`]).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Result<Self, InvalidLimits> {
+        self.rate_limits = self.rate_limits.rate_limit(limit)?;
+        Ok(self)
+    }
+
+    /// Sets the rate limits.
+    pub fn with_rate_limits(mut self, rate_limits: RateLimits) -> Self {
+        self.rate_limits = rate_limits;
+        self
+    }
+
+    /// The key's rate limits.
+    pub fn rate_limits(&self) -> &[RateLimit] {
+        self.rate_limits.as_slice()
+    }
+
+    /// The rate limits as a whole (with their text form).
+    pub fn rate_limit_set(&self) -> &RateLimits {
+        &self.rate_limits
+    }
+
+    /// Whether nothing is limited.
+    pub fn is_empty(&self) -> bool {
+        self.rate_limits.is_empty()
+    }
+
+    /// Heap bytes held, for the cache's accounting.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.rate_limits.heap_bytes()
+    }
+}
+
 impl fmt::Debug for UsageLimits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UsageLimits")
@@ -242,10 +305,10 @@ mod tests {
     use super::*;
     use crate::limit::{MAX_LIMIT, MAX_NAME_LEN, MAX_WINDOW};
 
-    fn limits(items: &[(u32, u64, Option<&str>)]) -> UsageLimits {
+    fn limits(items: &[(u32, u64, Option<&str>)]) -> RateLimits {
         items
             .iter()
-            .fold(UsageLimits::new(), |limits, &(limit, window, name)| {
+            .fold(RateLimits::new(), |limits, &(limit, window, name)| {
                 let rate_limit = RateLimit::per(limit, Duration::from_secs(window)).unwrap();
                 let rate_limit = match name {
                     Some(name) => rate_limit.named(name).unwrap(),
@@ -257,7 +320,7 @@ mod tests {
 
     #[test]
     fn limits_are_written_like_a_ratelimit_policy() {
-        assert_eq!(UsageLimits::new().to_string(), "");
+        assert_eq!(RateLimits::new().to_string(), "");
         assert_eq!(limits(&[(100, 60, None)]).to_string(), "q=100;w=60");
         assert_eq!(
             limits(&[(100, 60, None), (10, 1, Some("burst"))]).to_string(),
@@ -274,13 +337,9 @@ mod tests {
             " \tw=60; q=100 ,\tburst ; w=1;q=10 ",
             "q=0100;w=060, burst;q=10;w=1",
         ] {
-            assert_eq!(
-                text.parse::<UsageLimits>(),
-                Ok(expected.clone()),
-                "{text:?}"
-            );
+            assert_eq!(text.parse::<RateLimits>(), Ok(expected.clone()), "{text:?}");
         }
-        assert_eq!(" \t ".parse::<UsageLimits>(), Ok(UsageLimits::new()));
+        assert_eq!(" \t ".parse::<RateLimits>(), Ok(RateLimits::new()));
     }
 
     #[test]
@@ -310,7 +369,7 @@ mod tests {
             "q = 1;w=1",
         ] {
             assert_eq!(
-                text.parse::<UsageLimits>(),
+                text.parse::<RateLimits>(),
                 Err(InvalidLimits::Syntax),
                 "{text:?}"
             );
@@ -319,7 +378,7 @@ mod tests {
 
     #[test]
     fn bounds_are_checked_as_when_built() {
-        let refused = |text: &str| text.parse::<UsageLimits>().unwrap_err();
+        let refused = |text: &str| text.parse::<RateLimits>().unwrap_err();
         assert_eq!(
             refused("q=0;w=60"),
             InvalidLimits::RateLimit(InvalidLimit::Limit)
@@ -366,13 +425,13 @@ mod tests {
             InvalidLimits::TooManyRateLimits
         );
         let limit = format!("q={MAX_LIMIT};w={}", MAX_WINDOW.as_secs());
-        assert!(limit.parse::<UsageLimits>().is_ok());
+        assert!(limit.parse::<RateLimits>().is_ok());
     }
 
     #[test]
     fn the_longest_limits_fit_the_text_bound() {
         let name = |c: char| format!("{c}{}", "x".repeat(MAX_NAME_LEN - 1));
-        let longest = (0..4).fold(UsageLimits::new(), |limits, i| {
+        let longest = (0..4).fold(RateLimits::new(), |limits, i| {
             let window = MAX_WINDOW - Duration::from_secs(i);
             let limit = RateLimit::per(MAX_LIMIT, window)
                 .unwrap()
@@ -382,26 +441,26 @@ mod tests {
         });
         let text = longest.to_string();
         assert_eq!(text.len(), 358);
-        assert!(text.len() <= UsageLimits::MAX_TEXT_LEN);
-        assert_eq!(text.parse::<UsageLimits>(), Ok(longest));
+        assert!(text.len() <= RateLimits::MAX_TEXT_LEN);
+        assert_eq!(text.parse::<RateLimits>(), Ok(longest));
     }
 
     #[test]
     fn overlong_text_is_refused_before_it_is_read() {
-        let spaced = format!("{}q=1;w=1", " ".repeat(UsageLimits::MAX_TEXT_LEN - 6));
-        assert_eq!(spaced.len(), UsageLimits::MAX_TEXT_LEN + 1);
+        let spaced = format!("{}q=1;w=1", " ".repeat(RateLimits::MAX_TEXT_LEN - 6));
+        assert_eq!(spaced.len(), RateLimits::MAX_TEXT_LEN + 1);
         assert_eq!(
-            spaced.parse::<UsageLimits>(),
+            spaced.parse::<RateLimits>(),
             Err(InvalidLimits::TooLong {
-                len: UsageLimits::MAX_TEXT_LEN + 1
+                len: RateLimits::MAX_TEXT_LEN + 1
             })
         );
-        assert!(spaced[1..].parse::<UsageLimits>().is_ok());
+        assert!(spaced[1..].parse::<RateLimits>().is_ok());
     }
 
-    /// Any limits [`UsageLimits::rate_limit`] accepts: up to four, some
+    /// Any limits [`RateLimits::rate_limit`] accepts: up to four, some
     /// named, the clashing ones dropped.
-    fn any_limits() -> impl Strategy<Value = UsageLimits> {
+    fn any_limits() -> impl Strategy<Value = RateLimits> {
         let one = (
             1..=MAX_LIMIT,
             prop_oneof![1..=120u64, 1..=MAX_WINDOW.as_secs()],
@@ -410,7 +469,7 @@ mod tests {
         proptest::collection::vec(one, 0..=6).prop_map(|items| {
             items
                 .into_iter()
-                .fold(UsageLimits::new(), |limits, (limit, window, name)| {
+                .fold(RateLimits::new(), |limits, (limit, window, name)| {
                     let rate_limit = RateLimit::per(limit, Duration::from_secs(window)).unwrap();
                     let rate_limit = match name {
                         Some(name) => rate_limit.named(&name).unwrap(),
@@ -444,24 +503,24 @@ mod tests {
         #[test]
         fn limits_read_back_as_written(limits in any_limits()) {
             let text = limits.to_string();
-            prop_assert!(text.len() <= UsageLimits::MAX_TEXT_LEN);
-            prop_assert_eq!(text.parse::<UsageLimits>(), Ok(limits));
+            prop_assert!(text.len() <= RateLimits::MAX_TEXT_LEN);
+            prop_assert_eq!(text.parse::<RateLimits>(), Ok(limits));
         }
 
         #[test]
         fn any_text_reads_without_panic(text in any::<String>()) {
-            let _ = text.parse::<UsageLimits>();
+            let _ = text.parse::<RateLimits>();
         }
 
         #[test]
         fn limits_shaped_text_reads_as_valid_limits_or_not_at_all(text in limits_shaped_text()) {
-            if let Ok(limits) = text.parse::<UsageLimits>() {
+            if let Ok(limits) = text.parse::<RateLimits>() {
                 // Whatever is read satisfies every bound: it could be built
                 // again, limit by limit.
                 let rebuilt = limits
-                    .rate_limits()
+                    .as_slice()
                     .iter()
-                    .try_fold(UsageLimits::new(), |built, limit| {
+                    .try_fold(RateLimits::new(), |built, limit| {
                         let again = RateLimit::per(limit.limit(), limit.window())?;
                         let again = match limit.name() {
                             Some(name) => again.named(name)?,
@@ -470,7 +529,7 @@ mod tests {
                         built.rate_limit(again)
                     });
                 prop_assert_eq!(rebuilt, Ok(limits.clone()));
-                prop_assert_eq!(limits.to_string().parse::<UsageLimits>(), Ok(limits));
+                prop_assert_eq!(limits.to_string().parse::<RateLimits>(), Ok(limits));
             }
         }
     }

@@ -48,7 +48,7 @@ macro_rules! bounded_metadata {
 }
 
 /// The `rate_limits` column, cut one character past the longest valid
-/// text: a longer one is over [`UsageLimits::MAX_TEXT_LEN`] bytes either
+/// text: a longer one is over [`RateLimits::MAX_TEXT_LEN`](crate::limit::RateLimits::MAX_TEXT_LEN) bytes either
 /// way.
 macro_rules! bounded_limits {
     () => {
@@ -1085,7 +1085,7 @@ mod tests {
     fn rate_limits_are_read_just_past_their_bound() {
         let read = format!(
             "left(rate_limits, {}) AS rate_limits",
-            UsageLimits::MAX_TEXT_LEN + 1
+            crate::limit::RateLimits::MAX_TEXT_LEN + 1
         );
         assert!(SELECT_KEY_BY_ID.contains(&read));
         assert!(SELECT_KEY_BY_ID_FOR_UPDATE.contains(&read));
@@ -1143,7 +1143,10 @@ mod tests {
     async fn corrupt_rate_limits_fail_closed() {
         let (store, schema) = store_in_fresh_schema("limits").await;
         let issued = store.issue(NewKey::org("acme")).await.unwrap();
-        let overlong = format!("{}q=1;w=1", " ".repeat(UsageLimits::MAX_TEXT_LEN));
+        let overlong = format!(
+            "{}q=1;w=1",
+            " ".repeat(crate::limit::RateLimits::MAX_TEXT_LEN)
+        );
         // 513 characters read, over 512 bytes.
         let wide = "\u{e9}".repeat(600);
         for stored in [
@@ -1194,7 +1197,10 @@ mod tests {
             .await
             .unwrap();
         let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
-        assert_eq!(found.limits.unwrap().to_string(), "q=5;w=60");
+        assert_eq!(
+            found.limits.unwrap().rate_limit_set().to_string(),
+            "q=5;w=60"
+        );
         drop_schema(&store, &schema).await;
     }
 

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
-use crate::limit::UsageLimits;
+use crate::limit::{RateLimits, UsageLimits};
 use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
@@ -539,12 +539,13 @@ pub(crate) fn metadata_from_text(text: Option<&str>) -> Result<Option<KeyMetadat
 }
 
 /// Rate limits read back from their text (at most one byte past
-/// [`UsageLimits::MAX_TEXT_LEN`], as the stores read it); text that is not
+/// [`RateLimits::MAX_TEXT_LEN`], as the stores read it); text that is not
 /// the text form of valid limits is a corrupt record, so a key is never
 /// handed out without its limits.
 pub(crate) fn limits_from_text(text: Option<&str>) -> Result<Option<UsageLimits>, StoreError> {
     text.map(|text| {
-        text.parse::<UsageLimits>()
+        text.parse::<RateLimits>()
+            .map(|rate_limits| UsageLimits::new().with_rate_limits(rate_limits))
             .map_err(|error| corrupt(format!("key rate limits: {error}")))
     })
     .transpose()
@@ -637,7 +638,12 @@ where
     .into_iter()
     .fold(query, D::bind_time)
     .bind(record.metadata.as_ref().map(KeyMetadata::as_json))
-    .bind(record.limits.as_deref().map(UsageLimits::to_string))
+    .bind(
+        record
+            .limits
+            .as_deref()
+            .map(|limits| limits.rate_limit_set().to_string()),
+    )
 }
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the

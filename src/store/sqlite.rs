@@ -882,7 +882,7 @@ mod tests {
 
     #[test]
     fn rate_limits_are_read_just_past_their_bound() {
-        assert_eq!(MAX_LIMITS_READ, UsageLimits::MAX_TEXT_LEN + 1);
+        assert_eq!(MAX_LIMITS_READ, crate::limit::RateLimits::MAX_TEXT_LEN + 1);
         let read = format!("substr(CAST(rate_limits AS BLOB), 1, {MAX_LIMITS_READ})");
         assert!(KEY_COLUMNS.contains(&read));
         assert!(SELECT_KEY_MATCHING.contains(&read));
@@ -992,7 +992,10 @@ mod tests {
             .await
             .unwrap();
         let issued = store.issue(NewKey::org("acme")).await.unwrap();
-        let overlong = format!("{}q=1;w=1", " ".repeat(UsageLimits::MAX_TEXT_LEN));
+        let overlong = format!(
+            "{}q=1;w=1",
+            " ".repeat(crate::limit::RateLimits::MAX_TEXT_LEN)
+        );
         for stored in [
             "q=100",
             "q=0;w=60",
@@ -1055,6 +1058,9 @@ mod tests {
             .await
             .unwrap();
         let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
-        assert_eq!(found.limits.unwrap().to_string(), "q=5;w=60");
+        assert_eq!(
+            found.limits.unwrap().rate_limit_set().to_string(),
+            "q=5;w=60"
+        );
     }
 }
