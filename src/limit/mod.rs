@@ -54,7 +54,9 @@ pub use memory::MemoryLimiter;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisLimiter;
-pub use usage::{InvalidLimits, MAX_RATE_LIMITS, RateLimits, UsageLimits};
+pub use usage::{
+    Credits, InvalidLimits, MAX_CREDITS, MAX_RATE_LIMITS, RateLimits, Refill, UsageLimits,
+};
 
 /// The most units a limit may allow per window.
 pub const MAX_LIMIT: u32 = 1_000_000_000;

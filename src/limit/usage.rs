@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::client_addr::IpAllowlist;
 use crate::limit::{InvalidLimit, RateLimit};
 
 /// The most rate limits one key may have.
@@ -77,6 +78,14 @@ pub enum InvalidLimits {
         "rate limits are written as comma-separated items `q=<limit>;w=<seconds>` or `<name>;q=<limit>;w=<seconds>`"
     )]
     Syntax,
+    /// Credits or a refill amount above [`MAX_CREDITS`], or a refill of
+    /// none.
+    #[error("credits are a whole number from 0 to 10^15 (a refill's at least 1)")]
+    Credits,
+    /// A refill interval that is not whole seconds from 1 s to a year and a
+    /// day.
+    #[error("a refill's interval is a whole number of seconds, from 1 to 31622400")]
+    RefillInterval,
     /// A rate limit out of its bounds (see [`RateLimit::per`] and
     /// [`RateLimit::named`]).
     #[error(transparent)]
@@ -229,7 +238,8 @@ impl fmt::Debug for RateLimits {
 
 /// What a key may use, kept with the key
 /// ([`KeyRecord::limits`](crate::store::KeyRecord::limits)): its
-/// [rate limits](RateLimits).
+/// [rate limits](RateLimits), its [credits](Credits) and the
+/// [addresses](IpAllowlist) it may be used from.
 ///
 /// The layer enforces them after authenticating the key: the rate limits
 /// are charged all or nothing, and a request refused by one charges none
@@ -249,6 +259,106 @@ impl fmt::Debug for RateLimits {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct UsageLimits {
     rate_limits: RateLimits,
+    credits: Option<Credits>,
+    allowed_ips: Option<IpAllowlist>,
+}
+
+/// The most credits a key may hold, or a refill may give: what a signed
+/// 64-bit column keeps with room to spare.
+pub const MAX_CREDITS: u64 = 1_000_000_000_000_000;
+
+/// A key's usage credits: `remaining` units, spent by each admitted request
+/// (its cost, 1 unless the layer's `request_cost` says otherwise), refused
+/// with 429 `quota_exhausted` when too few are left. With a [`Refill`], the
+/// remaining credits are set back to its amount every interval, counted from
+/// when the key was issued.
+///
+/// The store of record keeps the remaining credits and spends them
+/// atomically ([`KeyStore::spend_credits`](crate::KeyStore::spend_credits)):
+/// the value here is what the key was issued with, or what a store read.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::limit::{Credits, Refill};
+/// let monthly = Credits::new(10_000)
+///     .unwrap()
+///     .refill(Refill::every(10_000, Duration::from_secs(30 * 86_400)).unwrap());
+/// assert_eq!(monthly.remaining(), 10_000);
+/// assert!(Credits::new(tower_keyauth::limit::MAX_CREDITS + 1).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credits {
+    remaining: u64,
+    refill: Option<Refill>,
+}
+
+/// Sets a key's credits back to `amount` every `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refill {
+    amount: u64,
+    interval: Duration,
+}
+
+impl Credits {
+    /// `remaining` credits (at most [`MAX_CREDITS`]), no refill.
+    pub fn new(remaining: u64) -> Result<Self, InvalidLimits> {
+        if remaining > MAX_CREDITS {
+            return Err(InvalidLimits::Credits);
+        }
+        Ok(Self {
+            remaining,
+            refill: None,
+        })
+    }
+
+    /// Refills them.
+    pub fn refill(mut self, refill: Refill) -> Self {
+        self.refill = Some(refill);
+        self
+    }
+
+    /// Credits left.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The refill, if any.
+    pub fn refill_policy(&self) -> Option<Refill> {
+        self.refill
+    }
+
+    /// The same credits with `remaining` left (as a store read them).
+    pub fn with_remaining(mut self, remaining: u64) -> Self {
+        self.remaining = remaining.min(MAX_CREDITS);
+        self
+    }
+}
+
+impl Refill {
+    /// `amount` credits (1 to [`MAX_CREDITS`]) every `interval` (whole
+    /// seconds, 1 s to a year and a day).
+    pub fn every(amount: u64, interval: Duration) -> Result<Self, InvalidLimits> {
+        if amount == 0 || amount > MAX_CREDITS {
+            return Err(InvalidLimits::Credits);
+        }
+        if interval < Duration::from_secs(1)
+            || interval > crate::limit::MAX_WINDOW
+            || interval.subsec_nanos() != 0
+        {
+            return Err(InvalidLimits::RefillInterval);
+        }
+        Ok(Self { amount, interval })
+    }
+
+    /// Credits each refill sets.
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// Time between refills.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
 }
 
 impl UsageLimits {
@@ -279,14 +389,38 @@ impl UsageLimits {
         &self.rate_limits
     }
 
+    /// Gives the key credits.
+    pub fn with_credits(mut self, credits: Credits) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
+    /// The key's credits, if it has any.
+    pub fn credits(&self) -> Option<&Credits> {
+        self.credits.as_ref()
+    }
+
+    /// Lets the key be used only from addresses in `allowlist` (403
+    /// `forbidden` from any other, before anything is charged).
+    pub fn with_allowed_ips(mut self, allowlist: IpAllowlist) -> Self {
+        self.allowed_ips = Some(allowlist);
+        self
+    }
+
+    /// The addresses the key may be used from, if it is restricted.
+    pub fn allowed_ips(&self) -> Option<&IpAllowlist> {
+        self.allowed_ips.as_ref()
+    }
+
     /// Whether nothing is limited.
     pub fn is_empty(&self) -> bool {
-        self.rate_limits.is_empty()
+        self.rate_limits.is_empty() && self.credits.is_none() && self.allowed_ips.is_none()
     }
 
     /// Heap bytes held, for the cache's accounting.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.rate_limits.heap_bytes()
+        // An allowlist is shared; its networks are counted at their bound.
+        self.rate_limits.heap_bytes() + self.allowed_ips.as_ref().map_or(0, |list| list.len() * 40)
     }
 }
 
@@ -294,6 +428,8 @@ impl fmt::Debug for UsageLimits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UsageLimits")
             .field("rate_limits", &self.rate_limits)
+            .field("credits", &self.credits)
+            .field("allowed_ips", &self.allowed_ips)
             .finish()
     }
 }

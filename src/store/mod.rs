@@ -131,6 +131,25 @@ pub trait KeyStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Spends `cost` of key `id`'s credits, atomically in the store of
+    /// record: the layer asks for every request of a key whose
+    /// [`UsageLimits`](crate::limit::UsageLimits) have
+    /// [`Credits`](crate::limit::Credits), after its rate limits admitted
+    /// it. A refill that is due is applied first (the remaining credits are
+    /// set back to the refill's amount, once per interval since the last
+    /// one); then the credits are spent if there are `cost` of them, and
+    /// left alone otherwise. Never below zero, however many instances spend
+    /// at once.
+    ///
+    /// The default fails, so a store that keeps no credits refuses keys
+    /// that have them (503) rather than letting them spend without limit.
+    async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+        let _ = (id, cost);
+        Err(StoreError::backend(std::io::Error::other(
+            "this key store keeps no credits",
+        )))
+    }
+
     /// Answers [`find_key`](KeyStore::find_key) at once when the store can
     /// do so without waiting (an in-memory map, a cache hit), which saves the
     /// layer an allocation and a task wake-up. `None` means "ask
@@ -254,6 +273,10 @@ macro_rules! forward_key_store {
                 (**self).membership(user, org).await
             }
 
+            async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+                (**self).spend_credits(id, cost).await
+            }
+
             fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
                 (**self).find_key_now(id)
             }
@@ -283,6 +306,30 @@ macro_rules! forward_key_store {
 }
 
 forward_key_store!(Arc, Box);
+
+/// What [`KeyStore::spend_credits`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreditSpend {
+    /// The credits were spent; this many are left.
+    Spent {
+        /// Credits left after this spend.
+        remaining: u64,
+    },
+    /// Fewer than the cost are left; nothing was spent. `refill_in` is
+    /// when the next refill is due, if the key has one.
+    Exhausted {
+        /// Credits left (fewer than the cost).
+        remaining: u64,
+        /// Until the next refill.
+        refill_in: Option<Duration>,
+    },
+    /// The key has no credits: it spends nothing and is not limited by
+    /// them.
+    Unlimited,
+    /// No key has this id (it was deleted since the lookup).
+    NotFound,
+}
 
 /// What a lookup found for a presented token (see
 /// [`KeyStore::find_key_matching`]).
