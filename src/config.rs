@@ -9,6 +9,7 @@ use http::HeaderName;
 use http::request::Parts;
 
 use crate::audit::{AuditSink, TracingAudit};
+use crate::client_addr::TrustedProxies;
 use crate::clock::SharedClock;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
@@ -49,6 +50,8 @@ pub(crate) struct Config<S> {
     /// Whether a failed limiter lets requests pass (unlimited) instead of
     /// refusing them with 503.
     pub(crate) limits_fail_open: bool,
+    /// The proxies whose forwarding headers name the client.
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 /// What a request costs, from its parts.
@@ -74,6 +77,7 @@ impl<S> Clone for Config<S> {
             limiter: Arc::clone(&self.limiter),
             request_cost: self.request_cost.clone(),
             limits_fail_open: self.limits_fail_open,
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }
@@ -105,6 +109,7 @@ impl<S> Config<S> {
             limiter: Arc::new(MemoryLimiter::new()),
             request_cost: None,
             limits_fail_open: false,
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 

@@ -1,26 +1,33 @@
 //! The key's [`UsageLimits`](crate::limit::UsageLimits), enforced after
-//! authentication: its rate limits, charged all or nothing through the
-//! layer's [`RateLimiter`](crate::limit::RateLimiter).
+//! authentication, in this order: the IP allowlist (403 before anything is
+//! charged), the rate limits (charged all or nothing through the layer's
+//! [`RateLimiter`](crate::limit::RateLimiter)), then the credits (spent
+//! atomically in the store of record).
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::request::Parts;
 
 use crate::config::Config;
 use crate::error::AuthError;
+use crate::ids::KeyId;
 use crate::limit::fields::{LimitFields, whole_seconds_up};
-use crate::limit::{Charge, Counter, CounterId, LimiterError, RateLimit};
+use crate::limit::{Charge, Counter, CounterId, LimiterError, RateLimit, UsageLimits};
 use crate::principal::Principal;
+use crate::store::{CreditSpend, KeyStore};
 
 /// What enforcement decided.
 pub(crate) enum Enforced {
     /// Admitted; the response carries these fields.
     Pass(Option<LimitFields>),
-    /// Refused (a limit spent, or the limiter failed).
+    /// Refused (an address not allowed, a limit or the credits spent, or a
+    /// limiter or store that failed).
     Refuse(AuthError),
-    /// The limiter answers later.
-    Pending(std::pin::Pin<Box<dyn Future<Output = Enforced> + Send>>),
+    /// The limiter or the store answers later.
+    Pending(Pin<Box<dyn Future<Output = Enforced> + Send>>),
 }
 
 /// The units a request costs: 1 unless the layer's cost function says
@@ -29,31 +36,120 @@ pub(crate) fn cost_of<S>(config: &Config<S>, request: &Parts) -> u32 {
     config.request_cost.as_ref().map_or(1, |cost| cost(request))
 }
 
-/// Charges `principal`'s rate limits `cost` units, at once when the limiter
-/// can.
-pub(crate) fn enforce<S>(config: &Config<S>, principal: &Principal, cost: u32) -> Enforced {
-    let Some(policy) = principal.shared_limits() else {
+/// The client's address, as the layer's trusted proxies let it be read.
+pub(crate) fn client_of<S>(config: &Config<S>, request: &Parts) -> Option<IpAddr> {
+    crate::client_addr::client_addr(request, &config.trusted_proxies)
+}
+
+/// Enforces `principal`'s limits for a request costing `cost` from
+/// `client` (read only when the key has an allowlist), at once when
+/// nothing needs to wait.
+pub(crate) fn enforce<S: KeyStore>(
+    config: &Arc<Config<S>>,
+    principal: &Principal,
+    cost: u32,
+    client: impl FnOnce() -> Option<IpAddr>,
+) -> Enforced {
+    let Some(limits) = principal.shared_limits() else {
         return Enforced::Pass(None);
     };
-    if policy.rate_limits().is_empty() || cost == 0 {
+    if let Some(allowlist) = limits.allowed_ips() {
+        let client = client();
+        if !client.is_some_and(|ip| allowlist.contains(ip)) {
+            tracing::info!(
+                key_id = %principal.key_id(),
+                client = ?client,
+                outcome = "forbidden",
+                "client address not in the key's allowlist"
+            );
+            return Enforced::Refuse(AuthError::address_not_allowed());
+        }
+    }
+    if cost == 0 {
         return Enforced::Pass(None);
     }
-    let id = CounterId::key(principal.key_id());
-    let counters: Vec<Counter> = policy
+    let rate_limited = match charge_rate_limits(config, principal.key_id(), limits, cost) {
+        Enforced::Pass(fields) => fields,
+        other if limits.credits().is_none() => return other,
+        Enforced::Refuse(refusal) => return Enforced::Refuse(refusal),
+        Enforced::Pending(charging) => {
+            // Credits wait for the rate limits: a request they refuse
+            // spends none.
+            let (config, id) = (Arc::clone(config), principal.key_id().clone());
+            return Enforced::Pending(Box::pin(async move {
+                match charging.await {
+                    Enforced::Pass(fields) => spend_credits(&config, &id, cost, fields).await,
+                    refused => refused,
+                }
+            }));
+        }
+    };
+    if limits.credits().is_none() {
+        return Enforced::Pass(rate_limited);
+    }
+    let (config, id) = (Arc::clone(config), principal.key_id().clone());
+    Enforced::Pending(Box::pin(async move {
+        spend_credits(&config, &id, cost, rate_limited).await
+    }))
+}
+
+/// Charges the key's rate limits, at once when the limiter can.
+fn charge_rate_limits<S>(
+    config: &Config<S>,
+    id: &KeyId,
+    limits: &Arc<UsageLimits>,
+    cost: u32,
+) -> Enforced {
+    if limits.rate_limits().is_empty() {
+        return Enforced::Pass(None);
+    }
+    let counter_id = CounterId::key(id);
+    let counters: Vec<Counter> = limits
         .rate_limits()
         .iter()
-        .map(|limit| Counter::new(id.clone(), limit))
+        .map(|limit| Counter::new(counter_id.clone(), limit))
         .collect();
     let fail_open = config.limits_fail_open;
     if let Some(charged) = config.limiter.charge_now(&counters, cost) {
-        return concluded(charged, policy.rate_limits(), fail_open);
+        return concluded(charged, limits.rate_limits(), fail_open);
     }
     let limiter = Arc::clone(&config.limiter);
-    let policy = Arc::clone(policy);
+    let limits = Arc::clone(limits);
     Enforced::Pending(Box::pin(async move {
         let charged = limiter.charge(&counters, cost).await;
-        concluded(charged, policy.rate_limits(), fail_open)
+        concluded(charged, limits.rate_limits(), fail_open)
     }))
+}
+
+/// Spends the key's credits in the store of record; the rate limits'
+/// fields go on the answer either way.
+async fn spend_credits<S: KeyStore>(
+    config: &Config<S>,
+    id: &KeyId,
+    cost: u32,
+    fields: Option<LimitFields>,
+) -> Enforced {
+    match config.store.spend_credits(id, u64::from(cost)).await {
+        Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Enforced::Pass(fields),
+        Ok(CreditSpend::Exhausted { refill_in, .. }) => {
+            tracing::info!(key_id = %id, outcome = "quota_exhausted", "the key's credits are spent");
+            let mut refusal = AuthError::quota_exhausted(refill_in);
+            if let Some(fields) = fields {
+                refusal = refusal.with_limit_fields(fields);
+            }
+            Enforced::Refuse(refusal)
+        }
+        // Deleted since it was read: as if it had never been.
+        Ok(CreditSpend::NotFound) => Enforced::Refuse(AuthError::invalid_token()),
+        Err(error) if config.limits_fail_open => {
+            tracing::warn!(key_id = %id, error = %error, "spending credits failed; the request passes (limits fail open)");
+            Enforced::Pass(fields)
+        }
+        Err(error) => {
+            tracing::error!(key_id = %id, error = %error, "spending credits failed; the request is refused");
+            Enforced::Refuse(AuthError::unavailable())
+        }
+    }
 }
 
 fn concluded(

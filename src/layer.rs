@@ -8,6 +8,7 @@ use http::{HeaderName, Method, Uri};
 use tower_layer::Layer;
 
 use crate::audit::AuditSink;
+use crate::client_addr::TrustedProxies;
 use crate::clock::{Clock, SharedClock};
 use crate::config::Config;
 use crate::extract::Extract;
@@ -245,6 +246,27 @@ impl<S> KeyAuthLayer<S> {
     /// closed).
     pub fn limits_fail_open(mut self, fail_open: bool) -> Self {
         self.config_mut().limits_fail_open = fail_open;
+        self
+    }
+
+    /// The proxies in front of the service, whose forwarding header
+    /// (`X-Forwarded-For` by default) names the client for keys with an IP
+    /// allowlist. Without them (the default), the client is the
+    /// connection's peer (axum's `ConnectInfo`, tonic's remote address, or
+    /// a [`PeerAddr`](crate::client_addr::PeerAddr) the application
+    /// inserts), and forwarding headers are never read: anyone could send
+    /// one.
+    ///
+    /// ```
+    /// use tower_keyauth::client_addr::TrustedProxies;
+    /// use tower_keyauth::{KeyAuthLayer, MemoryStore};
+    ///
+    /// let layer = KeyAuthLayer::new(MemoryStore::new())
+    ///     .trusted_proxies(TrustedProxies::parse(["10.0.0.0/8"]).unwrap());
+    /// # let _ = layer;
+    /// ```
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.config_mut().trusted_proxies = proxies;
         self
     }
 

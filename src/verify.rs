@@ -17,7 +17,7 @@ use http::{HeaderName, Response};
 
 use crate::audit::{AuditAction, AuditEvent, AuditSink};
 use crate::config::Config;
-use crate::enforce::{Enforced, cost_of, enforce};
+use crate::enforce::{Enforced, client_of, cost_of, enforce};
 use crate::error::AuthError;
 use crate::extract::Credential;
 use crate::format::{Environment, KindSet, ParseError, ParsedToken};
@@ -160,11 +160,12 @@ fn enforce_policy<S: KeyStore>(
         Check::Pending(verdict) => {
             // The store answers later; its verdict's key is charged then.
             let cost = cost_of(config, request);
+            let client = client_of(config, request);
             let config = Arc::clone(config);
             return Check::Pending(Box::pin(async move {
                 match verdict.await {
                     Verdict::Authenticated(principal, _) => {
-                        let enforced = enforce(&config, &principal, cost);
+                        let enforced = enforce(&config, &principal, cost, || client);
                         admitted_unless_refused(principal, enforced).await
                     }
                     refused => refused,
@@ -177,7 +178,7 @@ fn enforce_policy<S: KeyStore>(
     let Some(principal) = request.extensions.get::<Principal>() else {
         return Check::Admitted(None);
     };
-    match enforce(config, principal, cost) {
+    match enforce(config, principal, cost, || client_of(config, request)) {
         Enforced::Pass(fields) => Check::Admitted(fields),
         Enforced::Refuse(error) => {
             request.extensions.remove::<Principal>();
@@ -188,7 +189,15 @@ fn enforce_policy<S: KeyStore>(
                 .extensions
                 .remove::<Principal>()
                 .expect("the principal was just read");
-            Check::Pending(Box::pin(admitted_unless_refused(principal, pending)))
+            // Bounded like a lookup: a limiter or store that hangs refuses
+            // with 503 once the store timeout passes.
+            Check::Pending(contained(
+                principal.key_id().clone(),
+                #[cfg(feature = "metrics")]
+                crate::metrics::source_label(principal.source()),
+                config.store_timeout,
+                admitted_unless_refused(principal, pending),
+            ))
         }
     }
 }
