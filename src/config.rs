@@ -18,6 +18,7 @@ use crate::public::PublicPaths;
 use crate::response::{
     Answers, DEFAULT_REALM, DefaultResponder, Refusals, Responder, ResponseContext,
 };
+use crate::throttle::Throttle;
 
 /// The organization header personal tokens name their organization in.
 pub const DEFAULT_ORG_HEADER: &str = "x-org-id";
@@ -52,6 +53,8 @@ pub(crate) struct Config<S> {
     pub(crate) limits_fail_open: bool,
     /// The proxies whose forwarding headers name the client.
     pub(crate) trusted_proxies: TrustedProxies,
+    /// The failed-attempt throttle, when on.
+    pub(crate) throttle: Option<Arc<Throttle>>,
 }
 
 /// What a request costs, from its parts.
@@ -78,6 +81,7 @@ impl<S> Clone for Config<S> {
             request_cost: self.request_cost.clone(),
             limits_fail_open: self.limits_fail_open,
             trusted_proxies: self.trusted_proxies.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -110,6 +114,7 @@ impl<S> Config<S> {
             request_cost: None,
             limits_fail_open: false,
             trusted_proxies: TrustedProxies::none(),
+            throttle: None,
         }
     }
 

@@ -115,6 +115,7 @@ pub mod response;
 pub mod scope;
 mod service;
 pub mod store;
+mod throttle;
 mod verify;
 
 #[cfg(feature = "axum")]

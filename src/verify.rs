@@ -125,18 +125,24 @@ pub(crate) fn check<S: KeyStore>(
     let mut bearer_marked = false;
     #[cfg(feature = "metrics")]
     let mut source = crate::metrics::SOURCE_NONE;
-    let mut check = check_credential(
-        config,
-        request,
-        &mut bearer_marked,
-        #[cfg(feature = "metrics")]
-        &mut source,
-    );
+    let mut check = match throttled(config, request) {
+        Some(refusal) => Check::Refused(refusal),
+        None => check_credential(
+            config,
+            request,
+            &mut bearer_marked,
+            #[cfg(feature = "metrics")]
+            &mut source,
+        ),
+    };
     if !public {
         check = enforce_policy(config, request, check);
     } else if let Check::Enforce = check {
         // A public path is not charged: its key is only identified.
         check = Check::Admitted(None);
+    }
+    if let Some(throttle) = &config.throttle {
+        check = count_failed_attempts(config, throttle, request, check);
     }
     #[cfg(feature = "metrics")]
     count_now(request, public, source, &check);
@@ -146,6 +152,56 @@ pub(crate) fn check<S: KeyStore>(
             .scrub(request, config.hide_credentials, public, bearer_marked);
     }
     check
+}
+
+/// The refusal of a client address the failed-attempt throttle blocks.
+fn throttled<S>(config: &Config<S>, request: &Parts) -> Option<AuthError> {
+    let throttle = config.throttle.as_ref()?;
+    let now = config.clock.now();
+    if !throttle.may_block(now) {
+        return None;
+    }
+    let client = client_of(config, request)?;
+    throttle
+        .blocked(client, now)
+        .map(crate::throttle::blocked_refusal)
+}
+
+/// Counts a refused credential against its client address, now or when
+/// the store's verdict comes.
+#[cold]
+fn count_failed_attempts<S: KeyStore>(
+    config: &Arc<Config<S>>,
+    throttle: &Arc<crate::throttle::Throttle>,
+    request: &Parts,
+    check: Check,
+) -> Check {
+    match check {
+        Check::Refused(refusal) => {
+            if crate::throttle::counts(&refusal) {
+                if let Some(client) = client_of(config, request) {
+                    throttle.refused(client, config.clock.now());
+                }
+            }
+            Check::Refused(refusal)
+        }
+        Check::Pending(verdict) => {
+            let Some(client) = client_of(config, request) else {
+                return Check::Pending(verdict);
+            };
+            let (config, throttle) = (Arc::clone(config), Arc::clone(throttle));
+            Check::Pending(Box::pin(async move {
+                let verdict = verdict.await;
+                if let Verdict::Refused(refusal) = &verdict {
+                    if crate::throttle::counts(refusal) {
+                        throttle.refused(client, config.clock.now());
+                    }
+                }
+                verdict
+            }))
+        }
+        other => other,
+    }
 }
 
 /// Enforces the usage policy of an admitted key (`Check::Enforce`): at
