@@ -77,6 +77,10 @@ fn main() {
             "instances_with_other_prefixes_count_apart",
             instances_with_other_prefixes_count_apart,
         ),
+        trial(
+            "two_layers_sharing_redis_admit_exactly_100_of_1000_requests",
+            two_layers_sharing_redis_admit_exactly_100_of_1000_requests,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -667,4 +671,59 @@ async fn instances_with_other_prefixes_count_apart() {
         .key_prefix(),
         RedisLimiter::DEFAULT_PREFIX
     );
+}
+
+/// The issue's acceptance: two `KeyAuthLayer` instances (each with its own
+/// connection to Redis) in front of one store, 1 000 concurrent requests
+/// with a key limited to 100 a minute: exactly 100 are let through, the
+/// rest answered 429 with `Retry-After`.
+async fn two_layers_sharing_redis_admit_exactly_100_of_1000_requests() {
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+    use tower_keyauth::limit::UsageLimits;
+    use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+
+    let prefix = unique_prefix("layers");
+    let store = MemoryStore::new();
+    let limits = UsageLimits::new()
+        .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
+        .unwrap();
+    let issued = store
+        .issue(NewKey::org("acme").limits(limits))
+        .await
+        .unwrap();
+    let token = issued.token.expose_secret().to_owned();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let layer = KeyAuthLayer::new(store.clone()).rate_limiter(limiter(&prefix).await);
+        instances.push(
+            axum::Router::new()
+                .route("/", axum::routing::get(|| async { "ok" }))
+                .layer(layer),
+        );
+    }
+    let mut requests = JoinSet::new();
+    for i in 0..1000 {
+        let app = instances[i % 2].clone();
+        let token = token.clone();
+        requests.spawn(async move {
+            let request = Request::get("/")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let retry_after = response.headers().contains_key("retry-after");
+            (response.status(), retry_after)
+        });
+    }
+    let (mut admitted, mut limited) = (0, 0);
+    while let Some(answer) = requests.join_next().await {
+        match answer.unwrap() {
+            (StatusCode::OK, _) => admitted += 1,
+            (StatusCode::TOO_MANY_REQUESTS, true) => limited += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((admitted, limited), (100, 900));
 }
