@@ -234,3 +234,66 @@ async fn one_service_can_be_authenticated_alone() {
         "acme"
     );
 }
+
+/// A key with `limits`, issued in the demo store.
+async fn limited_key(
+    store: &tower_keyauth::MemoryStore,
+    limits: tower_keyauth::limit::UsageLimits,
+) -> String {
+    store
+        .issue(tower_keyauth::NewKey::org("acme").limits(limits))
+        .await
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_spent_rate_limit_is_resource_exhausted() {
+    let demo = demo().await;
+    let one_a_minute = tower_keyauth::limit::UsageLimits::new()
+        .rate_limit(
+            tower_keyauth::limit::RateLimit::per(1, std::time::Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
+    let token = limited_key(&demo.store, one_a_minute).await;
+    let client = client(serve(KeyAuthLayer::new(demo.store)).await).await;
+    client.clone().with_bearer(&token).whoami().await.unwrap();
+    let status = client
+        .clone()
+        .with_bearer(&token)
+        .whoami()
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status.message(),
+        "The API key's rate limit is spent. Try again later."
+    );
+}
+
+#[tokio::test]
+async fn the_allowlist_reads_tonic_s_remote_address() {
+    let demo = demo().await;
+    let allow = |networks: &[&str]| {
+        tower_keyauth::limit::UsageLimits::new()
+            .with_allowed_ips(tower_keyauth::client_addr::IpAllowlist::parse(networks).unwrap())
+    };
+    let loopback = limited_key(&demo.store, allow(&["127.0.0.1"])).await;
+    let elsewhere = limited_key(&demo.store, allow(&["10.0.0.0/8"])).await;
+    let client = client(serve(KeyAuthLayer::new(demo.store)).await).await;
+    client
+        .clone()
+        .with_bearer(&loopback)
+        .whoami()
+        .await
+        .unwrap();
+    let status = client
+        .clone()
+        .with_bearer(&elsewhere)
+        .whoami()
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
