@@ -75,6 +75,7 @@ fn main() {
     let valid = bearer(&fixture.valid);
     let unknown = bearer(&fixture.unknown);
     let wrong_secret = bearer(&fixture.wrong_secret);
+    let limited = bearer(&fixture.limited);
 
     let mut bare = Trivial;
     let routed_bare = Trivial;
@@ -88,6 +89,7 @@ fn main() {
     assert_eq!(serve(&mut keyauth, Some(&valid)), 200);
     assert_eq!(serve(&mut keyauth, Some(&unknown)), 401);
     assert_eq!(serve(&mut keyauth, Some(&wrong_secret)), 401);
+    assert_eq!(serve(&mut keyauth, Some(&limited)), 200);
     assert_eq!(serve(&mut cached, Some(&valid)), 200);
     assert_eq!(serve_routed(&mut routed, Some(&valid), &matched), 200);
     assert_eq!(
@@ -123,6 +125,27 @@ fn main() {
         ("layer/wrong_secret", {
             let mut service = keyauth.clone();
             let header = wrong_secret.clone();
+            Box::new(move || u64::from(serve(&mut service, Some(&header))))
+        }),
+        ("limiter/one_counter", {
+            // `MemoryLimiter` alone: one charge of one counter, as the layer
+            // makes it for a key with one limit.
+            let limiter = tower_keyauth::limit::MemoryLimiter::new();
+            let limit = tower_keyauth::limit::RateLimit::per(
+                tower_keyauth::limit::MAX_LIMIT,
+                std::time::Duration::from_secs(366 * 24 * 3600),
+            )
+            .unwrap();
+            let id = tower_keyauth::ids::KeyId::from("Xb3kP9qLm2Ts");
+            Box::new(move || {
+                use tower_keyauth::limit::{Counter, CounterId, RateLimiter};
+                let counter = [Counter::new(CounterId::key(black_box(&id)), &limit)];
+                u64::from(limiter.charge_now(&counter, 1).is_some())
+            })
+        }),
+        ("layer/rate_limited_key", {
+            let mut service = keyauth.clone();
+            let header = limited.clone();
             Box::new(move || u64::from(serve(&mut service, Some(&header))))
         }),
         ("layer/cached_valid_key", {
@@ -232,6 +255,23 @@ fn main() {
             3.0,
         ),
     ];
+    rows_done(rows, &per_round);
+    println!();
+    println!("| cost of one rate limit (issue 15) | median | IQR | bound | verdict |");
+    println!("|---|---|---|---|---|");
+    let (low, median, high) =
+        per_round(&|round| of("layer/rate_limited_key")[round] - of("layer/valid_key")[round]);
+    println!(
+        "| the layer: a key with one limit over one without (charge, fields, headers), ns | {median:.1} | {low:.1}–{high:.1} | | |"
+    );
+    let (low, median, high) = per_round(&|round| of("limiter/one_counter")[round]);
+    let verdict = if median <= 50.0 { "met" } else { "missed" };
+    println!(
+        "| the in-process limiter: one charge of one counter (`MemoryLimiter::charge_now`), ns | {median:.1} | {low:.1}–{high:.1} | ≤ 50 | {verdict} |"
+    );
+}
+
+fn rows_done(rows: Vec<Row<'_>>, per_round: &dyn Fn(&dyn Fn(usize) -> f64) -> (f64, f64, f64)) {
     for (label, ratio, low_bound, high_bound) in rows {
         let (low, median, high) = per_round(&*ratio);
         let bound = if low_bound > 0.0 {

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::AuthError;
 use crate::ids::KeyId;
 use crate::limit::fields::{LimitFields, whole_seconds_up};
-use crate::limit::{Charge, Counter, CounterId, LimiterError, RateLimit, UsageLimits};
+use crate::limit::{Charge, Counter, CounterId, CounterState, LimiterError, UsageLimits};
 use crate::principal::Principal;
 use crate::store::{CreditSpend, KeyStore};
 
@@ -103,21 +103,30 @@ fn charge_rate_limits<S>(
     if limits.rate_limits().is_empty() {
         return Enforced::Pass(None);
     }
+    let fail_open = config.limits_fail_open;
+    // One limit, the common case, is charged from the stack.
+    if let [limit] = limits.rate_limits() {
+        let counter = [Counter::new(CounterId::key(id), limit)];
+        if let Some(charged) = config.limiter.charge_now(&counter, cost) {
+            return concluded(charged, limits, fail_open);
+        }
+    }
     let counter_id = CounterId::key(id);
     let counters: Vec<Counter> = limits
         .rate_limits()
         .iter()
         .map(|limit| Counter::new(counter_id.clone(), limit))
         .collect();
-    let fail_open = config.limits_fail_open;
-    if let Some(charged) = config.limiter.charge_now(&counters, cost) {
-        return concluded(charged, limits.rate_limits(), fail_open);
+    if limits.rate_limits().len() > 1 {
+        if let Some(charged) = config.limiter.charge_now(&counters, cost) {
+            return concluded(charged, limits, fail_open);
+        }
     }
     let limiter = Arc::clone(&config.limiter);
     let limits = Arc::clone(limits);
     Enforced::Pending(Box::pin(async move {
         let charged = limiter.charge(&counters, cost).await;
-        concluded(charged, limits.rate_limits(), fail_open)
+        concluded(charged, &limits, fail_open)
     }))
 }
 
@@ -154,19 +163,20 @@ async fn spend_credits<S: KeyStore>(
 
 fn concluded(
     charged: Result<Charge, LimiterError>,
-    limits: &[RateLimit],
+    limits: &UsageLimits,
     fail_open: bool,
 ) -> Enforced {
+    let fields = |state: &CounterState| {
+        let limit = limits.rate_limits().get(state.counter)?;
+        let policy = limits.rate_limit_set().policy_field(state.counter)?;
+        Some(LimitFields::of(limit, policy, state))
+    };
     match charged {
-        Ok(Charge::Admitted(state)) => Enforced::Pass(
-            limits
-                .get(state.counter)
-                .map(|limit| LimitFields::of(limit, &state)),
-        ),
+        Ok(Charge::Admitted(state)) => Enforced::Pass(fields(&state)),
         Ok(Charge::Limited(state)) => {
             let mut error = AuthError::rate_limited(state.resets_in);
-            if let Some(limit) = limits.get(state.counter) {
-                error = error.with_limit_fields(LimitFields::of(limit, &state));
+            if let Some(fields) = fields(&state) {
+                error = error.with_limit_fields(fields);
             }
             tracing::info!(
                 outcome = "rate_limited",

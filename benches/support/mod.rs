@@ -85,6 +85,9 @@ pub(crate) struct Fixture {
     pub(crate) bad_checksum: String,
     /// A key that may read but not write.
     pub(crate) reader: String,
+    /// A key with one rate limit too large to be spent by a bench run
+    /// (10⁹ a year), so that every request is charged and admitted.
+    pub(crate) limited: String,
 }
 
 /// A store of 10 000 keys, and one token of each kind the layer meets.
@@ -110,6 +113,21 @@ pub(crate) fn fixture() -> Fixture {
             .with_scopes(Scopes::parse(["objects.read"]).unwrap()),
     );
     let reader = reader.token.expose_secret().to_owned();
+    let limited = format.mint(KeyKind::Organization, None).unwrap();
+    store.insert(
+        KeyRecord::new(limited.id.clone(), limited.token.hash(), Owner::org("acme")).with_limits(
+            tower_keyauth::limit::UsageLimits::new()
+                .rate_limit(
+                    tower_keyauth::limit::RateLimit::per(
+                        tower_keyauth::limit::MAX_LIMIT,
+                        std::time::Duration::from_secs(366 * 24 * 3600),
+                    )
+                    .unwrap(),
+                )
+                .unwrap(),
+        ),
+    );
+    let limited = limited.token.expose_secret().to_owned();
     let last = if valid.ends_with('A') { 'B' } else { 'A' };
     let bad_checksum = format!("{}{last}", &valid[..valid.len() - 1]);
     Fixture {
@@ -119,6 +137,7 @@ pub(crate) fn fixture() -> Fixture {
         wrong_secret,
         bad_checksum,
         reader,
+        limited,
     }
 }
 

@@ -2,7 +2,6 @@
 //! draft-ietf-httpapi-ratelimit-headers, for the tightest limit of a
 //! charged request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,20 +15,29 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The `RateLimit-Policy` and `RateLimit` fields of a charged request, for
-/// its tightest limit.
+/// its tightest limit. Boxed: it rides in every admitted request's check.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct LimitFields(Arc<[HeaderValue; 2]>);
+pub(crate) struct LimitFields(Box<[HeaderValue; 2]>);
 
 impl LimitFields {
-    pub(crate) fn of(limit: &RateLimit, state: &CounterState) -> Self {
+    /// The fields of `limit` (whose `RateLimit-Policy` field is `policy`,
+    /// written once) in `state`.
+    pub(crate) fn of(limit: &RateLimit, policy: &HeaderValue, state: &CounterState) -> Self {
+        use std::io::Write;
         let name = limit.name().unwrap_or("default");
-        let policy = format!("{name};q={};w={}", limit.limit(), limit.window().as_secs());
-        let current = format!(
+        // A name of at most 64 bytes and two numbers: always fits.
+        let mut buffer = [0u8; 128];
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        let written = write!(
+            cursor,
             "{name};r={};t={}",
             state.remaining,
             whole_seconds_up(state.resets_in)
         );
-        Self(Arc::new([header_value(policy), header_value(current)]))
+        let end = usize::try_from(cursor.position()).unwrap_or(0);
+        debug_assert!(written.is_ok());
+        let current = HeaderValue::from_bytes(&buffer[..end]).expect("a token and digits");
+        Self(Box::new([policy.clone(), current]))
     }
 
     /// Adds the fields to `response`.
@@ -40,15 +48,18 @@ impl LimitFields {
     }
 }
 
+/// `limit`'s `RateLimit-Policy` field: `<name>;q=<limit>;w=<seconds>`.
+pub(crate) fn policy_field(limit: &RateLimit) -> HeaderValue {
+    let name = limit.name().unwrap_or("default");
+    let text = format!("{name};q={};w={}", limit.limit(), limit.window().as_secs());
+    // Names are tokens and the rest digits: always a valid value.
+    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("a token and digits")
+}
+
 impl std::fmt::Debug for LimitFields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("LimitFields").field(&self.0[1]).finish()
     }
-}
-
-fn header_value(text: String) -> HeaderValue {
-    // Names are tokens and the rest digits: always a valid value.
-    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("a token and digits")
 }
 
 /// Seconds, rounded up, as `Retry-After` and the `t` parameter count them.

@@ -65,13 +65,14 @@ impl MemoryLimiter {
     pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
     /// An empty limiter holding up to [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY)
-    /// counters, on the system clock.
+    /// counters, on the coarse system clock ([`CoarseClock`](crate::clock::CoarseClock):
+    /// windows of whole seconds need no finer one).
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
             per_shard: Self::DEFAULT_CAPACITY / SHARDS,
-            clock: SharedClock::new(crate::clock::SystemClock),
+            clock: SharedClock::coarse(),
         }
     }
 
@@ -164,10 +165,7 @@ impl Shard {
     fn current(&self, counter: &Counter, now: u64) -> Window {
         match self.windows.get(counter) {
             Some(window) if window.closes_at > now => *window,
-            _ => Window {
-                used: 0,
-                closes_at: now.saturating_add(nanos(counter.window)),
-            },
+            _ => Window::opening(counter, now),
         }
     }
 
@@ -179,7 +177,18 @@ impl Shard {
         now: u64,
         per_shard: usize,
     ) -> Result<Charge, LimiterError> {
-        let window = self.current(counter, now);
+        // The common case: one lookup, and the window updated in place.
+        if let Some(held) = self.windows.get_mut(counter) {
+            if held.closes_at <= now {
+                *held = Window::opening(counter, now);
+            }
+            if let Some(state) = held.refuses(index, counter, cost, now) {
+                return Ok(Charge::Limited(state));
+            }
+            *held = held.charged(cost);
+            return Ok(Charge::Admitted(held.state(index, counter, now)));
+        }
+        let window = Window::opening(counter, now);
         if let Some(state) = window.refuses(index, counter, cost, now) {
             return Ok(Charge::Limited(state));
         }
@@ -187,7 +196,7 @@ impl Shard {
             return Err(LimiterError::Full);
         }
         let window = window.charged(cost);
-        self.put(counter, window);
+        self.windows.insert(counter.clone(), window);
         Ok(Charge::Admitted(window.state(index, counter, now)))
     }
 
@@ -211,6 +220,14 @@ impl Shard {
 }
 
 impl Window {
+    /// A window of `counter` opening `now`.
+    fn opening(counter: &Counter, now: u64) -> Self {
+        Window {
+            used: 0,
+            closes_at: now.saturating_add(nanos(counter.window)),
+        }
+    }
+
     fn refuses(
         &self,
         index: usize,

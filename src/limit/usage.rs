@@ -5,7 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use crate::client_addr::IpAllowlist;
+use crate::limit::fields::policy_field;
 use crate::limit::{InvalidLimit, RateLimit};
 
 /// The most rate limits one key may have.
@@ -55,6 +58,9 @@ pub const MAX_RATE_LIMITS: usize = 4;
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct RateLimits {
     rate_limits: Vec<RateLimit>,
+    /// Each limit's `RateLimit-Policy` field, written once: the layer sends
+    /// it with every admitted response.
+    policy_fields: Vec<HeaderValue>,
 }
 
 /// Why [`RateLimits`] or [`UsageLimits`] were refused.
@@ -93,6 +99,11 @@ pub enum InvalidLimits {
 }
 
 impl RateLimits {
+    /// The `RateLimit-Policy` field of the limit at `index`.
+    pub(crate) fn policy_field(&self, index: usize) -> Option<&HeaderValue> {
+        self.policy_fields.get(index)
+    }
+
     /// The longest [text form](Self#text-form), in bytes: more than the
     /// longest valid limits take (4 limits with 64-byte names, the largest
     /// limits and windows: 358 bytes), so that spacing around items still
@@ -125,6 +136,7 @@ impl RateLimits {
         if clashes {
             return Err(InvalidLimits::DuplicateRateLimit);
         }
+        self.policy_fields.push(policy_field(&limit));
         self.rate_limits.push(limit);
         Ok(self)
     }
@@ -146,6 +158,11 @@ impl RateLimits {
                 .rate_limits
                 .iter()
                 .map(|limit| limit.name().map_or(0, str::len))
+                .sum::<usize>()
+            + self
+                .policy_fields
+                .iter()
+                .map(|field| std::mem::size_of::<HeaderValue>() + field.len())
                 .sum::<usize>()
     }
 }
