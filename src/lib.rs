@@ -40,7 +40,9 @@
 //! | hash and compare | `hash.rs` | [`hash::KeyHash`], [`hash::Token`] |
 //! | look the key up, compare its hash before anything else (an in-memory store lends the record) | `store/mod.rs` | [`KeyStore::with_key_matching_now`], [`KeyStore::find_key_matching`], [`store::KeyMatch`] |
 //! | the stored key: revoked? (no clock asked) expired? (the clock, coarse by default) | `record.rs`, `clock.rs` | [`store::KeyRecord::is_revoked`], [`store::KeyRecord::is_expired_at`], [`clock::CoarseClock`] |
+//! | a client address with too many refused keys: 429 before parsing | `throttle.rs` | `KeyAuthLayer::failed_attempts` |
 //! | decide: tenancy, membership, note the use; admit or refuse | `verify.rs` | |
+//! | the key's limits: IP allowlist, rate limits (all or nothing), credits | `enforce.rs`, `limit/`, `client_addr.rs` | [`limit::UsageLimits`], [`limit::RateLimiter`], [`limit::MemoryLimiter`], [`client_addr::TrustedProxies`] |
 //! | the caller | `principal.rs`, `scope.rs`, `ids.rs` | [`Principal`], [`Scopes`] (at most [`Scopes::MAX_COUNT`]) |
 //! | wait for the store, then the inner service | `future.rs`, `body.rs` | [`future::ResponseFuture`], [`body::AuthBody`] |
 //! | why a request was refused | `error.rs` | [`AuthError`], [`AuthErrorKind`] |
@@ -51,7 +53,8 @@
 //!
 //! The crate root holds what ordinary code names; everything else lives in
 //! the module of its step: [`store`] (the stores, records, lifecycle types
-//! and errors), [`response`], [`extract`], [`format`](mod@format), [`hash`], [`ids`],
+//! and errors), [`limit`] (usage limits and rate limiters), [`client_addr`],
+//! [`response`], [`extract`], [`format`](mod@format), [`hash`], [`ids`],
 //! [`principal`], [`scope`], [`clock`], [`future`], [`body`].
 //!
 //! # Outcomes
@@ -65,7 +68,10 @@
 //! | personal token without org header | 401, `error="invalid_request"` | `missing_organization`, with `org_header` | 16 |
 //! | wrong organization | 403 | `forbidden` | 7 |
 //! | missing scope | 403, `error="insufficient_scope"` | `insufficient_scope` | 7 |
-//! | store error, timeout, corrupt record | 503 | `unavailable` | 14 |
+//! | client address not in the key's allowlist | 403 | `forbidden` | 7 |
+//! | a rate limit of the key spent (nothing charged); too many refused keys from the address | 429, `Retry-After`, `RateLimit` fields | `rate_limited` | 8 |
+//! | the key's credits spent (nothing charged) | 429, `Retry-After` when a refill is due | `quota_exhausted` | 8 |
+//! | store error, timeout, corrupt record, a limiter that failed | 503 | `unavailable` | 14 |
 //!
 //! # Features
 //!
@@ -79,6 +85,7 @@
 //! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
 //! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`store::KeySummary`] |
 //! | `metrics` | `keyauth_requests_total` (by `outcome`, `source`, `kind`) and `keyauth_store_lookup_seconds` through the `metrics` facade; see `metrics` |
+//! | `redis` | `limit::RedisLimiter`: rate limits exact across instances, one round trip per request through a Lua script |
 //! | `utoipa` | `openapi`: security schemes from an [`Extract`] policy and per-route scope requirements for a utoipa 5 OpenAPI document |
 //!
 //! [tower]: https://docs.rs/tower
