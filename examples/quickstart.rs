@@ -21,15 +21,19 @@
 //! | `GET /v1/whoami` | any valid credential: the principal as JSON |
 //! | `GET /v1/objects` | scope `objects.read` |
 //! | `POST /v1/objects` | scope `objects.write` |
-//! | `POST /v1/keys` | scope `keys.write`: issue a key, shown once |
+//! | `POST /v1/keys` | scope `keys.write`: issue a key, shown once, optionally with `rate_limits`, `credits` and `allowed_ips` |
 //! | `GET /v1/keys` | scope `keys.read`: your tenant's keys, masked, newest first, paged |
 //! | `GET /v1/keys/{id}` | scope `keys.read`: one key, masked |
 //! | `POST /v1/keys/{id}/rotate` | scope `keys.write`: a successor, shown once |
 //! | `DELETE /v1/keys/{id}` | scope `keys.write`: revoke a key |
 //!
 //! The `/v1/keys` routes are the crate's [`KeyApi`]: a key never mints a
-//! broader or longer-lived key than itself, and each issue, rotation and
-//! revocation is logged as an audit event (target `tower_keyauth::audit`).
+//! broader, longer-lived or less limited key than itself, and each issue,
+//! rotation and revocation is logged as an audit event (target
+//! `tower_keyauth::audit`). The layer enforces each key's limits (429
+//! `rate_limited` or `quota_exhausted`, with `Retry-After`; 403 from an
+//! address outside its `allowed_ips`, read from the connection), and
+//! `/v1/whoami` shows them.
 //!
 //! The store sits behind a `CachedStore` (the set-up the README recommends
 //! for both SQL stores), so an authenticated request reads its key from
@@ -144,12 +148,16 @@ async fn run() -> Result<(), String> {
     }
     println!("listening on http://{addr}");
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| format!("the server stopped: {e}"))
+    // The peer's address, which keys with `allowed_ips` are checked against.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| format!("the server stopped: {e}"))
 }
 
 /// Binds `KEYAUTH_ADDR` (default 127.0.0.1:3000).
@@ -448,6 +456,9 @@ fn print_demo(demo: &DemoCredentials, addr: SocketAddr) {
     );
     println!(
         "curl -s -w '\\n' -X POST {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\" -H 'content-type: application/json' -d '{{\"name\":\"ci\",\"scopes\":[\"objects.read\"],\"expires_in_seconds\":86400}}'"
+    );
+    println!(
+        "curl -s -w '\\n' -X POST {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\" -H 'content-type: application/json' -d '{{\"name\":\"partner\",\"rate_limits\":[{{\"limit\":5,\"window_seconds\":60}}]}}'    # a key for 5 requests a minute: its sixth gets 429"
     );
     println!("curl -s -w '\\n' {base}/v1/keys -H \"Authorization: Bearer $ORG_KEY\"");
     println!(

@@ -16,11 +16,44 @@
 //!
 //! | route | scope | answer |
 //! |---|---|---|
-//! | `POST /` `{"name", "scopes"?, "expires_in_seconds"?, "metadata"?}` | `keys.write` | 201 `{"token", "key"}`: the token is shown this once |
+//! | `POST /` `{"name", "scopes"?, "expires_in_seconds"?, "metadata"?, "rate_limits"?, "credits"?, "allowed_ips"?}` | `keys.write` | 201 `{"token", "key"}`: the token is shown this once |
 //! | `GET /?limit=&cursor=` | `keys.read` | 200 `{"keys", "next_cursor"}`, newest first, masked |
 //! | `GET /{id}` | `keys.read` | 200, the key, masked |
 //! | `POST /{id}/rotate` `{"grace_seconds"?}` | `keys.write` | 201 `{"token", "key"}` of the successor |
 //! | `DELETE /{id}` | `keys.write` | 204 |
+//!
+//! # Limits
+//!
+//! A new key may carry [usage limits](crate::limit::UsageLimits), which the
+//! layer enforces on its every request:
+//!
+//! ```json
+//! {
+//!   "name": "partner",
+//!   "rate_limits": [{"limit": 100, "window_seconds": 60}, {"limit": 10, "window_seconds": 1, "name": "burst"}],
+//!   "credits": {"remaining": 10000, "refill": {"amount": 10000, "interval_seconds": 2592000}},
+//!   "allowed_ips": ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"]
+//! }
+//! ```
+//!
+//! - `rate_limits`: at most 4, with distinct windows and distinct names;
+//!   `limit` from 1 to 10^9 requests, `window_seconds` from 1 to 31 622 400
+//!   (a year and a day), `name` (optional) 1 to 64 letters, digits, `-`,
+//!   `_` or `.`, a letter first. A request over one of them is answered 429
+//!   `rate_limited` and charges none of them.
+//! - `credits`: `remaining` from 0 to 10^15; `refill` (optional) sets them
+//!   back to `amount` (1 to 10^15) every `interval_seconds` (1 to
+//!   31 622 400). A request without credit left is answered 429
+//!   `quota_exhausted`.
+//! - `allowed_ips`: 1 to 64 IPv4 or IPv6 networks (`10.0.0.0/8`) or single
+//!   addresses; a request from any other address is answered 403
+//!   `forbidden`. A network with bits set after its prefix (`10.0.0.1/8`)
+//!   is refused as a likely typo.
+//!
+//! A value out of its bounds answers 400 `invalid_request` naming the field
+//! and the bound. Listings and `GET /{id}` show a key's limits in the same
+//! shape (`null` when it has none; `credits.remaining` as the store last
+//! read it).
 //!
 //! # Whose keys
 //!
@@ -43,6 +76,26 @@
 //! - A key issued through a personal access token is a personal token of
 //!   the same user: it acts through the user's memberships, so it stops
 //!   working in an organization the moment the user leaves it.
+//! - A key's limits are never looser than its issuer's. A field left out
+//!   (or `null`) gives the new key the issuer's own `rate_limits`,
+//!   `credits` (a copy of what it has left, and its refill) or
+//!   `allowed_ips`; a field given must stay within them, or the request is
+//!   refused with 403 `forbidden`, saying which bound:
+//!   - **rate limits**: for each of the issuer's limits, the new key needs
+//!     one with the same window and a limit no higher (it may add others,
+//!     up to 4 in all);
+//!   - **credits**: at most the issuer's `remaining`, as the layer read them
+//!     for this request; a refill only if the issuer has one, with an
+//!     `amount` no higher and an `interval_seconds` no shorter;
+//!   - **allowed addresses**: each network inside one of the issuer's (an
+//!     IPv4-mapped IPv6 network counts as the IPv4 one).
+//!
+//!   A rotation by a key with limits is refused the same way when the
+//!   rotated key's limits (which its successor keeps) are looser than the
+//!   caller's. The bounds hold each key on its own: keys do not share
+//!   their counters or credits with the key that issued them, so a key
+//!   with `keys.write` can mint several keys each as limited as itself.
+//!   Give `keys.write` only to keys trusted with that.
 //!
 //! Every error, a malformed body included, answers `{"error", "message"}`.
 //! Each operation is reported to the [`AuditSink`] (default
@@ -61,11 +114,17 @@ use ::axum::extract::{Path, RawQuery, Request, State};
 use ::axum::http::{StatusCode, header};
 use ::axum::response::{IntoResponse, Response};
 use ::axum::routing::{get, post};
+use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
 use crate::audit::{Actor, AuditAction, AuditEvent, AuditSink, TracingAudit};
+use crate::client_addr::IpAllowlist;
 use crate::error::AuthError;
 use crate::ids::{KeyId, KeyKind, Label};
+use crate::limit::{
+    Credits, InvalidLimit, InvalidLimits, MAX_RATE_LIMITS, RateLimit, RateLimits, Refill,
+    UsageLimits,
+};
 use crate::metadata::KeyMetadata;
 use crate::principal::Principal;
 use crate::record::{KeyRecord, Owner};
@@ -281,7 +340,18 @@ async fn issue_key(
 ) -> Result<Response, Response> {
     require(&principal, &api.write_scope)?;
     let mut body = json_object(request).await?;
-    allow_only(&body, &["name", "scopes", "expires_in_seconds", "metadata"])?;
+    allow_only(
+        &body,
+        &[
+            "name",
+            "scopes",
+            "expires_in_seconds",
+            "metadata",
+            "rate_limits",
+            "credits",
+            "allowed_ips",
+        ],
+    )?;
     let name = match body.remove("name") {
         Some(Value::String(name))
             if !name.trim().is_empty() && name.chars().count() <= MAX_NAME_CHARS =>
@@ -346,11 +416,18 @@ async fn issue_key(
         ),
         Some(_) => return Err(invalid("`metadata` must be a JSON object.")),
     };
+    let asked = AskedLimits::from_body(&mut body)?;
+    // Nothing asked is the issuer's; anything asked stays within it.
+    let limits = asked.or_inherit(principal.limits());
+    within_limits(&principal, limits.as_ref())?;
     let mut new_key = NewKey::new(owner_for(&principal))
         .name(Label::from(name.as_str()))
         .scopes(scopes);
     new_key.expires_at = expires_at;
     new_key.metadata = metadata;
+    if let Some(limits) = limits {
+        new_key = new_key.limits(limits);
+    }
     let issued = api.store.issue(new_key).await.map_err(lifecycle_failed)?;
     api.record(&principal, AuditAction::Issued, &issued.record);
     Ok(issued_response(&issued))
@@ -384,8 +461,10 @@ async fn rotate_key(
             })?,
     };
     let old = api.visible_key(&principal, id).await?;
-    // The successor keeps the old key's scopes: the caller must hold them.
+    // The successor keeps the old key's scopes and limits: the caller must
+    // hold the scopes, and the limits must be within its own.
     holds_all(&principal, &old.scopes)?;
+    within_limits(&principal, old.limits.as_deref())?;
     let mut rotation = Rotation::with_grace(Duration::from_secs(grace));
     rotation.expires_by = principal.expires_at();
     let issued = api
@@ -456,6 +535,291 @@ fn holds_all(principal: &Principal, scopes: &Scopes) -> Result<(), Response> {
     }
 }
 
+/// The limits a body of `POST /` asks for, each `None` when left out (or
+/// `null`): then the new key gets the issuer's.
+#[derive(Debug, Default)]
+struct AskedLimits {
+    rate_limits: Option<RateLimits>,
+    credits: Option<Credits>,
+    allowed_ips: Option<IpAllowlist>,
+}
+
+impl AskedLimits {
+    /// `rate_limits`, `credits` and `allowed_ips`, checked by the limit
+    /// types themselves; 400 naming the field and its bound otherwise.
+    fn from_body(body: &mut Map<String, Value>) -> Result<Self, Response> {
+        let mut asked = Self::default();
+        if let Some(value) = body.remove("rate_limits").filter(|v| !v.is_null()) {
+            asked.rate_limits = Some(rate_limits_from(value)?);
+        }
+        if let Some(value) = body.remove("credits").filter(|v| !v.is_null()) {
+            asked.credits = Some(credits_from(value)?);
+        }
+        if let Some(value) = body.remove("allowed_ips").filter(|v| !v.is_null()) {
+            asked.allowed_ips = Some(allowed_ips_from(value)?);
+        }
+        Ok(asked)
+    }
+
+    /// The new key's limits: what was asked, and the issuer's for what was
+    /// not. `None` for no limits at all.
+    fn or_inherit(self, issuer: Option<&UsageLimits>) -> Option<UsageLimits> {
+        let rate_limits = self.rate_limits.unwrap_or_else(|| {
+            issuer.map_or_else(RateLimits::new, |limits| limits.rate_limit_set().clone())
+        });
+        let credits = self
+            .credits
+            .or_else(|| issuer.and_then(|limits| limits.credits().copied()));
+        let allowed_ips = self
+            .allowed_ips
+            .or_else(|| issuer.and_then(|limits| limits.allowed_ips().cloned()));
+        let mut limits = UsageLimits::new().with_rate_limits(rate_limits);
+        if let Some(credits) = credits {
+            limits = limits.with_credits(credits);
+        }
+        if let Some(allowed_ips) = allowed_ips {
+            limits = limits.with_allowed_ips(allowed_ips);
+        }
+        (!limits.is_empty()).then_some(limits)
+    }
+}
+
+const RATE_LIMITS_SHAPE: &str =
+    r#"`rate_limits` must be a list of objects such as {"limit": 100, "window_seconds": 60}."#;
+
+/// `[{"limit", "window_seconds", "name"?}]`, at most [`MAX_RATE_LIMITS`].
+fn rate_limits_from(value: Value) -> Result<RateLimits, Response> {
+    let Value::Array(items) = value else {
+        return Err(invalid(RATE_LIMITS_SHAPE));
+    };
+    if items.len() > MAX_RATE_LIMITS {
+        return Err(invalid(format!(
+            "`rate_limits`: {}, not {}.",
+            InvalidLimits::TooManyRateLimits,
+            items.len()
+        )));
+    }
+    let mut rate_limits = RateLimits::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let place = format!("rate_limits[{i}]");
+        let Value::Object(item) = item else {
+            return Err(invalid(RATE_LIMITS_SHAPE));
+        };
+        allow_only_in(&item, &["limit", "window_seconds", "name"], &place)?;
+        let limit = whole_number(&item, "limit")
+            .and_then(|limit| u32::try_from(limit).ok())
+            .ok_or_else(|| invalid(format!("`{place}.limit`: {}.", InvalidLimit::Limit)))?;
+        let window = whole_number(&item, "window_seconds").ok_or_else(|| {
+            invalid(format!(
+                "`{place}.window_seconds`: {}.",
+                InvalidLimit::Window
+            ))
+        })?;
+        let rate_limit = RateLimit::per(limit, Duration::from_secs(window)).map_err(|reason| {
+            let field = match reason {
+                InvalidLimit::Window => "window_seconds",
+                _ => "limit",
+            };
+            invalid(format!("`{place}.{field}`: {reason}."))
+        })?;
+        let rate_limit = match item.get("name") {
+            None | Some(Value::Null) => rate_limit,
+            Some(Value::String(name)) => rate_limit
+                .named(name)
+                .map_err(|reason| invalid(format!("`{place}.name`: {reason}.")))?,
+            Some(_) => {
+                return Err(invalid(format!("`{place}.name`: {}.", InvalidLimit::Name)));
+            }
+        };
+        rate_limits = rate_limits
+            .rate_limit(rate_limit)
+            .map_err(|reason| invalid(format!("`rate_limits`: {reason}.")))?;
+    }
+    Ok(rate_limits)
+}
+
+/// `{"remaining", "refill"?: {"amount", "interval_seconds"}}`.
+fn credits_from(value: Value) -> Result<Credits, Response> {
+    let Value::Object(object) = value else {
+        return Err(invalid(
+            r#"`credits` must be an object such as {"remaining": 1000, "refill": {"amount": 1000, "interval_seconds": 86400}}."#,
+        ));
+    };
+    allow_only_in(&object, &["remaining", "refill"], "credits")?;
+    let credits = whole_number(&object, "remaining")
+        .ok_or(InvalidLimits::Credits)
+        .and_then(Credits::new)
+        .map_err(|reason| invalid(format!("`credits.remaining`: {reason}.")))?;
+    match object.get("refill") {
+        None | Some(Value::Null) => Ok(credits),
+        Some(Value::Object(refill)) => {
+            allow_only_in(refill, &["amount", "interval_seconds"], "credits.refill")?;
+            let amount = whole_number(refill, "amount").ok_or_else(|| {
+                invalid(format!(
+                    "`credits.refill.amount`: {}.",
+                    InvalidLimits::Credits
+                ))
+            })?;
+            let interval = whole_number(refill, "interval_seconds").ok_or_else(|| {
+                invalid(format!(
+                    "`credits.refill.interval_seconds`: {}.",
+                    InvalidLimits::RefillInterval
+                ))
+            })?;
+            let refill =
+                Refill::every(amount, Duration::from_secs(interval)).map_err(|reason| {
+                    let field = match reason {
+                        InvalidLimits::RefillInterval => "interval_seconds",
+                        _ => "amount",
+                    };
+                    invalid(format!("`credits.refill.{field}`: {reason}."))
+                })?;
+            Ok(credits.refill(refill))
+        }
+        Some(_) => Err(invalid(
+            r#"`credits.refill` must be an object such as {"amount": 1000, "interval_seconds": 86400}."#,
+        )),
+    }
+}
+
+/// `["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"]`: at least one entry.
+fn allowed_ips_from(value: Value) -> Result<IpAllowlist, Response> {
+    const SHAPE: &str = r#"`allowed_ips` must be a list of networks and addresses such as ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"]."#;
+    let Value::Array(items) = value else {
+        return Err(invalid(SHAPE));
+    };
+    if items.is_empty() {
+        return Err(invalid(
+            "`allowed_ips` must hold at least one network: an empty list would allow no address (leave the field out instead).",
+        ));
+    }
+    let entries: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+    let entries = entries.ok_or_else(|| invalid(SHAPE))?;
+    IpAllowlist::parse(entries).map_err(|reason| invalid(format!("`allowed_ips`: {reason}.")))
+}
+
+/// The field as a whole number that is not negative, if it is one.
+fn whole_number(object: &Map<String, Value>, field: &str) -> Option<u64> {
+    object.get(field).and_then(Value::as_u64)
+}
+
+/// 403 `forbidden` unless `limits` (of a key the caller issues, or of a
+/// key whose successor it mints) are within the caller's own, logged like
+/// the other refusals.
+fn within_limits(principal: &Principal, limits: Option<&UsageLimits>) -> Result<(), Response> {
+    match looser_than_issuer(principal.limits(), limits) {
+        None => Ok(()),
+        Some(message) => {
+            tracing::info!(
+                key_id = %principal.key_id(),
+                outcome = "forbidden",
+                "key API: a key may not have looser limits than the key that issues it"
+            );
+            Err(error(StatusCode::FORBIDDEN, "forbidden", message))
+        }
+    }
+}
+
+/// Why `key`'s limits are looser than its issuer's, if they are (see the
+/// [module](self#the-issuers-bounds) for the rules).
+fn looser_than_issuer(issuer: Option<&UsageLimits>, key: Option<&UsageLimits>) -> Option<String> {
+    let issuer = issuer?;
+    let key_rate_limits = key.map_or(&[][..], UsageLimits::rate_limits);
+    for held in issuer.rate_limits() {
+        let window = held.window().as_secs();
+        let matched = key_rate_limits
+            .iter()
+            .any(|limit| limit.window() == held.window() && limit.limit() <= held.limit());
+        if !matched {
+            return Some(format!(
+                "A key cannot have looser rate limits than the key that issues it: this one allows {} requests per {window} s, so `rate_limits` needs a limit with `window_seconds` {window} and a `limit` of at most {}.",
+                held.limit(),
+                held.limit()
+            ));
+        }
+    }
+    if let Some(held) = issuer.credits() {
+        let Some(credits) = key.and_then(UsageLimits::credits) else {
+            return Some(format!(
+                "A key with credits cannot issue a key without credits: this one has {} left, so `credits.remaining` may be at most {}.",
+                held.remaining(),
+                held.remaining()
+            ));
+        };
+        if credits.remaining() > held.remaining() {
+            return Some(format!(
+                "A key cannot have more credits than the key that issues it: this one has {} left, so `credits.remaining` may be at most {}.",
+                held.remaining(),
+                held.remaining()
+            ));
+        }
+        match (held.refill_policy(), credits.refill_policy()) {
+            (_, None) => {}
+            (None, Some(_)) => {
+                return Some(
+                    "A key whose credits are not refilled cannot issue a key with a refill: leave `credits.refill` out.".to_owned(),
+                );
+            }
+            (Some(held), Some(refill)) => {
+                if refill.amount() > held.amount() || refill.interval() < held.interval() {
+                    return Some(format!(
+                        "A key's refill cannot be more generous than its issuer's: this one gets {} credits every {} s, so `credits.refill` may give at most {} every {} s or longer.",
+                        held.amount(),
+                        held.interval().as_secs(),
+                        held.amount(),
+                        held.interval().as_secs()
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(held) = issuer.allowed_ips() {
+        let Some(allowed) = key.and_then(UsageLimits::allowed_ips) else {
+            return Some(format!(
+                "A key cannot be used from more addresses than the key that issues it: this one is restricted to {held}, so `allowed_ips` must stay within those networks."
+            ));
+        };
+        let held_networks: Vec<IpNet> = held.networks().filter_map(|net| network(&net)).collect();
+        for entry in allowed.networks() {
+            let inside = network(&entry).is_some_and(|net| {
+                held_networks
+                    .iter()
+                    .any(|held| held.contains(&net) || held.contains(&mapped(net)))
+            });
+            if !inside {
+                return Some(format!(
+                    "A key cannot be used from more addresses than the key that issues it: {entry} in `allowed_ips` is outside this one's networks ({held})."
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// An IPv4 network as the IPv4-mapped IPv6 one (an IPv6 network stays):
+/// an issuer's `::/0` holds every IPv4 address too.
+fn mapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V4(v4) => {
+            IpNet::new(v4.addr().to_ipv6_mapped().into(), v4.prefix_len() + 96).unwrap_or(net)
+        }
+        IpNet::V6(_) => net,
+    }
+}
+
+/// An allowlist's network, an IPv4-mapped IPv6 network as the IPv4 one it
+/// maps (the allowlist matches addresses that way too).
+fn network(text: &str) -> Option<IpNet> {
+    let net: IpNet = text.parse().ok()?;
+    Some(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(v4.into(), v6.prefix_len() - 96).ok()?,
+            None => net,
+        },
+        _ => net,
+    })
+}
+
 fn issued_response(issued: &IssuedKey) -> Response {
     (
         StatusCode::CREATED,
@@ -519,10 +883,26 @@ async fn json_object(request: Request) -> Result<Map<String, Value>, Response> {
 
 /// Refuses a body with fields other than `allowed`, naming the first.
 fn allow_only(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), Response> {
+    allow_only_in(body, allowed, "")
+}
+
+/// Refuses an object with fields other than `allowed`, naming the first,
+/// as a field of `within` (`credits`, `rate_limits[0]`) unless that is
+/// empty.
+fn allow_only_in(
+    body: &Map<String, Value>,
+    allowed: &[&str],
+    within: &str,
+) -> Result<(), Response> {
     match body.keys().find(|field| !allowed.contains(&field.as_str())) {
         None => Ok(()),
         Some(field) => {
             let shown: String = field.chars().take(64).collect();
+            let shown = if within.is_empty() {
+                shown
+            } else {
+                format!("{within}.{shown}")
+            };
             Err(invalid(format!(
                 "Unknown field `{shown}`; expected one of {}.",
                 allowed
@@ -606,6 +986,8 @@ impl KeyApi {
         mount: &str,
         extract: &crate::extract::Extract,
     ) -> utoipa::openapi::OpenApi {
+        use crate::limit::{MAX_CREDITS, MAX_LIMIT, MAX_WINDOW};
+
         let mount = mount.trim_end_matches('/');
         let error = json!({ "$ref": "#/components/schemas/KeyApiError" });
         let error_response = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": error } } });
@@ -622,8 +1004,20 @@ impl KeyApi {
             responses.insert("401".into(), error_response("No valid key."));
             responses.insert(
                 "403".into(),
-                error_response("The key lacks the scope, or the bound was passed."),
+                error_response(
+                    "The key lacks the scope, is used from an address outside its `allowed_ips` (`forbidden`), or the bound was passed.",
+                ),
             );
+            // The layer's answers to a key with limits.
+            let mut spent = error_response(
+                "The key's rate limit (`rate_limited`) or credits (`quota_exhausted`) are spent; nothing was charged.",
+            );
+            spent["headers"] = json!({
+                "Retry-After": { "description": "Seconds until a request may pass.", "schema": { "type": "integer", "minimum": 0 } },
+                "RateLimit-Policy": { "description": "The key's tightest rate limit (IETF httpapi draft).", "schema": { "type": "string" } },
+                "RateLimit": { "description": "What is left of it, and when it resets.", "schema": { "type": "string" } }
+            });
+            responses.insert("429".into(), spent);
             responses.insert(
                 "503".into(),
                 error_response("The key store is unavailable."),
@@ -705,7 +1099,10 @@ impl KeyApi {
                 "grace_ends_at": { "type": ["integer", "null"] },
                 "revoked_at": { "type": ["integer", "null"] },
                 "last_used_at": { "type": ["integer", "null"] },
-                "metadata": { "type": ["object", "null"] }
+                "metadata": { "type": ["object", "null"] },
+                "rate_limits": { "type": ["array", "null"], "items": { "$ref": "#/components/schemas/RateLimit" } },
+                "credits": { "oneOf": [{ "$ref": "#/components/schemas/Credits" }, { "type": "null" }], "description": "`remaining` as the store last read it." },
+                "allowed_ips": { "type": ["array", "null"], "items": { "type": "string" } }
             }
         });
         let document = json!({
@@ -742,7 +1139,42 @@ impl KeyApi {
                         "name": { "type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS },
                         "scopes": { "type": "array", "items": { "type": "string" }, "description": "At most the caller's; default the caller's." },
                         "expires_in_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_LIFETIME_SECONDS, "description": "Default: the caller's expiry, if it has one; never past it." },
-                        "metadata": { "type": "object", "description": "At most 4 KiB of JSON." }
+                        "metadata": { "type": "object", "description": "At most 4 KiB of JSON." },
+                        "rate_limits": {
+                            "type": "array", "maxItems": MAX_RATE_LIMITS, "items": { "$ref": "#/components/schemas/RateLimit" },
+                            "description": "Distinct windows and names. Default: the caller's; for each of the caller's limits, one with the same window and a limit no higher."
+                        },
+                        "credits": {
+                            "$ref": "#/components/schemas/Credits",
+                            "description": "Default: the caller's (what it has left, and its refill); never more than the caller has left, a refill only within the caller's."
+                        },
+                        "allowed_ips": {
+                            "type": "array", "minItems": 1, "maxItems": IpAllowlist::MAX_NETWORKS,
+                            "items": { "type": "string", "maxLength": IpAllowlist::MAX_ENTRY_BYTES, "examples": ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"] },
+                            "description": "IPv4 and IPv6 networks or addresses. Default: the caller's; each within one of the caller's networks."
+                        }
+                    }
+                },
+                "RateLimit": {
+                    "type": "object", "required": ["limit", "window_seconds"], "additionalProperties": false,
+                    "properties": {
+                        "limit": { "type": "integer", "minimum": 1, "maximum": MAX_LIMIT },
+                        "window_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_WINDOW.as_secs() },
+                        "name": { "type": "string", "pattern": "^[A-Za-z][A-Za-z0-9._-]{0,63}$" }
+                    }
+                },
+                "Credits": {
+                    "type": "object", "required": ["remaining"], "additionalProperties": false,
+                    "properties": {
+                        "remaining": { "type": "integer", "minimum": 0, "maximum": MAX_CREDITS },
+                        "refill": {
+                            "type": ["object", "null"], "required": ["amount", "interval_seconds"], "additionalProperties": false,
+                            "description": "Sets `remaining` back to `amount` every `interval_seconds`.",
+                            "properties": {
+                                "amount": { "type": "integer", "minimum": 1, "maximum": MAX_CREDITS },
+                                "interval_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_WINDOW.as_secs() }
+                            }
+                        }
                     }
                 },
                 "Rotation": {
@@ -770,5 +1202,146 @@ impl KeyApi {
             }
         }
         openapi
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(
+        rate_limits: &[(u32, u64)],
+        credits: Option<(u64, Option<(u64, u64)>)>,
+        allowed_ips: Option<&[&str]>,
+    ) -> UsageLimits {
+        let mut limits = rate_limits
+            .iter()
+            .fold(UsageLimits::new(), |limits, &(limit, window)| {
+                limits
+                    .rate_limit(RateLimit::per(limit, Duration::from_secs(window)).unwrap())
+                    .unwrap()
+            });
+        if let Some((remaining, refill)) = credits {
+            let mut credits = Credits::new(remaining).unwrap();
+            if let Some((amount, interval)) = refill {
+                credits =
+                    credits.refill(Refill::every(amount, Duration::from_secs(interval)).unwrap());
+            }
+            limits = limits.with_credits(credits);
+        }
+        if let Some(networks) = allowed_ips {
+            limits = limits.with_allowed_ips(IpAllowlist::parse(networks).unwrap());
+        }
+        limits
+    }
+
+    fn within(issuer: &UsageLimits, key: &UsageLimits) -> bool {
+        looser_than_issuer(Some(issuer), (!key.is_empty()).then_some(key)).is_none()
+    }
+
+    #[test]
+    fn an_issuer_without_limits_bounds_nothing() {
+        assert_eq!(looser_than_issuer(None, None), None);
+        let any = limits(&[(1, 1)], Some((5, None)), Some(&["0.0.0.0/0"]));
+        assert_eq!(looser_than_issuer(None, Some(&any)), None);
+    }
+
+    #[test]
+    fn each_issuer_rate_limit_needs_one_as_strict_in_its_window() {
+        let issuer = limits(&[(100, 60), (1000, 3600)], None, None);
+        assert!(within(&issuer, &issuer));
+        assert!(within(
+            &issuer,
+            &limits(&[(50, 60), (1000, 3600), (1, 1)], None, None)
+        ));
+        assert!(!within(&issuer, &limits(&[(100, 60)], None, None)));
+        assert!(!within(
+            &issuer,
+            &limits(&[(101, 60), (1000, 3600)], None, None)
+        ));
+        assert!(!within(&issuer, &UsageLimits::new()));
+    }
+
+    #[test]
+    fn credits_stay_within_the_issuers_remaining_and_refill() {
+        let issuer = limits(&[], Some((1000, Some((500, 3600)))), None);
+        assert!(within(&issuer, &issuer));
+        assert!(within(&issuer, &limits(&[], Some((0, None)), None)));
+        assert!(within(
+            &issuer,
+            &limits(&[], Some((1000, Some((500, 7200)))), None)
+        ));
+        assert!(!within(&issuer, &limits(&[], Some((1001, None)), None)));
+        assert!(!within(
+            &issuer,
+            &limits(&[], Some((10, Some((501, 3600)))), None)
+        ));
+        assert!(!within(
+            &issuer,
+            &limits(&[], Some((10, Some((500, 3599)))), None)
+        ));
+        assert!(!within(&issuer, &UsageLimits::new()));
+        let once = limits(&[], Some((1000, None)), None);
+        assert!(!within(
+            &once,
+            &limits(&[], Some((10, Some((1, 86400)))), None)
+        ));
+    }
+
+    #[test]
+    fn allowed_networks_stay_inside_the_issuers() {
+        let issuer = limits(&[], None, Some(&["10.0.0.0/8", "2001:db8::/32"]));
+        for inside in [
+            &["10.0.0.0/8"][..],
+            &["10.1.2.3", "2001:db8:1::/48"],
+            &["::ffff:10.0.0.0/104"],
+        ] {
+            assert!(
+                within(&issuer, &limits(&[], None, Some(inside))),
+                "{inside:?}"
+            );
+        }
+        for outside in [
+            &["0.0.0.0/0"][..],
+            &["10.0.0.0/7"],
+            &["11.0.0.1"],
+            &["10.0.0.0/8", "2001:db9::/32"],
+            &["::ffff:11.0.0.0/104"],
+        ] {
+            assert!(
+                !within(&issuer, &limits(&[], None, Some(outside))),
+                "{outside:?}"
+            );
+        }
+        assert!(!within(&issuer, &UsageLimits::new()));
+        // An issuer's mapped network bounds IPv4 networks as well.
+        let mapped = limits(&[], None, Some(&["::ffff:192.0.2.0/120"]));
+        assert!(within(&mapped, &limits(&[], None, Some(&["192.0.2.7"]))));
+        let everywhere = limits(&[], None, Some(&["::/0"]));
+        assert!(within(
+            &everywhere,
+            &limits(&[], None, Some(&["10.0.0.0/8"]))
+        ));
+        assert!(within(
+            &everywhere,
+            &limits(&[], None, Some(&["0.0.0.0/0"]))
+        ));
+    }
+
+    #[test]
+    fn nothing_asked_inherits_the_issuers_limits() {
+        let issuer = limits(&[(100, 60)], Some((7, None)), Some(&["10.0.0.0/8"]));
+        assert_eq!(
+            AskedLimits::default().or_inherit(Some(&issuer)),
+            Some(issuer.clone())
+        );
+        assert_eq!(AskedLimits::default().or_inherit(None), None);
+        let asked = AskedLimits {
+            rate_limits: Some(RateLimits::new()),
+            ..AskedLimits::default()
+        };
+        let inherited = asked.or_inherit(Some(&issuer)).unwrap();
+        assert!(inherited.rate_limits().is_empty());
+        assert_eq!(inherited.credits(), issuer.credits());
     }
 }

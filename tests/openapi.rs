@@ -120,3 +120,88 @@ fn custom_sources_are_left_out() {
     let schemes = json["components"]["securitySchemes"].as_object().unwrap();
     assert_eq!(schemes.keys().collect::<Vec<_>>(), ["header_x-service-key"]);
 }
+
+#[cfg(all(feature = "axum", feature = "serde"))]
+mod key_api {
+    use serde_json::{Value, json};
+    use tower_keyauth::key_api::KeyApi;
+    use tower_keyauth::{Extract, MemoryStore};
+
+    fn document() -> Value {
+        let openapi = KeyApi::new(MemoryStore::new()).openapi("/v1/keys", &Extract::bearer());
+        serde_json::to_value(&openapi).unwrap()
+    }
+
+    #[test]
+    fn new_keys_and_summaries_describe_their_limits() {
+        let json = document();
+        let schemas = &json["components"]["schemas"];
+        let new_key = &schemas["NewKey"]["properties"];
+        assert_eq!(new_key["rate_limits"]["type"], "array", "{new_key}");
+        assert_eq!(new_key["rate_limits"]["maxItems"], 4, "{new_key}");
+        assert_eq!(
+            new_key["rate_limits"]["items"]["$ref"],
+            "#/components/schemas/RateLimit"
+        );
+        assert_eq!(new_key["credits"]["$ref"], "#/components/schemas/Credits");
+        assert_eq!(new_key["allowed_ips"]["maxItems"], 64, "{new_key}");
+        assert_eq!(new_key["allowed_ips"]["items"]["type"], "string");
+
+        let rate_limit = &schemas["RateLimit"];
+        assert_eq!(rate_limit["required"], json!(["limit", "window_seconds"]));
+        assert_eq!(rate_limit["properties"]["limit"]["minimum"], 1);
+        assert_eq!(rate_limit["properties"]["limit"]["maximum"], 1_000_000_000);
+        assert_eq!(
+            rate_limit["properties"]["window_seconds"]["maximum"],
+            31_622_400
+        );
+        let credits = &schemas["Credits"];
+        assert_eq!(credits["required"], json!(["remaining"]));
+        assert_eq!(
+            credits["properties"]["remaining"]["maximum"],
+            1_000_000_000_000_000u64
+        );
+        assert_eq!(
+            credits["properties"]["refill"]["required"],
+            json!(["amount", "interval_seconds"])
+        );
+
+        let summary = &schemas["KeySummary"]["properties"];
+        assert_eq!(summary["rate_limits"]["type"], json!(["array", "null"]));
+        assert_eq!(
+            summary["rate_limits"]["items"]["$ref"],
+            "#/components/schemas/RateLimit"
+        );
+        assert_eq!(
+            summary["credits"]["oneOf"][0]["$ref"],
+            "#/components/schemas/Credits"
+        );
+        assert_eq!(summary["allowed_ips"]["type"], json!(["array", "null"]));
+    }
+
+    #[test]
+    fn every_operation_lists_the_layers_429_with_retry_after() {
+        let json = document();
+        let mut operations = 0;
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                let spent = &responses["429"];
+                let description = spent["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.contains("rate_limited") && description.contains("quota_exhausted"),
+                    "{method} {path}: {spent}"
+                );
+                assert!(
+                    spent["headers"]["Retry-After"].is_object(),
+                    "{method} {path}"
+                );
+                assert!(spent["headers"]["RateLimit"].is_object(), "{method} {path}");
+                let forbidden = responses["403"]["description"].as_str().unwrap();
+                assert!(forbidden.contains("allowed_ips"), "{method} {path}");
+                operations += 1;
+            }
+        }
+        assert_eq!(operations, 5);
+    }
+}

@@ -786,3 +786,65 @@ fn the_quickstart_sets_a_store_timeout() {
     let layer = &layer[..layer.find(';').unwrap()];
     assert!(layer.contains(".store_timeout("), "{layer}");
 }
+
+/// The issue's acceptance: a key issued through the quickstart's key API
+/// with `"rate_limits": [{"limit": 5, "window_seconds": 60}]` gets five
+/// answers with the `RateLimit` fields, then 429 with `Retry-After`.
+#[tokio::test]
+async fn a_key_limited_to_five_a_minute_gets_429_on_its_sixth_request() {
+    let dir = TempDir::new("quickstart-limits");
+    let example = start_quickstart(&dir).await;
+    let org_key = example.exports()["ORG_KEY"].clone();
+    let addr = example.addr;
+
+    let body = r#"{"name":"partner","rate_limits":[{"limit":5,"window_seconds":60}]}"#;
+    let created = call(addr, "POST", "/v1/keys", &org_key, body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created = created.json();
+    assert_eq!(
+        created["key"]["rate_limits"],
+        serde_json::json!([{ "limit": 5, "window_seconds": 60 }])
+    );
+    let token = created["token"].as_str().unwrap().to_owned();
+
+    for remaining in (0..5).rev() {
+        let reply = call(addr, "GET", "/v1/whoami", &token, "").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.header("ratelimit-policy"), Some("default;q=5;w=60"));
+        let fields = reply.header("ratelimit").unwrap();
+        assert!(
+            fields.starts_with(&format!("default;r={remaining};t=")),
+            "{fields}"
+        );
+        // whoami shows the key's limits.
+        assert_eq!(
+            reply.json()["rate_limits"],
+            serde_json::json!([{ "limit": 5, "window_seconds": 60 }])
+        );
+    }
+    let refused = call(addr, "GET", "/v1/whoami", &token, "").await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    let retry_after: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.header("ratelimit-policy"), Some("default;q=5;w=60"));
+    assert_eq!(
+        refused.header("ratelimit"),
+        Some(format!("default;r=0;t={retry_after}").as_str())
+    );
+
+    // The listing shows the key's limits.
+    let listed = call(addr, "GET", "/v1/keys", &org_key, "").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let keys = listed.json()["keys"].as_array().unwrap().clone();
+    let partner = keys.iter().find(|k| k["name"] == "partner").unwrap();
+    assert_eq!(
+        partner["rate_limits"],
+        serde_json::json!([{ "limit": 5, "window_seconds": 60 }])
+    );
+    example.stop().await;
+}

@@ -434,6 +434,9 @@ pub struct KeySummary {
     pub last_used_at: Option<SystemTime>,
     /// What the application keeps with the key.
     pub metadata: Option<KeyMetadata>,
+    /// What the key may use (rate limits, credits, allowed addresses), if it
+    /// is limited; its credits as the store last read them.
+    pub limits: Option<Arc<UsageLimits>>,
 }
 
 impl From<&KeyRecord> for KeySummary {
@@ -450,6 +453,7 @@ impl From<&KeyRecord> for KeySummary {
             revoked_at: record.revoked_at,
             last_used_at: record.last_used_at,
             metadata: record.metadata.clone(),
+            limits: record.limits.clone(),
         }
     }
 }
