@@ -271,7 +271,11 @@ fn main() {
     );
 }
 
-fn rows_done(rows: Vec<Row<'_>>, per_round: &dyn Fn(&dyn Fn(usize) -> f64) -> (f64, f64, f64)) {
+/// Quartiles of a ratio taken in every round.
+type PerRound<'a> = dyn Fn(&dyn Fn(usize) -> f64) -> (f64, f64, f64) + 'a;
+
+/// Prints each row's ratio against its bound.
+fn rows_done(rows: Vec<Row<'_>>, per_round: &PerRound<'_>) {
     for (label, ratio, low_bound, high_bound) in rows {
         let (low, median, high) = per_round(&*ratio);
         let bound = if low_bound > 0.0 {
