@@ -119,6 +119,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
+    // A bad setting is reported before anything starts.
+    failed_attempts_per_minute()?;
     // The address first: a busy port is reported before any database wait.
     let listener = listen().await?;
     let addr = listener
@@ -193,8 +195,30 @@ async fn listen() -> Result<tokio::net::TcpListener, String> {
     })
 }
 
-/// The API: its routes behind the key layer, with `store` for both.
+/// Refused keys one client address may send in a minute before it is
+/// answered 429 without a lookup.
+const DEFAULT_FAILED_ATTEMPTS_PER_MINUTE: u32 = 60;
+
+/// `KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE` (default 60; 0 turns the
+/// failed-attempt throttle off).
+pub(crate) fn failed_attempts_per_minute() -> Result<u32, String> {
+    match std::env::var("KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE") {
+        Err(_) => Ok(DEFAULT_FAILED_ATTEMPTS_PER_MINUTE),
+        Ok(text) => text.trim().parse().map_err(|_| {
+            format!(
+                "KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE={text:?} is not a whole number; set it to a count such as {DEFAULT_FAILED_ATTEMPTS_PER_MINUTE}, or 0 to turn the throttle off"
+            )
+        }),
+    }
+}
+
+/// The API: its routes behind the key layer, with `store` for both, and
+/// the failed-attempt throttle as the environment sets it (an address that
+/// sent that many refused keys in a minute is answered 429 for the rest of
+/// it).
 pub(crate) fn app(store: Store) -> Router {
+    let failed_attempts =
+        failed_attempts_per_minute().unwrap_or(DEFAULT_FAILED_ATTEMPTS_PER_MINUTE);
     let extract = Extract::bearer_api_key_or_query();
     let state = AppState {
         // The same (cached) store, so a revocation through the API makes
@@ -208,6 +232,7 @@ pub(crate) fn app(store: Store) -> Router {
             .extract(extract)
             .org_header(ORG_HEADER)
             .store_timeout(STORE_TIMEOUT)
+            .failed_attempts(failed_attempts, Duration::from_secs(60))
             .public("/")
             .public("/health")
             .public("/health/")

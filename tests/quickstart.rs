@@ -848,3 +848,44 @@ async fn a_key_limited_to_five_a_minute_gets_429_on_its_sixth_request() {
     );
     example.stop().await;
 }
+
+#[tokio::test]
+async fn an_address_sending_refused_keys_is_throttled_as_configured() {
+    let dir = TempDir::new("quickstart-throttle");
+    let url = format!("sqlite://{}", dir.join("quickstart.db").display());
+    let example = start_example(
+        "quickstart",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE", "3"),
+        ],
+    )
+    .await;
+    let org_key = example.exports()["ORG_KEY"].clone();
+    let addr = example.addr;
+    let forged = format!("{}x", &org_key[..org_key.len() - 1]);
+    for _ in 0..3 {
+        let reply = call(addr, "GET", "/v1/whoami", &forged, "").await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+    // Now even the right key waits out the minute.
+    let blocked = call(addr, "GET", "/v1/whoami", &org_key, "").await;
+    assert_eq!(blocked.status, 429, "{}", blocked.body);
+    assert_eq!(blocked.json()["error"], "rate_limited");
+    assert!(blocked.header("retry-after").is_some());
+    example.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_failed_attempts_setting_is_one_line_naming_the_variable() {
+    let dir = TempDir::new("quickstart-bad-throttle");
+    let exited = run_until_exit(
+        "quickstart",
+        &dir.0,
+        &[("KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE", "lots")],
+        Duration::from_secs(20),
+    )
+    .await;
+    let line = assert_one_line_failure(&exited, "KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE");
+    assert!(line.contains("lots"), "{line}");
+}
