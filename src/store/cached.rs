@@ -15,7 +15,9 @@ use crate::store::lifecycle::{
     IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary, LifecycleError, NewKey, PageRequest,
     Rotation,
 };
-use crate::store::{Invalidate, Invalidation, KeyMatchRef, KeyStore, StoreError, note_use};
+use crate::store::{
+    CreditSpend, Invalidate, Invalidation, KeyMatchRef, KeyStore, StoreError, note_use,
+};
 
 /// How long answers are kept, how many, in how much memory, and on which
 /// clock.
@@ -337,6 +339,11 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
             .get_or_load(&(user.clone(), org.clone()), || store.membership(user, org))
             .await
             .map_err(shared_error)
+    }
+
+    /// Always the store's: credits are never cached.
+    async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+        self.shared.store.spend_credits(id, cost).await
     }
 
     /// A cache hit answers without waiting; a miss goes through

@@ -6,13 +6,14 @@ use std::fmt;
 use std::pin::pin;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::limit::{Credits, UsageLimits};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::lifecycle::{
     Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary,
@@ -20,7 +21,7 @@ use crate::store::lifecycle::{
     plan_rotation, storable,
 };
 use crate::store::usage::NotedFilter;
-use crate::store::{IdMap, KeyMatch, KeyMatchRef, KeyStore, StoreError, StoreOptions};
+use crate::store::{CreditSpend, IdMap, KeyMatch, KeyMatchRef, KeyStore, StoreError, StoreOptions};
 
 /// Keys and memberships in memory: no I/O, nothing survives a restart.
 ///
@@ -77,6 +78,10 @@ struct State {
     /// workspaces.
     owners_in_org: HashMap<OrgId, Vec<Owner>>,
     members: HashMap<UserId, HashMap<OrgId, Membership>>,
+    /// When each key's credits were last refilled, for the keys refilled
+    /// since they were issued and the successors of rotated keys; any other
+    /// key's refill clock starts at its `created_at`.
+    refilled_at: IdMap<KeyId, SystemTime>,
 }
 
 impl State {
@@ -127,6 +132,117 @@ impl State {
     fn ids_of(&self, owner: &Owner) -> Vec<KeyId> {
         self.by_owner.get(owner).cloned().unwrap_or_default()
     }
+
+    /// When `record`'s credits were last refilled.
+    fn refilled_at(&self, record: &KeyRecord) -> SystemTime {
+        self.refilled_at
+            .get(&record.id)
+            .copied()
+            .unwrap_or(record.created_at)
+    }
+
+    /// Spends `cost` of key `id`'s credits at `now` (see
+    /// [`KeyStore::spend_credits`]).
+    fn spend_credits(&mut self, id: &KeyId, cost: u64, now: SystemTime) -> CreditSpend {
+        let Some(record) = self.keys.get(id) else {
+            return CreditSpend::NotFound;
+        };
+        let Some(credits) = record
+            .limits
+            .as_deref()
+            .and_then(UsageLimits::credits)
+            .copied()
+        else {
+            return CreditSpend::Unlimited;
+        };
+        let refilled = refill_credits(&credits, self.refilled_at(record), now);
+        let spent = refilled.remaining.checked_sub(cost);
+        let remaining = spent.unwrap_or(refilled.remaining);
+        if remaining != credits.remaining() {
+            set_credits(self.keys.get_mut(id), credits.with_remaining(remaining));
+        }
+        if refilled.refilled {
+            self.refilled_at.insert(id.clone(), refilled.refilled_at);
+        }
+        match spent {
+            Some(remaining) => CreditSpend::Spent { remaining },
+            None => CreditSpend::Exhausted {
+                remaining,
+                refill_in: refilled.refill_in(now),
+            },
+        }
+    }
+}
+
+/// Replaces the credits of `record`'s limits (which has some).
+fn set_credits(record: Option<&mut KeyRecord>, credits: Credits) {
+    if let Some(limits) = record.and_then(|record| record.limits.as_mut()) {
+        let limits = Arc::make_mut(limits);
+        *limits = limits.clone().with_credits(credits);
+    }
+}
+
+/// A key's credits once the refill due at `now`, if any, is applied: what
+/// every store spends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refilled {
+    /// The credits left.
+    pub(crate) remaining: u64,
+    /// Whether a refill was due (and so `remaining` is its amount).
+    pub(crate) refilled: bool,
+    /// When the credits were last refilled: the start of the interval
+    /// `now` falls in, counted from the previous refill.
+    pub(crate) refilled_at: SystemTime,
+    /// When the next refill is due, if the credits refill.
+    pub(crate) next_refill: Option<SystemTime>,
+}
+
+impl Refilled {
+    /// How long until the next refill, from `now`.
+    pub(crate) fn refill_in(&self, now: SystemTime) -> Option<Duration> {
+        self.next_refill
+            .map(|next| next.duration_since(now).unwrap_or_default())
+    }
+}
+
+/// `credits` last refilled at `refilled_at`, as they stand at `now`: set
+/// back to the refill's amount when one or more intervals have passed, the
+/// refill clock moved on by whole intervals so that refills stay on the
+/// intervals counted from the key's issue. (The SQL stores compute the same
+/// in their spending statement.)
+pub(crate) fn refill_credits(
+    credits: &Credits,
+    refilled_at: SystemTime,
+    now: SystemTime,
+) -> Refilled {
+    let unchanged = Refilled {
+        remaining: credits.remaining(),
+        refilled: false,
+        refilled_at,
+        next_refill: None,
+    };
+    let Some(refill) = credits.refill_policy() else {
+        return unchanged;
+    };
+    let interval = refill.interval();
+    match now.duration_since(refilled_at) {
+        Ok(elapsed) if elapsed >= interval => {
+            // The remainder is below the interval (at most a year), so it
+            // fits in nanoseconds.
+            let into_interval = elapsed.as_nanos() % interval.as_nanos();
+            let start = now - Duration::from_nanos(u64::try_from(into_interval).unwrap_or(0));
+            Refilled {
+                remaining: refill.amount(),
+                refilled: true,
+                refilled_at: start,
+                next_refill: Some(start + interval),
+            }
+        }
+        _ => Refilled {
+            next_refill: Some(refilled_at + interval),
+            ..unchanged
+        },
+    }
 }
 
 impl InsertMinted for State {
@@ -173,7 +289,10 @@ impl MemoryStore {
     /// Stores a record as it is, for keys minted elsewhere (legacy keys, test
     /// fixtures). A record with the same id is replaced.
     pub fn insert(&self, record: KeyRecord) {
-        self.write().put(record);
+        let mut state = self.write();
+        // A replaced key's credits start over on the new record's clock.
+        state.refilled_at.remove(&record.id);
+        state.put(record);
     }
 
     /// How many keys the store holds, revoked ones included.
@@ -248,6 +367,12 @@ impl KeyStore for MemoryStore {
             .get(user)
             .and_then(|orgs| orgs.get(org))
             .cloned())
+    }
+
+    /// Under the write lock, on the store's clock.
+    async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+        let now = self.shared.options.now();
+        Ok(self.write().spend_credits(id, cost, now))
     }
 
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
@@ -400,12 +525,30 @@ impl KeyLifecycle for MemoryStore {
             .get(id)
             .ok_or_else(|| LifecycleError::NotFound(id.clone()))?;
         let plan = plan_rotation(old, &options.format, rotation, now)?;
+        let has_credits = old
+            .limits
+            .as_deref()
+            .and_then(UsageLimits::credits)
+            .is_some();
+        let refilled_at = state.refilled_at(old);
         let issued = at_once(mint_and_insert(
             &mut *state,
             &options.format,
             plan.successor,
             now,
         ))?;
+        if has_credits {
+            // The successor took the old key's credits and goes on with its
+            // refill clock; the old key keeps none, so that two keys never
+            // spend one key's credits, and rotating never resets them.
+            state
+                .refilled_at
+                .insert(issued.record.id.clone(), refilled_at);
+            set_credits(
+                state.keys.get_mut(id),
+                Credits::new(0).map_err(StoreError::backend)?,
+            );
+        }
         if let Some(old) = state.keys.get_mut(id) {
             match plan.old_key {
                 OldKey::Revoke => old.revoked_at = Some(now),

@@ -10,6 +10,7 @@ use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 use time::OffsetDateTime;
 
+use crate::client_addr::IpAllowlist;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::limit::UsageLimits;
@@ -21,12 +22,15 @@ use crate::store::lifecycle::{
     LifecycleError, NewKey, OldKey, PageRequest, Rotation, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, counts_usable_keys,
-    dialect_migrations, inserted, key_from_row, limits_from_text, metadata_from_text, migrate,
-    owner_columns, owner_ids, page_rows, page_start, per_owner_kind, pool_options,
-    scopes_from_names, summaries, to_micros_precision,
+    Dialect, Migration, PerOwnerKind, SqlCore, allowlist_from_text, bind_key, column_error,
+    counts_usable_keys, credits_are_sound, dialect_migrations, hand_over_credits, inserted,
+    key_from_row, limits_from_text, metadata_from_text, migrate, owner_columns, owner_ids,
+    page_rows, page_start, per_owner_kind, pool_options, scopes_from_names, summaries,
+    to_micros_precision,
 };
-use crate::store::{Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions};
+use crate::store::{
+    CreditSpend, Invalidate, Invalidation, KeyMatch, KeyStore, StoreError, StoreOptions,
+};
 
 /// Serializes migrations across processes starting at once (an arbitrary
 /// constant: "keyauth" in ASCII).
@@ -56,6 +60,24 @@ macro_rules! bounded_limits {
     };
 }
 
+/// The `allowed_ips` column, cut one character past the longest valid
+/// text: a longer one is over
+/// [`MAX_ALLOWLIST_TEXT_LEN`](crate::store::sql::MAX_ALLOWLIST_TEXT_LEN)
+/// bytes either way.
+macro_rules! bounded_allowlist {
+    () => {
+        "left(allowed_ips, 4160)"
+    };
+}
+
+/// The credit columns of a key.
+macro_rules! credit_columns {
+    () => {
+        "credits_remaining, credits_refill_amount, credits_refill_interval_seconds,
+ credits_refilled_at"
+    };
+}
+
 /// Selects a key. A stored array of scopes is read only up to one element
 /// past [`Scopes::MAX_COUNT`], each element up to one character past
 /// [`Scope::MAX_LEN`](crate::scope::Scope::MAX_LEN) (the numbers are written out
@@ -70,11 +92,79 @@ macro_rules! select_key {
             bounded_metadata!(),
             " AS metadata, ",
             bounded_limits!(),
-            " AS rate_limits
+            " AS rate_limits, ",
+            bounded_allowlist!(),
+            " AS allowed_ips, ",
+            credit_columns!(),
+            "
  FROM keyauth_keys"
         )
     };
 }
+
+/// Whether a refill of the key row's credits is due at `$2` (the row's
+/// credits are sound, see `credits_are_sound!`).
+macro_rules! refill_due {
+    () => {
+        "credits_refill_amount IS NOT NULL
+   AND $2::timestamptz >= credits_refilled_at + credits_refill_interval_seconds * interval '1 second'"
+    };
+}
+
+/// The key row's credits at `$2`, a due refill applied.
+macro_rules! credits_at_now {
+    () => {
+        concat!(
+            "(CASE WHEN ",
+            refill_due!(),
+            " THEN credits_refill_amount ELSE credits_remaining END)"
+        )
+    };
+}
+
+/// Spends `$3` credits of the key of id `$1` at `$2` (see
+/// [`Dialect::SPEND_CREDITS`]). A due refill moves the refill clock to the
+/// start of the interval `$2` falls in, counted from the last refill, in
+/// whole microseconds. Concurrent spends of one key wait for its row's lock
+/// and check the condition again on the row as the previous one left it
+/// (READ COMMITTED), so none goes below zero.
+const SPEND_CREDITS: &str = concat!(
+    "UPDATE keyauth_keys
+ SET credits_remaining = ",
+    credits_at_now!(),
+    " - $3,
+     credits_refilled_at = CASE WHEN ",
+    refill_due!(),
+    " THEN $2::timestamptz
+             - (trunc(extract(epoch FROM $2::timestamptz - credits_refilled_at) * 1000000)::bigint
+                % (credits_refill_interval_seconds * 1000000)) * interval '1 microsecond'
+         ELSE credits_refilled_at END
+ WHERE id = $1 AND ",
+    credits_are_sound!(),
+    " AND ",
+    credits_at_now!(),
+    " >= $3
+ RETURNING credits_remaining"
+);
+
+/// The credit columns of the key of id `$1`.
+const SELECT_CREDITS: &str = concat!(
+    "SELECT ",
+    credit_columns!(),
+    " FROM keyauth_keys WHERE id = $1"
+);
+
+/// A rotated key's (`$2`) credits handed over to its successor (`$1`): the
+/// successor takes the refill clock, the old key keeps no credits.
+const HAND_OVER_CREDITS: [&str; 2] = [
+    "UPDATE keyauth_keys
+ SET credits_refilled_at = (SELECT credits_refilled_at FROM keyauth_keys WHERE id = $2)
+ WHERE id = $1 AND credits_remaining IS NOT NULL",
+    "UPDATE keyauth_keys
+ SET credits_remaining = 0, credits_refill_amount = NULL,
+     credits_refill_interval_seconds = NULL, credits_refilled_at = NULL
+ WHERE id = $2 AND id <> $1 AND credits_remaining IS NOT NULL",
+];
 
 /// One key by its id (`$1`), and the same locking the row.
 const SELECT_KEY_BY_ID: &str = concat!(select_key!(bounded_scopes!()), " WHERE id = $1");
@@ -220,6 +310,9 @@ impl Dialect for Postgres {
         "SELECT COALESCE(MAX(version), 0)::BIGINT FROM keyauth_migrations";
     const SELECT_KEY_MATCHING: &'static str = SELECT_KEY_MATCHING;
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const SPEND_CREDITS: &'static str = SPEND_CREDITS;
+    const SELECT_CREDITS: &'static str = SELECT_CREDITS;
+    const HAND_OVER_CREDITS: [&'static str; 2] = HAND_OVER_CREDITS;
 
     fn lock_migrations() -> Option<Query<'static, Postgres, PgArguments>> {
         Some(sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK))
@@ -257,6 +350,11 @@ impl Dialect for Postgres {
     fn limits_of_row(row: &PgRow) -> Result<Option<UsageLimits>, StoreError> {
         let text: Option<&str> = row.try_get("rate_limits").map_err(column_error)?;
         limits_from_text(text)
+    }
+
+    fn allowed_ips_of_row(row: &PgRow) -> Result<Option<IpAllowlist>, StoreError> {
+        let text: Option<&str> = row.try_get("allowed_ips").map_err(column_error)?;
+        allowlist_from_text(text)
     }
 
     fn bind_scopes<'q>(
@@ -543,8 +641,11 @@ impl InsertMinted for PgConnection {
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
-                                       revoked_at, last_used_at, metadata, rate_limits)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                                       revoked_at, last_used_at, metadata, rate_limits,
+                                       allowed_ips, credits_remaining, credits_refill_amount,
+                                       credits_refill_interval_seconds, credits_refilled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $19, $20, $21)",
         );
         let result = bind_key(insert, record).execute(&mut *self).await;
         let outcome = inserted(result)?;
@@ -610,6 +711,12 @@ impl KeyStore for PostgresStore {
         scopes
             .map(|names| scopes_from_names(names).map(Membership::new))
             .transpose()
+    }
+
+    /// One conditional `UPDATE`, then, only when it changed nothing, one
+    /// read.
+    async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+        self.inner.spend_credits(id, cost).await
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
@@ -741,6 +848,15 @@ impl KeyLifecycle for PostgresStore {
             .inner
             .mint_and_insert(&mut *tx, plan.successor, now)
             .await?;
+        // The old row is locked: no spend of it lands in between.
+        if old
+            .limits
+            .as_deref()
+            .and_then(UsageLimits::credits)
+            .is_some()
+        {
+            hand_over_credits::<Postgres>(&mut tx, id, &issued.record.id).await?;
+        }
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => (RETIRE_REVOKE, now),
             OldKey::GraceEndsAt(at) => (RETIRE_GRACE, at),
@@ -1200,6 +1316,130 @@ mod tests {
         assert_eq!(
             found.limits.unwrap().rate_limit_set().to_string(),
             "q=5;w=60"
+        );
+        drop_schema(&store, &schema).await;
+    }
+
+    #[test]
+    fn allowlists_are_read_just_past_their_bound() {
+        let read = format!(
+            "left(allowed_ips, {}) AS allowed_ips",
+            crate::store::sql::MAX_ALLOWLIST_TEXT_LEN + 1
+        );
+        assert!(SELECT_KEY_BY_ID.contains(&read));
+        assert!(SELECT_KEY_BY_ID_FOR_UPDATE.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
+    }
+
+    /// Stored credits or allowlists out of their bounds, or inconsistent,
+    /// are a corrupt record: reading the key, listing it or rotating it
+    /// fails, and a spend changes nothing and fails.
+    #[tokio::test]
+    #[ignore = "needs KEYAUTH_TEST_POSTGRES_URL"]
+    async fn corrupt_credits_and_allowlists_fail_closed() {
+        let (store, schema) = store_in_fresh_schema("credits").await;
+        let credits = crate::limit::Credits::new(5)
+            .unwrap()
+            .refill(crate::limit::Refill::every(10, Duration::from_secs(60)).unwrap());
+        let limits = UsageLimits::new()
+            .with_credits(credits)
+            .with_allowed_ips(IpAllowlist::parse(["192.0.2.0/24"]).unwrap());
+        let issued = store
+            .issue(NewKey::org("acme").limits(limits))
+            .await
+            .unwrap();
+        let id = issued.record.id.as_str();
+        let sound = "UPDATE keyauth_keys SET allowed_ips = '192.0.2.0/24',
+                            credits_remaining = 5, credits_refill_amount = 10,
+                            credits_refill_interval_seconds = 60,
+                            credits_refilled_at = 'epoch'
+                     WHERE id = $1";
+        // 4160 characters read, over 4159 bytes.
+        let wide = format!("allowed_ips = '{}'", "\u{e9}".repeat(4200));
+        let overlong = format!("allowed_ips = '{}192.0.2.0/24'", " ".repeat(4200));
+        let corruptions = [
+            "allowed_ips = '192.0.2.1/24'".to_owned(),
+            "allowed_ips = '192.0.2.0/24,'".to_owned(),
+            "allowed_ips = ' '".to_owned(),
+            overlong,
+            wide,
+            "credits_remaining = -1".to_owned(),
+            "credits_remaining = 1000000000000001".to_owned(),
+            "credits_remaining = NULL".to_owned(),
+            "credits_refill_amount = 0".to_owned(),
+            "credits_refill_amount = NULL".to_owned(),
+            "credits_refill_interval_seconds = 0".to_owned(),
+            "credits_refill_interval_seconds = 31622401".to_owned(),
+            "credits_refilled_at = NULL".to_owned(),
+        ];
+        for corruption in &corruptions {
+            sqlx::query(sound)
+                .bind(id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE keyauth_keys SET {corruption} WHERE id = $1"
+            )))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let what: String = corruption.chars().take(40).collect();
+            assert!(store.find_key(&issued.record.id).await.is_err(), "{what}");
+            assert!(
+                store
+                    .find_key_matching(&issued.record.id, &issued.record.hash)
+                    .await
+                    .is_err(),
+                "{what}"
+            );
+            assert!(store.list(&Owner::org("acme")).await.is_err(), "{what}");
+            let listing = KeyListing::org("acme");
+            assert!(
+                store
+                    .list_page(&listing, &PageRequest::default())
+                    .await
+                    .is_err(),
+                "{what}"
+            );
+            assert!(
+                store
+                    .rotate(&issued.record.id, Duration::ZERO)
+                    .await
+                    .is_err(),
+                "{what}: a corrupt key is not rotated into one without limits"
+            );
+            if corruption.starts_with("credits") {
+                let remaining = "SELECT credits_remaining FROM keyauth_keys WHERE id = $1";
+                let before: Option<i64> = sqlx::query_scalar(remaining)
+                    .bind(id)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+                assert!(
+                    store.spend_credits(&issued.record.id, 1).await.is_err(),
+                    "{what}"
+                );
+                let after: Option<i64> = sqlx::query_scalar(remaining)
+                    .bind(id)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(before, after, "{what}: a corrupt row is not spent");
+            }
+        }
+        sqlx::query(sound)
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(found.limits.unwrap().credits(), Some(&credits));
+        // Refilled: its clock (the epoch) is long past an interval.
+        assert_eq!(
+            store.spend_credits(&issued.record.id, 1).await.unwrap(),
+            CreditSpend::Spent { remaining: 9 }
         );
         drop_schema(&store, &schema).await;
     }

@@ -16,9 +16,10 @@ use sqlx::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::client_addr::IpAllowlist;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
-use crate::limit::{RateLimits, UsageLimits};
+use crate::limit::{Credits, MAX_CREDITS, RateLimits, Refill, UsageLimits};
 use crate::metadata::KeyMetadata;
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
@@ -26,8 +27,9 @@ use crate::store::lifecycle::{
     self, Insert, InsertMinted, IssuedKey, KeyPolicy, KeySummary, LifecycleError, NewKey,
     PageCursor, PageRequest,
 };
+use crate::store::memory::refill_credits;
 use crate::store::usage::UsageBuffer;
-use crate::store::{KeyMatch, StoreError, StoreOptions};
+use crate::store::{CreditSpend, KeyMatch, StoreError, StoreOptions};
 
 /// A schema change, applied once, in order, inside a transaction.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +89,15 @@ macro_rules! dialect_migrations {
                     "/0005_key_rate_limits.sql"
                 )),
             },
+            Migration {
+                version: 6,
+                description: "key credits and allowlists",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0006_key_credits_and_allowlists.sql"
+                )),
+            },
         ]
     };
 }
@@ -110,6 +121,21 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     /// Selects the key row of id `$1`/`?1`, its scopes read only when its
     /// hash equals `$2`/`?2`.
     const SELECT_KEY_MATCHING: &'static str;
+    /// Spends `$3`/`?3` credits of the key of id `$1`/`?1` at the time
+    /// `$2`/`?2`, in one conditional `UPDATE`: a refill due then is applied
+    /// first, and the row is changed only when its credits are sound (see
+    /// [`credits_are_sound!`]) and enough. Returns the credits left (one
+    /// BIGINT), or no row.
+    const SPEND_CREDITS: &'static str;
+    /// The credit columns of the key of id `$1`/`?1`: `credits_remaining`,
+    /// `credits_refill_amount`, `credits_refill_interval_seconds`,
+    /// `credits_refilled_at`.
+    const SELECT_CREDITS: &'static str;
+    /// Hands the credits of a rotated key (id `$2`/`?2`) over to its
+    /// successor (id `$1`/`?1`), inserted with the old key's credits as
+    /// read in the same transaction: the successor takes its refill clock,
+    /// and the old key keeps no credits.
+    const HAND_OVER_CREDITS: [&'static str; 2];
 
     /// Serializes migrating processes, run first in the migration's
     /// transaction, where [`BEGIN_WRITE`](Self::BEGIN_WRITE) alone does not.
@@ -139,6 +165,10 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     /// The `rate_limits` column of a key row, as its `SELECT` bounds it;
     /// `None` for NULL.
     fn limits_of_row(row: &Self::Row) -> Result<Option<UsageLimits>, StoreError>;
+
+    /// The `allowed_ips` column of a key row, as its `SELECT` bounds it;
+    /// `None` for NULL.
+    fn allowed_ips_of_row(row: &Self::Row) -> Result<Option<IpAllowlist>, StoreError>;
 
     /// Binds scopes as the dialect stores them.
     fn bind_scopes<'q>(
@@ -271,6 +301,7 @@ impl<D: Dialect> SqlCore<D> {
         for<'t> &'t str: Encode<'t, D> + Type<D>,
         for<'t> &'t [u8]: Encode<'t, D> + Type<D> + Decode<'t, D>,
         String: Type<D> + for<'r> Decode<'r, D>,
+        i64: Type<D> + for<'r> Decode<'r, D>,
         &'static str: ColumnIndex<D::Row>,
     {
         let mut connection = self.acquire().await?;
@@ -281,6 +312,69 @@ impl<D: Dialect> SqlCore<D> {
             .await
             .map_err(StoreError::backend)?;
         match_key_row(row, presented, hash_of_row, key_from_row::<D>)
+    }
+
+    /// Spends `cost` of key `id`'s credits (see
+    /// [`KeyStore::spend_credits`](crate::KeyStore::spend_credits)): one
+    /// conditional `UPDATE` ([`Dialect::SPEND_CREDITS`]), which refills and
+    /// spends in the database, at the store clock's time. Only when it
+    /// changed nothing, one read tells why: no key, no credits, or too few.
+    pub(crate) async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: u64,
+    ) -> Result<CreditSpend, StoreError>
+    where
+        for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+        for<'t> &'t str: Encode<'t, D> + Type<D>,
+        i64: Type<D> + for<'r> Decode<'r, D> + for<'t> Encode<'t, D>,
+        &'static str: ColumnIndex<D::Row>,
+        usize: ColumnIndex<D::Row>,
+    {
+        // More than a key can hold is never spent, and is bound as a BIGINT.
+        let bound_cost = column_count(cost.min(MAX_CREDITS + 1));
+        let mut connection = self.acquire().await?;
+        for _ in 0..SPEND_ATTEMPTS {
+            let now = to_micros_precision(self.options.now());
+            let spend = sqlx::query(D::SPEND_CREDITS).bind(id.as_str());
+            let spent = D::bind_time(spend, Some(now))
+                .bind(bound_cost)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(StoreError::backend)?;
+            if let Some(row) = spent {
+                let remaining: i64 = row.try_get(0usize).map_err(column_error)?;
+                let remaining = u64::try_from(remaining)
+                    .ok()
+                    .filter(|&remaining| remaining <= MAX_CREDITS)
+                    .ok_or_else(|| corrupt("key credits out of bounds after a spend".to_owned()))?;
+                return Ok(CreditSpend::Spent { remaining });
+            }
+            let row = sqlx::query(D::SELECT_CREDITS)
+                .bind(id.as_str())
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(StoreError::backend)?;
+            let Some(row) = row else {
+                return Ok(CreditSpend::NotFound);
+            };
+            let Some((credits, refilled_at)) = credits_of_row::<D>(&row)? else {
+                return Ok(CreditSpend::Unlimited);
+            };
+            // As the `UPDATE` saw them at `now`, unless another writer
+            // changed them in between (refilled them on a later clock, say):
+            // then spend again.
+            let refilled = refill_credits(&credits, refilled_at, now);
+            if refilled.remaining < cost {
+                return Ok(CreditSpend::Exhausted {
+                    remaining: refilled.remaining,
+                    refill_in: refilled.refill_in(now),
+                });
+            }
+        }
+        Err(StoreError::backend(
+            "a key's credits kept changing while they were being spent",
+        ))
     }
 
     /// A transaction that reads and then writes.
@@ -332,6 +426,55 @@ impl<D: Dialect> SqlCore<D> {
             .finish()
     }
 }
+
+/// How many times a spend of credits is tried when another writer changed
+/// them between its `UPDATE` and its read.
+const SPEND_ATTEMPTS: usize = 3;
+
+/// Hands the credits of the rotated key `old` over to its `successor`,
+/// inserted in the same transaction (see [`Dialect::HAND_OVER_CREDITS`]):
+/// the successor has the old key's remaining credits (as read in the
+/// transaction, which holds the old row against spends) and goes on with
+/// its refill clock; the old key keeps none. Rotating is never a way to
+/// reset credits, and during a grace period two keys never spend one key's
+/// credits.
+pub(crate) async fn hand_over_credits<D: Dialect>(
+    connection: &mut D::Connection,
+    old: &KeyId,
+    successor: &KeyId,
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'t> &'t str: Encode<'t, D> + Type<D>,
+{
+    for statement in D::HAND_OVER_CREDITS {
+        sqlx::query(statement)
+            .bind(successor.as_str())
+            .bind(old.as_str())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::backend)?;
+    }
+    Ok(())
+}
+
+/// The condition on a key row that its credit columns hold credits a spend
+/// may change: what is left within its bounds, and either no refill or a
+/// refill within its bounds with the time of its last refill. A spend never
+/// changes a row that fails it, and reading the row fails
+/// ([`credits_from_columns`]). The bounds, [`MAX_CREDITS`] and
+/// [`MAX_WINDOW`](crate::limit::MAX_WINDOW) in seconds, are written out
+/// (a unit test checks them).
+macro_rules! credits_are_sound {
+    () => {
+        "credits_remaining BETWEEN 0 AND 1000000000000000
+         AND ((credits_refill_amount IS NULL AND credits_refill_interval_seconds IS NULL)
+              OR (credits_refill_amount BETWEEN 1 AND 1000000000000000
+                  AND credits_refill_interval_seconds BETWEEN 1 AND 31622400
+                  AND credits_refilled_at IS NOT NULL))"
+    };
+}
+pub(crate) use credits_are_sound;
 
 /// Flushes `core`'s buffered `last_used_at` times every `interval` while it
 /// lives, and at once when a use finds the queue full (`overflow`), so that
@@ -551,6 +694,112 @@ pub(crate) fn limits_from_text(text: Option<&str>) -> Result<Option<UsageLimits>
     .transpose()
 }
 
+/// The longest text of a valid [`IpAllowlist`], in bytes: its most
+/// networks, each entry at its longest, separated by commas (the text the
+/// stores write, `192.0.2.0/24, 2001:db8::/32`, is shorter).
+pub(crate) const MAX_ALLOWLIST_TEXT_LEN: usize =
+    IpAllowlist::MAX_NETWORKS * (IpAllowlist::MAX_ENTRY_BYTES + 1) - 1;
+
+/// An allowlist as stored: its networks joined by `", "`; the empty text
+/// for an empty allowlist.
+fn allowlist_to_text(allowlist: &IpAllowlist) -> String {
+    allowlist.to_string()
+}
+
+/// An allowlist read back from its text (at most one byte past
+/// [`MAX_ALLOWLIST_TEXT_LEN`], as the stores read it); text that is not
+/// valid networks is a corrupt record, so a key is never handed out without
+/// its allowlist.
+pub(crate) fn allowlist_from_text(text: Option<&str>) -> Result<Option<IpAllowlist>, StoreError> {
+    text.map(|text| {
+        if text.len() > MAX_ALLOWLIST_TEXT_LEN {
+            return Err(corrupt(format!(
+                "a key's IP allowlist is over {MAX_ALLOWLIST_TEXT_LEN} bytes"
+            )));
+        }
+        let entries = text.split(',').filter(|_| !text.is_empty());
+        IpAllowlist::parse(entries).map_err(|error| corrupt(format!("key IP allowlist: {error}")))
+    })
+    .transpose()
+}
+
+/// Credits read back from their columns (see migration 6), with the time of
+/// their last refill (the epoch for credits that never refill); `None` for
+/// a key without credits. Values out of bounds, or a refill's columns not
+/// all set together, are a corrupt record.
+pub(crate) fn credits_from_columns(
+    remaining: Option<i64>,
+    refill_amount: Option<i64>,
+    refill_interval_seconds: Option<i64>,
+    refilled_at: Option<SystemTime>,
+) -> Result<Option<(Credits, SystemTime)>, StoreError> {
+    let bad = |what: String| corrupt(format!("key credits: {what}"));
+    let count = |value: i64| u64::try_from(value).unwrap_or(u64::MAX);
+    let Some(remaining) = remaining else {
+        if refill_amount.is_some() || refill_interval_seconds.is_some() || refilled_at.is_some() {
+            return Err(bad("a refill without credits".to_owned()));
+        }
+        return Ok(None);
+    };
+    let credits = Credits::new(count(remaining)).map_err(|error| bad(error.to_string()))?;
+    match (refill_amount, refill_interval_seconds, refilled_at) {
+        (None, None, at) => Ok(Some((credits, at.unwrap_or(UNIX_EPOCH)))),
+        (Some(amount), Some(seconds), Some(at)) => {
+            let interval = Duration::from_secs(count(seconds));
+            let refill =
+                Refill::every(count(amount), interval).map_err(|error| bad(error.to_string()))?;
+            Ok(Some((credits.refill(refill), at)))
+        }
+        _ => Err(bad(
+            "a refill's amount, interval and time are not set together".to_owned(),
+        )),
+    }
+}
+
+/// The credit columns of a key row, read back (see
+/// [`credits_from_columns`]).
+fn credits_of_row<D: Dialect>(row: &D::Row) -> Result<Option<(Credits, SystemTime)>, StoreError>
+where
+    i64: Type<D> + for<'r> Decode<'r, D>,
+    &'static str: ColumnIndex<D::Row>,
+{
+    let count = |column: &'static str| -> Result<Option<i64>, StoreError> {
+        row.try_get(column).map_err(column_error)
+    };
+    credits_from_columns(
+        count("credits_remaining")?,
+        count("credits_refill_amount")?,
+        count("credits_refill_interval_seconds")?,
+        D::time_of_row(row, "credits_refilled_at")?,
+    )
+}
+
+/// A count as a BIGINT column holds it (counts are at most
+/// [`MAX_CREDITS`], far below its bound).
+fn column_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// What a key may use, from what its columns hold: `None` when none of
+/// them limits it.
+fn usage_limits(
+    rate_limits: Option<UsageLimits>,
+    credits: Option<Credits>,
+    allowed_ips: Option<IpAllowlist>,
+) -> Option<UsageLimits> {
+    if rate_limits.is_none() && credits.is_none() && allowed_ips.is_none() {
+        return None;
+    }
+    let mut limits = rate_limits.unwrap_or_default();
+    if let Some(credits) = credits {
+        limits = limits.with_credits(credits);
+    }
+    if let Some(allowed_ips) = allowed_ips {
+        limits = limits.with_allowed_ips(allowed_ips);
+    }
+    Some(limits)
+}
+
 /// The stored hash of a key row, read before anything else of it.
 fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
 where
@@ -570,6 +819,7 @@ pub(crate) fn key_from_row<D: Dialect>(row: &D::Row) -> Result<KeyRecord, StoreE
 where
     String: Type<D> + for<'r> Decode<'r, D>,
     for<'r> &'r [u8]: Type<D> + Decode<'r, D>,
+    i64: Type<D> + for<'r> Decode<'r, D>,
     &'static str: ColumnIndex<D::Row>,
 {
     let hash = hash_of_row(row)?;
@@ -599,14 +849,17 @@ where
     record.revoked_at = time("revoked_at")?;
     record.last_used_at = time("last_used_at")?;
     record.metadata = D::metadata_of_row(row)?;
-    record.limits = D::limits_of_row(row)?.map(Arc::new);
+    let credits = credits_of_row::<D>(row)?.map(|(credits, _)| credits);
+    record.limits =
+        usage_limits(D::limits_of_row(row)?, credits, D::allowed_ips_of_row(row)?).map(Arc::new);
     Ok(record)
 }
 
 /// Binds the columns of `record` in the order the stores insert them: id,
 /// hash, prefix, the four owner columns, scopes, name, the five times
-/// (created, expires, grace ends, revoked, last used), the metadata, and the
-/// rate limits.
+/// (created, expires, grace ends, revoked, last used), the metadata, the
+/// rate limits, the allowlist, and the credits (remaining, refill amount,
+/// refill interval in seconds, last refilled: at the key's creation).
 pub(crate) fn bind_key<'q, D: Dialect>(
     query: Query<'q, D, D::Arguments>,
     record: &KeyRecord,
@@ -616,8 +869,13 @@ where
     for<'t> Option<&'t str>: Encode<'t, D>,
     for<'t> Option<String>: Encode<'t, D>,
     String: Type<D>,
+    for<'t> Option<i64>: Encode<'t, D>,
+    i64: Type<D>,
     for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
 {
+    let limits = record.limits.as_deref();
+    let credits = limits.and_then(UsageLimits::credits);
+    let refill = credits.and_then(Credits::refill_policy);
     let (kind, org, workspace, user) = owner_columns(&record.owner);
     let query = query
         .bind(record.id.as_str())
@@ -628,7 +886,7 @@ where
         .bind(workspace)
         .bind(user);
     let query = D::bind_scopes(query, &record.scopes).bind(&*record.name);
-    [
+    let query = [
         Some(record.created_at),
         record.expires_at,
         record.grace_ends_at,
@@ -638,12 +896,16 @@ where
     .into_iter()
     .fold(query, D::bind_time)
     .bind(record.metadata.as_ref().map(KeyMetadata::as_json))
+    .bind(limits.map(|limits| limits.rate_limit_set().to_string()))
     .bind(
-        record
-            .limits
-            .as_deref()
-            .map(|limits| limits.rate_limit_set().to_string()),
+        limits
+            .and_then(UsageLimits::allowed_ips)
+            .map(allowlist_to_text),
     )
+    .bind(credits.map(|credits| column_count(credits.remaining())))
+    .bind(refill.map(|refill| column_count(refill.amount())))
+    .bind(refill.map(|refill| column_count(refill.interval().as_secs())));
+    D::bind_time(query, credits.map(|_| record.created_at))
 }
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the
@@ -787,6 +1049,76 @@ mod tests {
             page_start(Some(&between)),
             (Some(at + Duration::from_micros(1)), "")
         );
+    }
+
+    #[test]
+    fn credit_bounds_are_written_out_in_sql() {
+        let sound = credits_are_sound!();
+        assert!(sound.contains(&format!("BETWEEN 0 AND {MAX_CREDITS}")));
+        assert!(sound.contains(&format!("BETWEEN 1 AND {MAX_CREDITS}")));
+        let max_seconds = crate::limit::MAX_WINDOW.as_secs();
+        assert!(sound.contains(&format!("BETWEEN 1 AND {max_seconds}")));
+    }
+
+    #[test]
+    fn credits_read_back_from_sound_columns_only() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let read = |remaining, amount, seconds, at| {
+            credits_from_columns(remaining, amount, seconds, at).map(|c| c.map(|(c, _)| c))
+        };
+        let credits = Credits::new(5).unwrap();
+        let refill = Refill::every(10, Duration::from_secs(60)).unwrap();
+        assert_eq!(read(None, None, None, None).unwrap(), None);
+        assert_eq!(read(Some(5), None, None, None).unwrap(), Some(credits));
+        assert_eq!(read(Some(5), None, None, Some(at)).unwrap(), Some(credits));
+        assert_eq!(
+            read(Some(5), Some(10), Some(60), Some(at)).unwrap(),
+            Some(credits.refill(refill))
+        );
+        let max = i64::try_from(MAX_CREDITS).unwrap();
+        assert!(read(Some(max), Some(max), Some(31_622_400), Some(at)).is_ok());
+        for (remaining, amount, seconds, at) in [
+            (Some(-1), None, None, None),
+            (Some(max + 1), None, None, None),
+            (None, Some(10), Some(60), Some(at)),
+            (None, None, None, Some(at)),
+            (Some(5), Some(10), None, Some(at)),
+            (Some(5), None, Some(60), Some(at)),
+            (Some(5), Some(10), Some(60), None),
+            (Some(5), Some(0), Some(60), Some(at)),
+            (Some(5), Some(max + 1), Some(60), Some(at)),
+            (Some(5), Some(10), Some(0), Some(at)),
+            (Some(5), Some(10), Some(-60), Some(at)),
+            (Some(5), Some(10), Some(31_622_401), Some(at)),
+        ] {
+            assert!(
+                read(remaining, amount, seconds, at).is_err(),
+                "{remaining:?} {amount:?} {seconds:?} {at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowlists_round_trip_through_text() {
+        let allowlist = IpAllowlist::parse(["192.0.2.0/24", "2001:db8::/32"]).unwrap();
+        let text = allowlist_to_text(&allowlist);
+        assert_eq!(allowlist_from_text(Some(&text)).unwrap(), Some(allowlist));
+        let empty = IpAllowlist::parse(std::iter::empty::<&str>()).unwrap();
+        assert_eq!(allowlist_from_text(Some("")).unwrap(), Some(empty));
+        assert_eq!(allowlist_from_text(None).unwrap(), None);
+        // The longest valid text is read back; one byte more is not.
+        let entry = format!(
+            "{:>width$}",
+            "10.0.0.0/8",
+            width = IpAllowlist::MAX_ENTRY_BYTES
+        );
+        let longest = vec![entry; IpAllowlist::MAX_NETWORKS].join(",");
+        assert_eq!(longest.len(), MAX_ALLOWLIST_TEXT_LEN);
+        assert!(allowlist_from_text(Some(&longest)).is_ok());
+        assert!(allowlist_from_text(Some(&format!(" {longest}"))).is_err());
+        for corrupt in [" ", ",", "10.0.0.1/8", "192.0.2.0/24,", "nonsense"] {
+            assert!(allowlist_from_text(Some(corrupt)).is_err(), "{corrupt:?}");
+        }
     }
 
     #[test]

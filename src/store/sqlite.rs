@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqliteConnection};
 
+use crate::client_addr::IpAllowlist;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::limit::UsageLimits;
@@ -23,12 +24,13 @@ use crate::store::lifecycle::{
     LifecycleError, NewKey, OldKey, PageRequest, Rotation, plan_issue, plan_rotation, storable,
 };
 use crate::store::sql::{
-    Dialect, Migration, PerOwnerKind, SqlCore, bind_key, column_error, corrupt, counts_usable_keys,
-    dialect_migrations, from_micros, inserted, key_from_row, limits_from_text, metadata_from_text,
-    migrate, owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_text,
+    Dialect, Migration, PerOwnerKind, SqlCore, allowlist_from_text, bind_key, column_error,
+    corrupt, counts_usable_keys, credits_are_sound, dialect_migrations, from_micros,
+    hand_over_credits, inserted, key_from_row, limits_from_text, metadata_from_text, migrate,
+    owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_text,
     scopes_to_text, summaries, to_micros, to_micros_precision,
 };
-use crate::store::{KeyMatch, KeyStore, StoreError, StoreOptions};
+use crate::store::{CreditSpend, KeyMatch, KeyStore, StoreError, StoreOptions};
 
 /// A stored list of scopes, read as bytes (`substr` on text would count
 /// characters through the whole value) and only up to one byte past the
@@ -61,6 +63,24 @@ macro_rules! limits_read {
     };
 }
 
+/// A stored allowlist, read as bytes like metadata and only up to one byte
+/// past the longest valid text (`MAX_ALLOWLIST_READ`); an empty value (an
+/// empty allowlist) reads back as empty, as with metadata.
+macro_rules! allowlist_read {
+    () => {
+        "coalesce(substr(CAST(allowed_ips AS BLOB), 1, 4160),
+                  CASE WHEN allowed_ips IS NOT NULL THEN X'' END)"
+    };
+}
+
+/// The credit columns of a key.
+macro_rules! credit_columns {
+    () => {
+        "credits_remaining, credits_refill_amount, credits_refill_interval_seconds,
+         credits_refilled_at"
+    };
+}
+
 /// The columns of a key, its scopes last.
 macro_rules! key_columns {
     ($scopes:expr) => {
@@ -71,11 +91,80 @@ macro_rules! key_columns {
             " AS metadata, ",
             limits_read!(),
             " AS rate_limits, ",
+            allowlist_read!(),
+            " AS allowed_ips, ",
+            credit_columns!(),
+            ", ",
             $scopes,
             " AS scopes"
         )
     };
 }
+
+/// Whether a refill of the key row's credits is due at `?2` (microseconds;
+/// the row's credits are sound, see `credits_are_sound!`).
+macro_rules! refill_due {
+    () => {
+        "credits_refill_amount IS NOT NULL
+         AND ?2 - credits_refilled_at >= credits_refill_interval_seconds * 1000000"
+    };
+}
+
+/// The key row's credits at `?2`, a due refill applied.
+macro_rules! credits_at_now {
+    () => {
+        concat!(
+            "(CASE WHEN ",
+            refill_due!(),
+            " THEN credits_refill_amount ELSE credits_remaining END)"
+        )
+    };
+}
+
+/// Spends `?3` credits of the key of id `?1` at `?2` (see
+/// [`Dialect::SPEND_CREDITS`]). A due refill moves the refill clock to the
+/// start of the interval `?2` falls in, counted from the last refill.
+/// (SQLite's columns take any value: only integers are sound here.)
+const SPEND_CREDITS: &str = concat!(
+    "UPDATE keyauth_keys
+     SET credits_remaining = ",
+    credits_at_now!(),
+    " - ?3,
+         credits_refilled_at = CASE WHEN ",
+    refill_due!(),
+    " THEN ?2 - (?2 - credits_refilled_at) % (credits_refill_interval_seconds * 1000000)
+           ELSE credits_refilled_at END
+     WHERE id = ?1
+       AND typeof(credits_remaining) = 'integer'
+       AND typeof(credits_refill_amount) IN ('integer', 'null')
+       AND typeof(credits_refill_interval_seconds) IN ('integer', 'null')
+       AND typeof(credits_refilled_at) IN ('integer', 'null')
+       AND ",
+    credits_are_sound!(),
+    " AND ",
+    credits_at_now!(),
+    " >= ?3
+     RETURNING credits_remaining"
+);
+
+/// The credit columns of the key of id `?1`.
+const SELECT_CREDITS: &str = concat!(
+    "SELECT ",
+    credit_columns!(),
+    " FROM keyauth_keys WHERE id = ?1"
+);
+
+/// A rotated key's (`?2`) credits handed over to its successor (`?1`):
+/// the successor takes the refill clock, the old key keeps no credits.
+const HAND_OVER_CREDITS: [&str; 2] = [
+    "UPDATE keyauth_keys
+     SET credits_refilled_at = (SELECT credits_refilled_at FROM keyauth_keys WHERE id = ?2)
+     WHERE id = ?1 AND credits_remaining IS NOT NULL",
+    "UPDATE keyauth_keys
+     SET credits_remaining = 0, credits_refill_amount = NULL,
+         credits_refill_interval_seconds = NULL, credits_refilled_at = NULL
+     WHERE id = ?2 AND id <> ?1 AND credits_remaining IS NOT NULL",
+];
 
 #[cfg(test)]
 const KEY_COLUMNS: &str = key_columns!(scopes_read!());
@@ -189,6 +278,11 @@ const MAX_METADATA_READ: usize = 4097;
 #[cfg(test)]
 const MAX_LIMITS_READ: usize = 513;
 
+/// How much of a stored allowlist is read: one byte more than the longest
+/// valid text, written out in `allowlist_read!`.
+#[cfg(test)]
+const MAX_ALLOWLIST_READ: usize = 4160;
+
 /// Keys and memberships in SQLite, through a sqlx connection pool.
 ///
 /// The constructors create the tables (`keyauth_keys`,
@@ -246,6 +340,9 @@ impl Dialect for Sqlite {
     /// upgrade a read lock).
     const SELECT_KEY_MATCHING: &'static str = SELECT_KEY_MATCHING;
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const SPEND_CREDITS: &'static str = SPEND_CREDITS;
+    const SELECT_CREDITS: &'static str = SELECT_CREDITS;
+    const HAND_OVER_CREDITS: [&'static str; 2] = HAND_OVER_CREDITS;
 
     fn record_migration(migration: &Migration) -> Query<'static, Sqlite, SqliteArguments> {
         sqlx::query(
@@ -291,6 +388,16 @@ impl Dialect for Sqlite {
             .transpose()
             .map_err(|_| corrupt("key rate limits are not UTF-8".to_owned()))?;
         limits_from_text(text)
+    }
+
+    /// Text, read as bytes (see `allowlist_read!`).
+    fn allowed_ips_of_row(row: &SqliteRow) -> Result<Option<IpAllowlist>, StoreError> {
+        let bytes: Option<&[u8]> = row.try_get("allowed_ips").map_err(column_error)?;
+        let text = bytes
+            .map(std::str::from_utf8)
+            .transpose()
+            .map_err(|_| corrupt("a key's IP allowlist is not UTF-8".to_owned()))?;
+        allowlist_from_text(text)
     }
 
     fn bind_scopes<'q>(
@@ -409,8 +516,11 @@ impl InsertMinted for SqliteConnection {
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
-                                       revoked_at, last_used_at, metadata, rate_limits)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                       revoked_at, last_used_at, metadata, rate_limits,
+                                       allowed_ips, credits_remaining, credits_refill_amount,
+                                       credits_refill_interval_seconds, credits_refilled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19, ?20, ?21)",
         );
         let result = bind_key(insert, record).execute(self).await;
         inserted(result)
@@ -451,6 +561,12 @@ impl KeyStore for SqliteStore {
         scopes
             .map(|bytes| scopes_from_bytes(&bytes).map(Membership::new))
             .transpose()
+    }
+
+    /// One conditional `UPDATE` (SQLite runs one writer at a time), then,
+    /// only when it changed nothing, one read.
+    async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+        self.inner.spend_credits(id, cost).await
     }
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
@@ -574,6 +690,14 @@ impl KeyLifecycle for SqliteStore {
             .inner
             .mint_and_insert(&mut *tx, plan.successor, now)
             .await?;
+        if old
+            .limits
+            .as_deref()
+            .and_then(UsageLimits::credits)
+            .is_some()
+        {
+            hand_over_credits::<Sqlite>(&mut tx, id, &issued.record.id).await?;
+        }
         let (retire, at) = match plan.old_key {
             OldKey::Revoke => (RETIRE_REVOKE, now),
             OldKey::GraceEndsAt(at) => (RETIRE_GRACE, at),
@@ -887,6 +1011,140 @@ mod tests {
         assert!(KEY_COLUMNS.contains(&read));
         assert!(SELECT_KEY_MATCHING.contains(&read));
         assert!(KEY_COLUMNS.contains(" END) AS rate_limits"));
+    }
+
+    #[test]
+    fn allowlists_are_read_just_past_their_bound() {
+        assert_eq!(
+            MAX_ALLOWLIST_READ,
+            crate::store::sql::MAX_ALLOWLIST_TEXT_LEN + 1
+        );
+        let read = format!("substr(CAST(allowed_ips AS BLOB), 1, {MAX_ALLOWLIST_READ})");
+        assert!(KEY_COLUMNS.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
+        assert!(KEY_COLUMNS.contains(" END) AS allowed_ips"));
+    }
+
+    /// Stored credits or allowlists out of their bounds, or inconsistent,
+    /// are a corrupt record: reading the key, listing it or rotating it
+    /// fails, and a spend changes nothing and fails.
+    #[tokio::test]
+    async fn corrupt_credits_and_allowlists_fail_closed() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let credits = crate::limit::Credits::new(5)
+            .unwrap()
+            .refill(crate::limit::Refill::every(10, Duration::from_secs(60)).unwrap());
+        let limits = UsageLimits::new()
+            .with_credits(credits)
+            .with_allowed_ips(IpAllowlist::parse(["192.0.2.0/24"]).unwrap());
+        let issued = store
+            .issue(NewKey::org("acme").limits(limits))
+            .await
+            .unwrap();
+        let id = issued.record.id.as_str();
+        let sound = "UPDATE keyauth_keys SET allowed_ips = '192.0.2.0/24',
+                            credits_remaining = 5, credits_refill_amount = 10,
+                            credits_refill_interval_seconds = 60, credits_refilled_at = 0
+                     WHERE id = ?1";
+        let overlong = format!("{}192.0.2.0/24", " ".repeat(4200));
+        let not_utf8 = "CAST(X'3139322EFF' AS TEXT)";
+        let corruptions = [
+            "allowed_ips = '192.0.2.1/24'".to_owned(),
+            "allowed_ips = '192.0.2.0/24,'".to_owned(),
+            "allowed_ips = ' '".to_owned(),
+            format!("allowed_ips = '{overlong}'"),
+            format!("allowed_ips = {not_utf8}"),
+            "credits_remaining = -1".to_owned(),
+            "credits_remaining = 1000000000000001".to_owned(),
+            "credits_remaining = 'five'".to_owned(),
+            "credits_remaining = 2.5".to_owned(),
+            "credits_remaining = NULL".to_owned(),
+            "credits_refill_amount = 0".to_owned(),
+            "credits_refill_amount = NULL".to_owned(),
+            "credits_refill_interval_seconds = 0".to_owned(),
+            "credits_refill_interval_seconds = 31622401".to_owned(),
+            "credits_refilled_at = NULL".to_owned(),
+        ];
+        for corruption in &corruptions {
+            sqlx::query(sound)
+                .bind(id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE keyauth_keys SET {corruption} WHERE id = ?1"
+            )))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let what: String = corruption.chars().take(40).collect();
+            assert!(store.find_key(&issued.record.id).await.is_err(), "{what}");
+            assert!(
+                store
+                    .find_key_matching(&issued.record.id, &issued.record.hash)
+                    .await
+                    .is_err(),
+                "{what}"
+            );
+            assert!(store.list(&Owner::org("acme")).await.is_err(), "{what}");
+            let listing = KeyListing::org("acme");
+            assert!(
+                store
+                    .list_page(&listing, &PageRequest::default())
+                    .await
+                    .is_err(),
+                "{what}"
+            );
+            assert!(
+                store
+                    .rotate(&issued.record.id, Duration::ZERO)
+                    .await
+                    .is_err(),
+                "{what}: a corrupt key is not rotated into one without limits"
+            );
+            if corruption.starts_with("credits") {
+                let before: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT CAST(credits_remaining AS BLOB) FROM keyauth_keys WHERE id = ?1",
+                )
+                .bind(id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                assert!(
+                    store.spend_credits(&issued.record.id, 1).await.is_err(),
+                    "{what}"
+                );
+                let after: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT CAST(credits_remaining AS BLOB) FROM keyauth_keys WHERE id = ?1",
+                )
+                .bind(id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                assert_eq!(before, after, "{what}: a corrupt row is not spent");
+            }
+        }
+        // Sound again: read back and spent.
+        sqlx::query(sound)
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(found.limits.unwrap().credits(), Some(&credits));
+        // Refilled: its clock (the epoch) is long past an interval.
+        assert_eq!(
+            store.spend_credits(&issued.record.id, 1).await.unwrap(),
+            CreditSpend::Spent { remaining: 9 }
+        );
     }
 
     #[tokio::test]
