@@ -21,8 +21,8 @@ use conformance::{Harness, trials};
 use tower_keyauth::hash::KeyHash;
 use tower_keyauth::ids::{KeyId, OrgId, UserId};
 use tower_keyauth::store::{
-    CacheOptions, CachedStore, Invalidate, Invalidation, IssuedKey, KeyMatch, KeyRecord,
-    KeySummary, LifecycleError, Membership, Owner, PostgresStore, Rotation, SqliteStore,
+    CacheOptions, CachedStore, CreditSpend, Invalidate, Invalidation, IssuedKey, KeyMatch,
+    KeyRecord, KeySummary, LifecycleError, Membership, Owner, PostgresStore, Rotation, SqliteStore,
     StoreError, StoreOptions,
 };
 use tower_keyauth::{KeyLifecycle, KeyStore, MemoryStore, NewKey};
@@ -220,6 +220,10 @@ impl<S: KeyStore> KeyStore for Announcing<S> {
         org: &OrgId,
     ) -> Result<Option<Membership>, StoreError> {
         self.store.membership(user, org).await
+    }
+
+    async fn spend_credits(&self, id: &KeyId, cost: u64) -> Result<CreditSpend, StoreError> {
+        self.store.spend_credits(id, cost).await
     }
 
     fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {

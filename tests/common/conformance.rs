@@ -14,13 +14,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use http::StatusCode;
 use libtest_mimic::Trial;
+use tower_keyauth::client_addr::IpAllowlist;
 use tower_keyauth::clock::Clock;
 use tower_keyauth::format::Environment;
 use tower_keyauth::ids::{KeyId, KeyKind, OrgId, UserId};
-use tower_keyauth::limit::{RateLimit, UsageLimits};
+use tower_keyauth::limit::{Credits, RateLimit, Refill, UsageLimits};
 use tower_keyauth::metadata::KeyMetadata;
 use tower_keyauth::store::{
-    KeyListing, KeyPolicy, KeySummary, LifecycleError, Membership, Owner, PageRequest, StoreOptions,
+    CreditSpend, KeyListing, KeyPolicy, KeySummary, LifecycleError, Membership, Owner, PageRequest,
+    StoreOptions,
 };
 use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, NewKey, Scopes};
 
@@ -92,6 +94,10 @@ conformance_cases!(
     scope_sets_beyond_the_bound_cannot_be_stored,
     metadata_round_trips,
     rate_limits_round_trip,
+    credits_and_allowlists_round_trip,
+    credits_are_spent_exactly_and_never_below_zero,
+    a_refill_sets_credits_back_each_interval,
+    spends_tell_unknown_keys_unlimited_keys_and_too_few_credits_apart,
     pages_list_newest_first_without_gaps,
 );
 
@@ -1160,6 +1166,324 @@ async fn rate_limits_round_trip<H: Harness>(h: H) {
     let other = h.open(StoreOptions::default()).await;
     let seen = other.find_key(&successor.record.id).await.unwrap().unwrap();
     assert_eq!(seen.limits.as_deref(), Some(&limits));
+}
+
+fn with_credits(credits: Credits) -> UsageLimits {
+    UsageLimits::new().with_credits(credits)
+}
+
+/// The credits of key `id` as the store reads them.
+async fn credits_of<S: KeyStore>(store: &S, id: &KeyId) -> Option<Credits> {
+    let record = store.find_key(id).await.unwrap().expect("the key exists");
+    record
+        .limits
+        .as_deref()
+        .and_then(UsageLimits::credits)
+        .copied()
+}
+
+async fn credits_and_allowlists_round_trip<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let allowlist = IpAllowlist::parse(["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]).unwrap();
+    let credits = Credits::new(500)
+        .unwrap()
+        .refill(Refill::every(1_000, Duration::from_secs(3600)).unwrap());
+    let limits = UsageLimits::new()
+        .rate_limit(RateLimit::per(100, Duration::from_secs(60)).unwrap())
+        .unwrap()
+        .with_credits(credits)
+        .with_allowed_ips(allowlist.clone());
+    let no_address = IpAllowlist::parse(std::iter::empty::<&str>()).unwrap();
+    let cases = [
+        limits.clone(),
+        with_credits(Credits::new(7).unwrap()),
+        with_credits(Credits::new(0).unwrap()),
+        UsageLimits::new().with_allowed_ips(allowlist.clone()),
+        // An empty allowlist (no address may use the key) is not none.
+        UsageLimits::new().with_allowed_ips(no_address),
+    ];
+    let mut issued = Vec::new();
+    for limits in cases {
+        let key = store
+            .issue(NewKey::org("acme").limits(limits.clone()))
+            .await
+            .unwrap();
+        assert_eq!(key.record.limits.as_deref(), Some(&limits));
+        let found = store.find_key(&key.record.id).await.unwrap().unwrap();
+        assert_eq!(found, key.record, "a record reads back as it was issued");
+        issued.push((key, limits));
+    }
+    let plain = store.issue(NewKey::org("acme")).await.unwrap();
+    assert_eq!(
+        store
+            .find_key(&plain.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .limits,
+        None
+    );
+
+    // The keys listed read back with their limits.
+    let listed = store.list(&Owner::org("acme")).await.unwrap();
+    let page = store
+        .list_page(&KeyListing::org("acme"), &PageRequest::default())
+        .await
+        .unwrap();
+    for keys in [&listed, &page.keys] {
+        assert_eq!(keys.len(), issued.len() + 1);
+        for key in keys.iter() {
+            let record = store.find_key(&key.id).await.unwrap().unwrap();
+            let expected = issued
+                .iter()
+                .find(|(issued, _)| issued.record.id == key.id)
+                .map(|(_, limits)| limits);
+            assert_eq!(record.limits.as_deref(), expected);
+        }
+    }
+
+    // A successor takes the configuration and what is left: rotating
+    // never resets credits.
+    let old = &issued[0].0.record.id;
+    assert_eq!(
+        store.spend_credits(old, 120).await.unwrap(),
+        CreditSpend::Spent { remaining: 380 }
+    );
+    let successor = store.rotate(old, Duration::from_secs(60)).await.unwrap();
+    let carried = limits.clone().with_credits(credits.with_remaining(380));
+    assert_eq!(successor.record.limits.as_deref(), Some(&carried));
+    let stored = store.find_key(&successor.record.id).await.unwrap().unwrap();
+    assert_eq!(stored, successor.record);
+    assert_eq!(
+        store.spend_credits(&successor.record.id, 1).await.unwrap(),
+        CreditSpend::Spent { remaining: 379 }
+    );
+    // The old key, in its grace period, keeps its rate limits and
+    // allowlist but no credits: two keys never spend one key's credits.
+    let retired = store.find_key(old).await.unwrap().unwrap();
+    let retired_limits = retired.limits.as_deref().unwrap();
+    assert_eq!(retired_limits.rate_limits(), limits.rate_limits());
+    assert_eq!(retired_limits.allowed_ips(), Some(&allowlist));
+    assert_eq!(retired_limits.credits(), Some(&Credits::new(0).unwrap()));
+    assert_eq!(
+        store.spend_credits(old, 1).await.unwrap(),
+        CreditSpend::Exhausted {
+            remaining: 0,
+            refill_in: None
+        }
+    );
+    // A key without credits rotates into one without credits.
+    let ips_only = &issued[3];
+    let successor_of_ips = store
+        .rotate(&ips_only.0.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(successor_of_ips.record.limits.as_deref(), Some(&ips_only.1));
+
+    // Another store instance on the same database reads the same.
+    let other = h.open(StoreOptions::default()).await;
+    let carried = limits.with_credits(credits.with_remaining(379));
+    let seen = other.find_key(&successor.record.id).await.unwrap().unwrap();
+    assert_eq!(seen.limits.as_deref(), Some(&carried));
+    let seen = other
+        .find_key(&successor_of_ips.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.limits.as_deref(), Some(&ips_only.1));
+}
+
+async fn credits_are_spent_exactly_and_never_below_zero<H: Harness>(h: H) {
+    let first = h.open(StoreOptions::default()).await;
+    let second = h.open(StoreOptions::default()).await;
+    let issued = first
+        .issue(NewKey::org("acme").limits(with_credits(Credits::new(100).unwrap())))
+        .await
+        .unwrap();
+    let spends: Vec<_> = (0..1000)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let id = issued.record.id.clone();
+            tokio::spawn(async move { store.spend_credits(&id, 1).await.unwrap() })
+        })
+        .collect();
+    let mut left_after_spends = Vec::new();
+    let mut exhausted = 0;
+    for spend in spends {
+        match spend.await.unwrap() {
+            CreditSpend::Spent { remaining } => left_after_spends.push(remaining),
+            CreditSpend::Exhausted {
+                remaining: 0,
+                refill_in: None,
+            } => exhausted += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        left_after_spends.len(),
+        100,
+        "exactly the credits are spent"
+    );
+    assert_eq!(exhausted, 900);
+    // Each spend took its own credit: every count from 99 down to 0 once.
+    left_after_spends.sort_unstable();
+    assert_eq!(left_after_spends, (0..100).collect::<Vec<u64>>());
+    let third = h.open(StoreOptions::default()).await;
+    assert_eq!(
+        credits_of(&third, &issued.record.id).await,
+        Some(Credits::new(0).unwrap())
+    );
+    assert_eq!(
+        first.spend_credits(&issued.record.id, 0).await.unwrap(),
+        CreditSpend::Spent { remaining: 0 }
+    );
+}
+
+async fn a_refill_sets_credits_back_each_interval<H: Harness>(h: H) {
+    let clock = TestClock::new();
+    let store = h.open(StoreOptions::default().clock(clock.clone())).await;
+    let minute = Duration::from_secs(60);
+    let credits = Credits::new(10)
+        .unwrap()
+        .refill(Refill::every(10, minute).unwrap());
+    let issued = store
+        .issue(NewKey::org("acme").limits(with_credits(credits)))
+        .await
+        .unwrap();
+    let id = &issued.record.id;
+    assert_eq!(
+        store.spend_credits(id, 7).await.unwrap(),
+        CreditSpend::Spent { remaining: 3 }
+    );
+    let refill_in = |spend: CreditSpend| match spend {
+        CreditSpend::Exhausted {
+            remaining: 3,
+            refill_in: Some(refill_in),
+        } => refill_in,
+        other => panic!("unexpected {other:?}"),
+    };
+    let wait = refill_in(store.spend_credits(id, 4).await.unwrap());
+    assert!(
+        wait <= minute && wait > minute - Duration::from_secs(10),
+        "{wait:?}"
+    );
+
+    // Half an interval later, rotated: the successor goes on with the old
+    // key's refill clock, not its own.
+    clock.advance(Duration::from_secs(30));
+    let successor = store.rotate(id, Duration::ZERO).await.unwrap();
+    let id = &successor.record.id;
+    let wait = refill_in(store.spend_credits(id, 4).await.unwrap());
+    assert!(
+        wait <= Duration::from_secs(30) && wait > Duration::from_secs(20),
+        "{wait:?}"
+    );
+
+    // Once the interval since the issue has passed: set back to the
+    // refill's amount (not added to what was left), then spent.
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        store.spend_credits(id, 4).await.unwrap(),
+        CreditSpend::Spent { remaining: 6 }
+    );
+    // Within the same interval, no second refill.
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        store.spend_credits(id, 6).await.unwrap(),
+        CreditSpend::Spent { remaining: 0 }
+    );
+    // Several intervals later: one refill, not several.
+    clock.advance(Duration::from_secs(5 * 60));
+    assert_eq!(
+        store.spend_credits(id, 1).await.unwrap(),
+        CreditSpend::Spent { remaining: 9 }
+    );
+    // The refills stay on the intervals counted from the issue (61 + 20 +
+    // 300 s after it, the next is due at 420 s): a spend too large is told
+    // when, and charges nothing.
+    match store.spend_credits(id, 11).await.unwrap() {
+        CreditSpend::Exhausted {
+            remaining: 9,
+            refill_in: Some(wait),
+        } => assert!(
+            wait <= Duration::from_secs(39) && wait > Duration::from_secs(29),
+            "{wait:?}"
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(credits_of(&store, id).await.map(|c| c.remaining()), Some(9));
+}
+
+async fn spends_tell_unknown_keys_unlimited_keys_and_too_few_credits_apart<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    assert_eq!(
+        store
+            .spend_credits(&KeyId::from("missing"), 1)
+            .await
+            .unwrap(),
+        CreditSpend::NotFound
+    );
+    let plain = store.issue(NewKey::org("acme")).await.unwrap();
+    let rate_limited = store
+        .issue(
+            NewKey::org("acme").limits(
+                UsageLimits::new()
+                    .rate_limit(RateLimit::per(5, Duration::from_secs(60)).unwrap())
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    for key in [&plain, &rate_limited] {
+        assert_eq!(
+            store.spend_credits(&key.record.id, 1).await.unwrap(),
+            CreditSpend::Unlimited
+        );
+    }
+    let issued = store
+        .issue(NewKey::org("acme").limits(with_credits(Credits::new(5).unwrap())))
+        .await
+        .unwrap();
+    let id = &issued.record.id;
+    for cost in [6, u64::MAX] {
+        assert_eq!(
+            store.spend_credits(id, cost).await.unwrap(),
+            CreditSpend::Exhausted {
+                remaining: 5,
+                refill_in: None
+            },
+            "a cost of {cost} charges nothing"
+        );
+    }
+    assert_eq!(
+        store.spend_credits(id, 0).await.unwrap(),
+        CreditSpend::Spent { remaining: 5 }
+    );
+    assert_eq!(
+        store.spend_credits(id, 5).await.unwrap(),
+        CreditSpend::Spent { remaining: 0 }
+    );
+    assert_eq!(
+        store.spend_credits(id, 1).await.unwrap(),
+        CreditSpend::Exhausted {
+            remaining: 0,
+            refill_in: None
+        }
+    );
+    // A revoked key's credits are the layer's concern no more, but a spend
+    // still tells the truth about them.
+    store.revoke(id).await.unwrap();
+    assert_eq!(
+        store.spend_credits(id, 1).await.unwrap(),
+        CreditSpend::Exhausted {
+            remaining: 0,
+            refill_in: None
+        }
+    );
 }
 
 /// Every page of `listing`, `limit` keys at a time, each checked for its
