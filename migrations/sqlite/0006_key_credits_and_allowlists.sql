@@ -13,7 +13,9 @@
 -- were last set back to the refill's amount: the key's issue at first, then
 -- the start of each interval in which a refill was applied, so refills stay
 -- on the intervals counted from the issue. A rotated key's successor takes
--- its remaining credits and this time. Values out of these bounds, or
+-- its remaining credits and this time, and the old key keeps none (0 left,
+-- no refill), so that rotating never resets credits and two keys never
+-- spend one key's. Values out of these bounds, or
 -- inconsistent ones, make a corrupt record: the key is never handed out
 -- without its limits.
 
