@@ -84,6 +84,13 @@ fn main() {
                 Ok(())
             },
         ),
+        Trial::test(
+            "limits::two_instances_spend_100_credits_on_exactly_100_of_1000_requests",
+            || {
+                run_multi_thread(two_instances_spend_100_credits_on_exactly_100_of_1000_requests());
+                Ok(())
+            },
+        ),
     ];
     let trials = trials.into_iter().map(needs_postgres).collect();
     libtest_mimic::run(&args, trials).exit();
@@ -606,4 +613,51 @@ async fn postgres_refuses_a_record_beyond_the_scope_bound_only_for_its_own_token
         }
     })
     .await;
+}
+
+/// The issue's acceptance: a key with 100 credits, two application
+/// instances (each its own pool and cache) on one PostgreSQL database,
+/// 1 000 concurrent requests split between them: exactly 100 are let
+/// through, the rest answered 429 `quota_exhausted`, and the credits end
+/// at 0, never below.
+async fn two_instances_spend_100_credits_on_exactly_100_of_1000_requests() {
+    use tower_keyauth::limit::{Credits, UsageLimits};
+
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let (first, _first_listener) = named_instance(&connect, &unique_name("credits-a")).await;
+    let (second, _second_listener) = named_instance(&connect, &unique_name("credits-b")).await;
+    let issued = first
+        .issue(
+            NewKey::org("acme").limits(UsageLimits::new().with_credits(Credits::new(100).unwrap())),
+        )
+        .await
+        .unwrap();
+    let token = issued.token.expose_secret().to_owned();
+    let apps = [
+        app(KeyAuthLayer::new(first.clone())),
+        app(KeyAuthLayer::new(second.clone())),
+    ];
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let (app, token) = (apps[i % 2].clone(), token.clone());
+        requests.spawn(async move {
+            let reply = get_bearer(&app, "/v1/whoami", &token).await;
+            (reply.status, reply.error())
+        });
+    }
+    let (mut admitted, mut exhausted) = (0, 0);
+    while let Some(answer) = requests.join_next().await {
+        match answer.unwrap() {
+            (StatusCode::OK, _) => admitted += 1,
+            (StatusCode::TOO_MANY_REQUESTS, code) if code == "quota_exhausted" => exhausted += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((admitted, exhausted), (100, 900));
+    // Read from the database itself: the caches hold the key as issued.
+    let fresh = store_named(&connect, &unique_name("credits-read")).await;
+    let record = fresh.find_key(&issued.record.id).await.unwrap().unwrap();
+    let left = record.limits.unwrap().credits().unwrap().remaining();
+    assert_eq!(left, 0);
 }

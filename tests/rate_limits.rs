@@ -13,7 +13,7 @@ use http::StatusCode;
 use tower_keyauth::limit::{
     Charge, Counter, CounterId, LimiterError, MemoryLimiter, RateLimit, RateLimiter, UsageLimits,
 };
-use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 fn per(limit: u32, seconds: u64) -> RateLimit {
     RateLimit::per(limit, Duration::from_secs(seconds)).unwrap()
@@ -224,4 +224,60 @@ async fn a_rotated_key_keeps_its_limits() {
     let app = app(KeyAuthLayer::new(store));
     let reply = get_bearer(&app, "/v1/whoami", successor.token.expose_secret()).await;
     assert_eq!(header(&reply, "ratelimit-policy"), Some("default;q=5;w=60"));
+}
+
+#[tokio::test]
+async fn spent_credits_are_quota_exhausted_until_the_refill() {
+    use tower_keyauth::limit::{Credits, Refill};
+    let store = MemoryStore::new();
+    let daily = Credits::new(2)
+        .unwrap()
+        .refill(Refill::every(2, Duration::from_secs(86_400)).unwrap());
+    let issued = store
+        .issue(NewKey::org("acme").limits(UsageLimits::new().with_credits(daily)))
+        .await
+        .unwrap();
+    let token = issued.token.expose_secret().to_owned();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    for _ in 0..2 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", &token).await.status,
+            StatusCode::OK
+        );
+    }
+    let refused = get_bearer(&app, "/v1/whoami", &token).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.error(), "quota_exhausted");
+    assert_eq!(
+        refused.json()["message"],
+        "The API key has no credits left."
+    );
+    let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((86_000..=86_400).contains(&retry_after), "{retry_after}");
+    // The store holds none, never fewer.
+    let record = store.find_key(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!(record.limits.unwrap().credits().unwrap().remaining(), 0);
+}
+
+#[tokio::test]
+async fn a_request_refused_by_a_rate_limit_spends_no_credit() {
+    use tower_keyauth::limit::Credits;
+    let store = MemoryStore::new();
+    let limits = limits(&[per(1, 60)]).with_credits(Credits::new(10).unwrap());
+    let issued = store
+        .issue(NewKey::org("acme").limits(limits))
+        .await
+        .unwrap();
+    let token = issued.token.expose_secret().to_owned();
+    let app = app(KeyAuthLayer::new(store.clone()));
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", &token).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..3 {
+        let refused = get_bearer(&app, "/v1/whoami", &token).await;
+        assert_eq!(refused.error(), "rate_limited");
+    }
+    let record = store.find_key(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!(record.limits.unwrap().credits().unwrap().remaining(), 9);
 }
