@@ -706,13 +706,20 @@ pub trait KeyLifecycle: KeyStore {
     /// time is kept); a key in a rotation's grace period stops at once.
     async fn revoke(&self, id: &KeyId) -> Result<(), LifecycleError>;
 
-    /// Issues a successor with the same owner, name, scopes, metadata and
-    /// lifetime length. With `Duration::ZERO` the old key is revoked at
-    /// once; otherwise it keeps working until `grace` has passed
+    /// Issues a successor with the same owner, name, scopes, metadata,
+    /// limits and lifetime length. With `Duration::ZERO` the old key is
+    /// revoked at once; otherwise it keeps working until `grace` has passed
     /// ([`KeyRecord::grace_ends_at`], an expiry: compared with the clock),
     /// never past its own expiry. Revoked and expired keys cannot be
-    /// rotated. [`rotate_with`](Self::rotate_with) can also cap the
-    /// successor's expiry.
+    /// rotated, nor can a key in its grace period
+    /// ([`LifecycleError::AlreadyRotated`]).
+    /// [`rotate_with`](Self::rotate_with) can also cap the successor's
+    /// expiry.
+    ///
+    /// Credits move with the rotation: the successor takes the old key's
+    /// remaining credits and refill clock, and the old key keeps none (in
+    /// its grace period it is refused with `quota_exhausted`), so rotating
+    /// never resets or doubles a key's credits.
     async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<IssuedKey, LifecycleError> {
         self.rotate_with(id, Rotation::with_grace(grace)).await
     }
