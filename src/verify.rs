@@ -145,7 +145,7 @@ pub(crate) fn check<S: KeyStore>(
         check = count_failed_attempts(config, throttle, request, check);
     }
     #[cfg(feature = "metrics")]
-    count_now(request, public, source, &check);
+    let check = count_now(request, public, source, check);
     if public || !matches!(check, Check::Refused(_)) {
         config
             .extract
@@ -249,8 +249,6 @@ fn enforce_policy<S: KeyStore>(
             // with 503 once the store timeout passes.
             Check::Pending(contained(
                 principal.key_id().clone(),
-                #[cfg(feature = "metrics")]
-                crate::metrics::source_label(principal.source()),
                 config.store_timeout,
                 admitted_unless_refused(principal, pending),
             ))
@@ -379,19 +377,32 @@ fn check_credential<S: KeyStore>(
     attempt.conclude_unusual(answer, examination, config, request)
 }
 
-/// Counts a request whose verdict is known without waiting; `source` is
-/// where the credential was found (`none` without one). A pending verdict
-/// is counted when it is known (see [`contained`]).
+/// Counts a request once its verdict is known: now, or, for a pending
+/// one, when the store and the limits have answered (the whole verdict,
+/// limits included). `source` is where the credential was found (`none`
+/// without one).
 #[cfg(feature = "metrics")]
-fn count_now(request: &Parts, public: bool, source: &'static str, check: &Check) {
+fn count_now(request: &Parts, public: bool, source: &'static str, check: Check) -> Check {
     match check {
         Check::Admitted(_) => {
             if let Some(principal) = request.extensions.get::<Principal>() {
                 crate::metrics::admitted(principal);
             }
+            check
         }
-        Check::Refused(error) => crate::metrics::refused(error, source, public),
-        Check::Pending(_) | Check::Enforce => {}
+        Check::Refused(ref error) => {
+            crate::metrics::refused(error, source, public);
+            check
+        }
+        Check::Pending(verdict) => Check::Pending(Box::pin(async move {
+            let verdict = verdict.await;
+            match &verdict {
+                Verdict::Authenticated(principal, _) => crate::metrics::admitted(principal),
+                Verdict::Refused(error) => crate::metrics::refused(error, source, public),
+            }
+            verdict
+        })),
+        Check::Enforce => check,
     }
 }
 
@@ -435,7 +446,6 @@ fn opaque_or_refused<'a>(
 /// answer within `timeout` refuses the request with 503.
 fn contained(
     id: KeyId,
-    #[cfg(feature = "metrics")] source: &'static str,
     timeout: Option<Duration>,
     verdict: impl Future<Output = Verdict> + Send + 'static,
 ) -> PendingVerdict {
@@ -448,14 +458,7 @@ fn contained(
                 .unwrap_or(Err(StoreError::Timeout)),
             _ => verdict.await,
         };
-        let verdict = outcome.unwrap_or_else(|error| Verdict::Refused(store_failed(&id, &error)));
-        // A pending verdict is always about a credential that was sent.
-        #[cfg(feature = "metrics")]
-        match &verdict {
-            Verdict::Authenticated(principal, _) => crate::metrics::admitted(principal),
-            Verdict::Refused(error) => crate::metrics::refused(error, source, false),
-        }
-        verdict
+        outcome.unwrap_or_else(|error| Verdict::Refused(store_failed(&id, &error)))
     })
 }
 
@@ -641,16 +644,10 @@ impl Attempt {
         let concluded = match (answer, examination) {
             (None, _) => {
                 let id = self.id.clone();
-                #[cfg(feature = "metrics")]
-                let source = crate::metrics::source_label(&self.source);
                 let config = Arc::clone(config);
-                return Check::Pending(contained(
-                    id,
-                    #[cfg(feature = "metrics")]
-                    source,
-                    config.store_timeout,
-                    async move { self.run(&config).await },
-                ));
+                return Check::Pending(contained(id, config.store_timeout, async move {
+                    self.run(&config).await
+                }));
             }
             (Some(Err(error)), _) => Err(store_failed(&self.id, &error)),
             (Some(Ok(())), Some(Examination::Decided(decision))) => self.conclude(decision, config),
@@ -682,16 +679,10 @@ impl Attempt {
             }
             Ok(Examined::NeedsMembership(pending)) => {
                 let id = pending.attempt.id.clone();
-                #[cfg(feature = "metrics")]
-                let source = crate::metrics::source_label(&pending.attempt.source);
                 let config = Arc::clone(config);
-                Check::Pending(contained(
-                    id,
-                    #[cfg(feature = "metrics")]
-                    source,
-                    config.store_timeout,
-                    async move { pending.resolve(&config).await },
-                ))
+                Check::Pending(contained(id, config.store_timeout, async move {
+                    pending.resolve(&config).await
+                }))
             }
             Err(error) => Check::Refused(error),
         }

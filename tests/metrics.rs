@@ -195,3 +195,43 @@ fn lookups_that_go_to_the_store_are_timed_and_counted() {
     assert_eq!(samples.len(), 1, "{samples:?}");
     assert!(samples[0] >= 0.0 && samples[0] < 10.0, "{samples:?}");
 }
+
+#[test]
+fn a_request_refused_by_its_limits_is_counted_once_as_refused() {
+    let recorded = recorded(|| async {
+        let memory = MemoryStore::new();
+        let one_a_minute = tower_keyauth::limit::UsageLimits::new()
+            .rate_limit(
+                tower_keyauth::limit::RateLimit::per(1, std::time::Duration::from_secs(60))
+                    .unwrap(),
+            )
+            .unwrap();
+        let issued = memory
+            .issue(NewKey::org("acme").limits(one_a_minute))
+            .await
+            .unwrap();
+        let token = bearer(issued.token.expose_secret());
+        // Through the store's asynchronous path (a counting store answers
+        // later), and through the in-memory one.
+        let waiting = KeyAuthLayer::from_shared_store(CountingStore::new(memory.clone()));
+        let at_once = KeyAuthLayer::new(memory);
+        assert_eq!(
+            status(&waiting, "/v1", &[("authorization", &token)]).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&waiting, "/v1", &[("authorization", &token)]).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status(&at_once, "/v1", &[("authorization", &token)]).await,
+            StatusCode::OK,
+            "another layer counts in its own limiter"
+        );
+    });
+    assert_eq!(
+        requests(&recorded, "authenticated", "bearer", "organization"),
+        2
+    );
+    assert_eq!(requests(&recorded, "rate_limited", "bearer", "unknown"), 1);
+}
