@@ -106,12 +106,12 @@ fn charge_rate_limits<S>(
     let fail_open = config.limits_fail_open;
     // One limit, the common case, is charged from the stack.
     if let [limit] = limits.rate_limits() {
-        let counter = [Counter::new(CounterId::key(id), limit)];
+        let counter = [Counter::new(CounterId::key(limits.counted_as(id)), limit)];
         if let Some(charged) = config.limiter.charge_now(&counter, cost) {
             return concluded(charged, limits, fail_open);
         }
     }
-    let counter_id = CounterId::key(id);
+    let counter_id = CounterId::key(limits.counted_as(id));
     let counters: Vec<Counter> = limits
         .rate_limits()
         .iter()

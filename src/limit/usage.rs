@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::client_addr::IpAllowlist;
+use crate::ids::KeyId;
 use crate::limit::fields::policy_field;
 use crate::limit::{InvalidLimit, RateLimit};
 
@@ -278,6 +279,7 @@ pub struct UsageLimits {
     rate_limits: RateLimits,
     credits: Option<Credits>,
     allowed_ips: Option<IpAllowlist>,
+    lineage: Option<KeyId>,
 }
 
 /// The most credits a key may hold, or a refill may give: what a signed
@@ -429,6 +431,38 @@ impl UsageLimits {
         self.allowed_ips.as_ref()
     }
 
+    /// The first key of the rotation chain these limits belong to: a
+    /// rotated successor keeps its predecessor's limits *and their counts*,
+    /// so the layer counts a key's own rate limits under this id (the key's
+    /// own id when there is none). Rotation sets it; a store keeps it with
+    /// the limits, so rotating a key neither resets its counts nor, during
+    /// a grace period, doubles them.
+    ///
+    /// ```
+    /// use tower_keyauth::ids::KeyId;
+    /// use tower_keyauth::limit::UsageLimits;
+    /// let first = UsageLimits::new();
+    /// assert_eq!(first.lineage(), None);
+    /// let successor = first.with_lineage(KeyId::new("Xb3kP9qLm2Ts"));
+    /// assert_eq!(successor.lineage().map(KeyId::as_str), Some("Xb3kP9qLm2Ts"));
+    /// ```
+    pub fn lineage(&self) -> Option<&KeyId> {
+        self.lineage.as_ref()
+    }
+
+    /// Counts these limits under `first_key`, the first key of a rotation
+    /// chain (see [`lineage`](Self::lineage)).
+    pub fn with_lineage(mut self, first_key: KeyId) -> Self {
+        self.lineage = Some(first_key);
+        self
+    }
+
+    /// The id the limits of key `id` are counted under: its
+    /// [`lineage`](Self::lineage), or `id` itself.
+    pub fn counted_as<'a>(&'a self, id: &'a KeyId) -> &'a KeyId {
+        self.lineage.as_ref().unwrap_or(id)
+    }
+
     /// Whether nothing is limited.
     pub fn is_empty(&self) -> bool {
         self.rate_limits.is_empty() && self.credits.is_none() && self.allowed_ips.is_none()
@@ -437,7 +471,9 @@ impl UsageLimits {
     /// Heap bytes held, for the cache's accounting.
     pub(crate) fn heap_bytes(&self) -> usize {
         // An allowlist is shared; its networks are counted at their bound.
-        self.rate_limits.heap_bytes() + self.allowed_ips.as_ref().map_or(0, |list| list.len() * 40)
+        self.rate_limits.heap_bytes()
+            + self.allowed_ips.as_ref().map_or(0, |list| list.len() * 40)
+            + self.lineage.as_ref().map_or(0, KeyId::heap_bytes)
     }
 }
 
@@ -447,6 +483,7 @@ impl fmt::Debug for UsageLimits {
             .field("rate_limits", &self.rate_limits)
             .field("credits", &self.credits)
             .field("allowed_ips", &self.allowed_ips)
+            .field("lineage", &self.lineage)
             .finish()
     }
 }
