@@ -299,7 +299,11 @@ pub(crate) fn plan_rotation(
         .name(old.name.clone())
         .scopes(old.scopes.clone());
     successor.metadata = old.metadata.clone();
-    successor.limits = old.limits.as_deref().cloned();
+    // The successor's rate limits go on counting where the old key's are.
+    successor.limits = old.limits.as_deref().map(|limits| {
+        let first_key = limits.counted_as(&old.id).clone();
+        limits.clone().with_lineage(first_key)
+    });
     // The successor's prefix names the same environment as the old one's.
     successor.environment = old
         .prefix
