@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::request::Parts;
 
@@ -15,7 +16,10 @@ use crate::config::Config;
 use crate::error::AuthError;
 use crate::ids::KeyId;
 use crate::limit::fields::{LimitFields, whole_seconds_up};
-use crate::limit::{Charge, Counter, CounterId, CounterState, LimiterError, UsageLimits};
+use crate::limit::{
+    Charge, CountedPer, Counter, CounterId, CounterState, LimiterError, MAX_RATE_LIMITS, RateLimit,
+    UsageLimits,
+};
 use crate::principal::Principal;
 use crate::store::{CreditSpend, KeyStore};
 
@@ -68,35 +72,58 @@ pub(crate) fn enforce<S: KeyStore>(
     if cost == 0 {
         return Enforced::Pass(None);
     }
-    let rate_limited = match charge_rate_limits(config, principal.key_id(), limits, cost) {
-        Enforced::Pass(fields) => fields,
-        other if limits.credits().is_none() => return other,
-        Enforced::Refuse(refusal) => return Enforced::Refuse(refusal),
-        Enforced::Pending(charging) => {
-            // Credits wait for the rate limits: a request they refuse
-            // spends none.
-            let (config, id) = (Arc::clone(config), principal.key_id().clone());
-            return Enforced::Pending(Box::pin(async move {
-                match charging.await {
-                    Enforced::Pass(fields) => spend_credits(&config, &id, cost, fields).await,
-                    refused => refused,
-                }
-            }));
-        }
-    };
     if limits.credits().is_none() {
-        return Enforced::Pass(rate_limited);
+        return charge_rate_limits(config, principal, limits, cost);
     }
+    // Credits are spent once the rate limits admit; a request they refuse
+    // gives its rate-limit units back, so that it counts against nothing.
+    let charged = Charged {
+        counters: if limits.rate_limits().is_empty() {
+            Vec::new()
+        } else {
+            counters_of(principal, limits).0
+        },
+        at: Instant::now(),
+    };
     let (config, id) = (Arc::clone(config), principal.key_id().clone());
-    Enforced::Pending(Box::pin(async move {
-        spend_credits(&config, &id, cost, rate_limited).await
-    }))
+    match charge_rate_limits(&config, principal, limits, cost) {
+        Enforced::Pass(fields) => Enforced::Pending(Box::pin(async move {
+            spend_credits(&config, &id, cost, fields, charged).await
+        })),
+        Enforced::Refuse(refusal) => Enforced::Refuse(refusal),
+        Enforced::Pending(charging) => Enforced::Pending(Box::pin(async move {
+            match charging.await {
+                Enforced::Pass(fields) => spend_credits(&config, &id, cost, fields, charged).await,
+                refused => refused,
+            }
+        })),
+    }
+}
+
+/// The rate-limit counters a request was charged, and when: what a
+/// refusal by the credits gives back.
+struct Charged {
+    counters: Vec<Counter>,
+    at: Instant,
+}
+
+/// What `limit` of `principal`'s key counts: the key (its rotation
+/// chain's first key), its workspace or its organization.
+fn counter_id(principal: &Principal, limits: &UsageLimits, limit: &RateLimit) -> CounterId {
+    match limit.counted_for() {
+        CountedPer::Workspace => match principal.workspace() {
+            Some(workspace) => CounterId::workspace(principal.org(), workspace),
+            None => CounterId::org(principal.org()),
+        },
+        CountedPer::Organization => CounterId::org(principal.org()),
+        _ => CounterId::key(limits.counted_as(principal.key_id())),
+    }
 }
 
 /// Charges the key's rate limits, at once when the limiter can.
 fn charge_rate_limits<S>(
     config: &Config<S>,
-    id: &KeyId,
+    principal: &Principal,
     limits: &Arc<UsageLimits>,
     cost: u32,
 ) -> Enforced {
@@ -106,69 +133,112 @@ fn charge_rate_limits<S>(
     let fail_open = config.limits_fail_open;
     // One limit, the common case, is charged from the stack.
     if let [limit] = limits.rate_limits() {
-        let counter = [Counter::new(CounterId::key(limits.counted_as(id)), limit)];
+        let counter = [Counter::new(counter_id(principal, limits, limit), limit)];
         if let Some(charged) = config.limiter.charge_now(&counter, cost) {
-            return concluded(charged, limits, fail_open);
+            return concluded(charged, limits, &IDENTITY, fail_open);
         }
     }
-    let counter_id = CounterId::key(limits.counted_as(id));
-    let counters: Vec<Counter> = limits
-        .rate_limits()
-        .iter()
-        .map(|limit| Counter::new(counter_id.clone(), limit))
-        .collect();
-    if limits.rate_limits().len() > 1 {
+    let (counters, limit_of) = counters_of(principal, limits);
+    if counters.len() > 1 {
         if let Some(charged) = config.limiter.charge_now(&counters, cost) {
-            return concluded(charged, limits, fail_open);
+            return concluded(charged, limits, &limit_of, fail_open);
         }
     }
     let limiter = Arc::clone(&config.limiter);
     let limits = Arc::clone(limits);
     Enforced::Pending(Box::pin(async move {
         let charged = limiter.charge(&counters, cost).await;
-        concluded(charged, &limits, fail_open)
+        concluded(charged, &limits, &limit_of, fail_open)
     }))
 }
 
+/// The counters of `principal`'s rate limits, and which limit each counts.
+/// A limit per workspace of a principal without one counts per
+/// organization: a counter that two limits name is charged once.
+fn counters_of(
+    principal: &Principal,
+    limits: &UsageLimits,
+) -> (Vec<Counter>, [usize; MAX_RATE_LIMITS]) {
+    let mut counters: Vec<Counter> = Vec::with_capacity(limits.rate_limits().len());
+    let mut limit_of = [0usize; MAX_RATE_LIMITS];
+    for (index, limit) in limits.rate_limits().iter().enumerate() {
+        let counter = Counter::new(counter_id(principal, limits, limit), limit);
+        if !counters.contains(&counter) {
+            limit_of[counters.len()] = index;
+            counters.push(counter);
+        }
+    }
+    (counters, limit_of)
+}
+
+/// Counter `i` of a charge counts the key's limit `i`.
+const IDENTITY: [usize; MAX_RATE_LIMITS] = {
+    let mut identity = [0; MAX_RATE_LIMITS];
+    let mut i = 0;
+    while i < MAX_RATE_LIMITS {
+        identity[i] = i;
+        i += 1;
+    }
+    identity
+};
+
 /// Spends the key's credits in the store of record; the rate limits'
-/// fields go on the answer either way.
+/// fields go on an admitted answer. A refused request gives back the
+/// rate-limit units it was `charged`.
 async fn spend_credits<S: KeyStore>(
     config: &Config<S>,
     id: &KeyId,
     cost: u32,
     fields: Option<LimitFields>,
+    charged: Charged,
 ) -> Enforced {
-    match config.store.spend_credits(id, u64::from(cost)).await {
-        Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Enforced::Pass(fields),
+    // No fields: the limiter failed and limits fail open, so nothing was
+    // charged to give back.
+    let was_charged = fields.is_some() && !charged.counters.is_empty();
+    let refusal = match config.store.spend_credits(id, u64::from(cost)).await {
+        Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => return Enforced::Pass(fields),
         Ok(CreditSpend::Exhausted { refill_in, .. }) => {
             tracing::info!(key_id = %id, outcome = "quota_exhausted", "the key's credits are spent");
-            let mut refusal = AuthError::quota_exhausted(refill_in);
-            if let Some(fields) = fields {
-                refusal = refusal.with_limit_fields(fields);
-            }
-            Enforced::Refuse(refusal)
+            AuthError::quota_exhausted(refill_in)
         }
         // Deleted since it was read: as if it had never been.
-        Ok(CreditSpend::NotFound) => Enforced::Refuse(AuthError::invalid_token()),
+        Ok(CreditSpend::NotFound) => AuthError::invalid_token(),
         Err(error) if config.limits_fail_open => {
             tracing::warn!(key_id = %id, error = %error, "spending credits failed; the request passes (limits fail open)");
-            Enforced::Pass(fields)
+            return Enforced::Pass(fields);
         }
         Err(error) => {
             tracing::error!(key_id = %id, error = %error, "spending credits failed; the request is refused");
-            Enforced::Refuse(AuthError::unavailable())
+            AuthError::unavailable()
+        }
+    };
+    if was_charged {
+        let charged_ago = charged.at.elapsed();
+        if let Err(error) = config
+            .limiter
+            .refund(&charged.counters, cost, charged_ago)
+            .await
+        {
+            // The request stays counted: a limit may refuse early, never
+            // admit too many.
+            tracing::warn!(key_id = %id, error = %error, "giving back a refused request's rate-limit units failed");
         }
     }
+    Enforced::Refuse(refusal)
 }
 
+/// The limiter's answer as a verdict; `limit_of` maps each charged
+/// counter to the key's limit it counts.
 fn concluded(
     charged: Result<Charge, LimiterError>,
     limits: &UsageLimits,
+    limit_of: &[usize; MAX_RATE_LIMITS],
     fail_open: bool,
 ) -> Enforced {
     let fields = |state: &CounterState| {
-        let limit = limits.rate_limits().get(state.counter)?;
-        let policy = limits.rate_limit_set().policy_field(state.counter)?;
+        let index = *limit_of.get(state.counter)?;
+        let limit = limits.rate_limits().get(index)?;
+        let policy = limits.rate_limit_set().policy_field(index)?;
         Some(LimitFields::of(limit, policy, state))
     };
     match charged {

@@ -281,3 +281,180 @@ async fn a_request_refused_by_a_rate_limit_spends_no_credit() {
     let record = store.find_key(&issued.record.id).await.unwrap().unwrap();
     assert_eq!(record.limits.unwrap().credits().unwrap().remaining(), 9);
 }
+
+/// A clock the test moves: starts now.
+fn manual_clock() -> (
+    Arc<std::sync::atomic::AtomicU64>,
+    impl Fn() -> std::time::SystemTime + Send + Sync + 'static,
+) {
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = std::time::SystemTime::now();
+    let read = Arc::clone(&offset);
+    (offset, move || {
+        start + Duration::from_millis(read.load(std::sync::atomic::Ordering::SeqCst))
+    })
+}
+
+#[tokio::test]
+async fn a_request_refused_for_credits_counts_against_no_rate_limit() {
+    use tower_keyauth::limit::Credits;
+    let store = MemoryStore::new();
+    let minute = per(100, 60);
+    let limits = limits(std::slice::from_ref(&minute)).with_credits(Credits::new(2).unwrap());
+    let issued = store
+        .issue(NewKey::org("acme").limits(limits))
+        .await
+        .unwrap();
+    let token = issued.token.expose_secret().to_owned();
+    let (advance, clock) = manual_clock();
+    let limiter = MemoryLimiter::new().clock(clock);
+    let app = app(KeyAuthLayer::new(store).rate_limiter(limiter.clone()));
+    for _ in 0..2 {
+        let reply = get_bearer(&app, "/v1/whoami", &token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // The window is a second old when the credits run out.
+    advance.store(1_000, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let refused = get_bearer(&app, "/v1/whoami", &token).await;
+        assert_eq!(refused.error(), "quota_exhausted");
+        // A refusal by the credits says nothing about the rate limits.
+        assert_eq!(header(&refused, "ratelimit"), None);
+        assert_eq!(header(&refused, "ratelimit-policy"), None);
+    }
+    // Two admitted requests counted, the five refused ones given back.
+    let counter = [Counter::new(CounterId::key(&issued.record.id), &minute)];
+    let Some(Ok(Charge::Admitted(state))) = limiter.charge_now(&counter, 1) else {
+        panic!("the limit admits")
+    };
+    assert_eq!(state.remaining, 100 - 2 - 1);
+}
+
+#[tokio::test]
+async fn a_rotated_key_counts_on_where_its_predecessor_stopped() {
+    let (store, token, id) = limited_key(&[per(5, 60)]).await;
+    let app = app(KeyAuthLayer::new(store.clone()));
+    for _ in 0..3 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", &token).await.status,
+            StatusCode::OK
+        );
+    }
+    let successor = store.rotate(&id, Duration::from_secs(600)).await.unwrap();
+    let reply = get_bearer(&app, "/v1/whoami", successor.token.expose_secret()).await;
+    assert_eq!(header(&reply, "ratelimit"), Some("default;r=1;t=60"));
+    // During the grace period the old key draws on the same count.
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", &token).await.status,
+        StatusCode::OK
+    );
+    for key in [&token, successor.token.expose_secret()] {
+        let refused = get_bearer(&app, "/v1/whoami", key).await;
+        assert_eq!(refused.error(), "rate_limited");
+    }
+    // And the successor's successor too.
+    let third = store
+        .rotate(&successor.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    let refused = get_bearer(&app, "/v1/whoami", third.token.expose_secret()).await;
+    assert_eq!(refused.error(), "rate_limited");
+}
+
+#[tokio::test]
+async fn a_limit_per_organization_is_shared_by_all_its_keys() {
+    use tower_keyauth::limit::CountedPer;
+    let org_wide = per(3, 60).counted_per(CountedPer::Organization);
+    let store = MemoryStore::new();
+    let mut tokens = Vec::new();
+    for owner in [
+        NewKey::org("acme"),
+        NewKey::workspace("acme", "web"),
+        NewKey::org("globex"),
+    ] {
+        let issued = store
+            .issue(owner.limits(limits(std::slice::from_ref(&org_wide))))
+            .await
+            .unwrap();
+        tokens.push(issued.token.expose_secret().to_owned());
+    }
+    let app = app(KeyAuthLayer::new(store));
+    let (acme, acme_web, globex) = (&tokens[0], &tokens[1], &tokens[2]);
+    for (token, remaining) in [(acme, 2), (acme_web, 1), (acme, 0)] {
+        let reply = get_bearer(&app, "/v1/whoami", token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            header(&reply, "ratelimit-policy"),
+            Some("organization;q=3;w=60")
+        );
+        assert_eq!(
+            header(&reply, "ratelimit"),
+            Some(format!("organization;r={remaining};t=60").as_str())
+        );
+    }
+    for token in [acme, acme_web] {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", token).await.error(),
+            "rate_limited"
+        );
+    }
+    // Another organization counts on its own.
+    let reply = get_bearer(&app, "/v1/whoami", globex).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_limit_and_its_organization_limit_are_charged_together() {
+    use tower_keyauth::limit::CountedPer;
+    // Each key may make 2 a minute, the organization 3 in all.
+    let own = per(2, 60);
+    let org_wide = per(3, 60).counted_per(CountedPer::Organization);
+    let store = MemoryStore::new();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let issued = store
+            .issue(NewKey::org("acme").limits(limits(&[own.clone(), org_wide.clone()])))
+            .await
+            .unwrap();
+        tokens.push(issued.token.expose_secret().to_owned());
+    }
+    let app = app(KeyAuthLayer::new(store));
+    let statuses = [&tokens[0], &tokens[0], &tokens[0], &tokens[1], &tokens[1]];
+    let mut admitted = Vec::new();
+    for token in statuses {
+        admitted.push(get_bearer(&app, "/v1/whoami", token).await.status == StatusCode::OK);
+    }
+    // The first key's third is refused by its own limit and charges the
+    // organization nothing, so the second key gets the organization's last.
+    assert_eq!(admitted, [true, true, false, true, false]);
+}
+
+#[tokio::test]
+async fn a_limit_per_workspace_counts_each_workspace_apart() {
+    use tower_keyauth::limit::CountedPer;
+    let per_workspace = per(1, 60).counted_per(CountedPer::Workspace);
+    let store = MemoryStore::new();
+    let mut tokens = Vec::new();
+    for workspace in ["web", "web", "batch"] {
+        let issued = store
+            .issue(
+                NewKey::workspace("acme", workspace)
+                    .limits(limits(std::slice::from_ref(&per_workspace))),
+            )
+            .await
+            .unwrap();
+        tokens.push(issued.token.expose_secret().to_owned());
+    }
+    let app = app(KeyAuthLayer::new(store));
+    let admitted: Vec<bool> = admitted_in_turn(&app, &tokens).await;
+    // The second "web" key finds its workspace's one request spent.
+    assert_eq!(admitted, [true, false, true]);
+}
+
+async fn admitted_in_turn(app: &axum::Router, tokens: &[String]) -> Vec<bool> {
+    let mut admitted = Vec::new();
+    for token in tokens {
+        admitted.push(get_bearer(app, "/v1/whoami", token).await.status == StatusCode::OK);
+    }
+    admitted
+}

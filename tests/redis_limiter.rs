@@ -38,6 +38,10 @@ fn main() {
         ),
         trial("a_closed_window_admits_again", a_closed_window_admits_again),
         trial(
+            "a_refund_reaches_only_the_window_it_was_charged_in",
+            a_refund_reaches_only_the_window_it_was_charged_in,
+        ),
+        trial(
             "a_cost_above_the_limit_is_refused_with_the_window",
             a_cost_above_the_limit_is_refused_with_the_window,
         ),
@@ -228,6 +232,39 @@ async fn a_charge_refused_by_one_counter_charges_none() {
     let fresh = [counter("owner:acme", 3, 60), counter("key:k2", 10, 60)];
     limited(limiter.charge(&fresh, 1).await.unwrap());
     let exists: bool = admin.exists(key(&prefix, &fresh[1])).await.unwrap();
+    assert!(!exists);
+}
+
+/// A refund gives units back to the window that was charged, and never to
+/// a window that opened after the charge.
+async fn a_refund_reaches_only_the_window_it_was_charged_in() {
+    let prefix = unique_prefix("refund");
+    let limiter = limiter(&prefix).await;
+    let counters = [counter("key:k1", 10, 60), counter("org:acme", 5, 60)];
+    for _ in 0..3 {
+        admitted(limiter.charge(&counters, 1).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Charged just now in windows 100 ms old: both get their unit back.
+    limiter.refund(&counters, 1, Duration::ZERO).await.unwrap();
+    let mut admin = admin().await;
+    let counts: (u32, u32) = (
+        admin.get(key(&prefix, &counters[0])).await.unwrap(),
+        admin.get(key(&prefix, &counters[1])).await.unwrap(),
+    );
+    assert_eq!(counts, (2, 2));
+    // A refund for a charge made 10 s ago cannot belong to these windows,
+    // opened 100 ms ago: nothing changes.
+    limiter
+        .refund(&counters, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let first: u32 = admin.get(key(&prefix, &counters[0])).await.unwrap();
+    assert_eq!(first, 2);
+    // A counter that does not exist is not created, nor made negative.
+    let absent = [counter("key:absent", 10, 60)];
+    limiter.refund(&absent, 1, Duration::ZERO).await.unwrap();
+    let exists: bool = admin.exists(key(&prefix, &absent[0])).await.unwrap();
     assert!(!exists);
 }
 

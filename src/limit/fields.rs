@@ -24,7 +24,7 @@ impl LimitFields {
     /// written once) in `state`.
     pub(crate) fn of(limit: &RateLimit, policy: &HeaderValue, state: &CounterState) -> Self {
         use std::io::Write;
-        let name = limit.name().unwrap_or("default");
+        let name = limit.field_name();
         // A name of at most 64 bytes and two numbers: always fits.
         let mut buffer = [0u8; 128];
         let mut cursor = std::io::Cursor::new(&mut buffer[..]);
@@ -50,7 +50,7 @@ impl LimitFields {
 
 /// `limit`'s `RateLimit-Policy` field: `<name>;q=<limit>;w=<seconds>`.
 pub(crate) fn policy_field(limit: &RateLimit) -> HeaderValue {
-    let name = limit.name().unwrap_or("default");
+    let name = limit.field_name();
     let text = format!("{name};q={};w={}", limit.limit(), limit.window().as_secs());
     // Names are tokens and the rest digits: always a valid value.
     HeaderValue::from_maybe_shared(Bytes::from(text)).expect("a token and digits")

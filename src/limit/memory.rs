@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{Charge, Counter, CounterState, LimiterError, RateLimiter, tightest, valid_charge};
+use super::{
+    Charge, Counter, CounterState, LimiterError, REFUND_MARGIN, RateLimiter, tightest, valid_charge,
+};
 use crate::clock::{Clock, SharedClock};
 
 /// Shards of the counter table: a charge locks only the shards of its own
@@ -268,10 +270,42 @@ impl Window {
     }
 }
 
+impl MemoryLimiter {
+    /// See [`RateLimiter::refund`].
+    fn refund_at(&self, counters: &[Counter], cost: u32, charged_ago: Duration) {
+        if !valid_charge(counters, cost) {
+            return;
+        }
+        let now = nanos_since_epoch(self.clock.now());
+        let at_least_age = nanos(charged_ago.saturating_add(REFUND_MARGIN));
+        for counter in counters {
+            let mut shard = lock(&self.shards[self.shard_of(counter)]);
+            let Some(window) = shard.windows.get_mut(counter) else {
+                continue;
+            };
+            let opened_at = window.closes_at.saturating_sub(nanos(counter.window));
+            let age = now.saturating_sub(opened_at);
+            if window.closes_at > now && age >= at_least_age {
+                window.used = window.used.saturating_sub(cost);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl RateLimiter for MemoryLimiter {
     async fn charge(&self, counters: &[Counter], cost: u32) -> Result<Charge, LimiterError> {
         self.charge_at(counters, cost)
+    }
+
+    async fn refund(
+        &self,
+        counters: &[Counter],
+        cost: u32,
+        charged_ago: Duration,
+    ) -> Result<(), LimiterError> {
+        self.refund_at(counters, cost, charged_ago);
+        Ok(())
     }
 
     fn charge_now(&self, counters: &[Counter], cost: u32) -> Option<Result<Charge, LimiterError>> {
@@ -407,6 +441,41 @@ mod tests {
             panic!()
         };
         assert_eq!(state.remaining, 6);
+    }
+
+    #[test]
+    fn a_refund_reaches_only_the_window_it_was_charged_in() {
+        let clock = Manual::default();
+        let limiter = MemoryLimiter::new().clock(clock.clone());
+        let counters = [Counter::new("k", &limit(5, 60))];
+        let remaining = |limiter: &MemoryLimiter| match charge(limiter, &counters, 1) {
+            Charge::Admitted(state) => state.remaining + 1,
+            Charge::Limited(state) => state.remaining,
+        };
+        for _ in 0..3 {
+            charge(&limiter, &counters, 1);
+        }
+        clock.advance(Duration::from_secs(1));
+        // A charge made just now, in a window a second old: given back.
+        block_on(limiter.refund(&counters, 1, Duration::ZERO)).unwrap();
+        assert_eq!(remaining(&limiter), 3);
+        // A charge made two seconds ago cannot be in a window opened one
+        // second ago: nothing given back.
+        block_on(limiter.refund(&counters, 1, Duration::from_secs(2))).unwrap();
+        assert_eq!(remaining(&limiter), 2);
+        // After the window closes, the next one gets nothing either.
+        clock.advance(Duration::from_secs(60));
+        charge(&limiter, &counters, 1);
+        clock.advance(Duration::from_secs(1));
+        block_on(limiter.refund(&counters, 1, Duration::from_secs(30))).unwrap();
+        assert_eq!(remaining(&limiter), 4);
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 
     #[test]

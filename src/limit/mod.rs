@@ -71,12 +71,86 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_COUNTERS: usize = 8;
 
 /// At most `limit` units of cost per `window`, optionally named (the name
-/// appears in the `RateLimit` response fields; `default` otherwise).
+/// appears in the `RateLimit` response fields; otherwise `default`, or the
+/// [`CountedPer`] of a shared limit), counted for the key alone or shared
+/// by every key of its organization or workspace ([`counted_per`](Self::counted_per)).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     limit: u32,
     window: Duration,
     name: Option<Arc<str>>,
+    per: CountedPer,
+}
+
+/// Whose requests one [`RateLimit`] counts: the key's own (the default), or
+/// every key of its owner's workspace or organization.
+///
+/// A shared limit is counted per owner, limit and window: every key of
+/// the organization that carries `1000 per 60 s, per organization` draws on
+/// one count of 1 000 a minute. Keys issued through the key API inherit
+/// their issuer's limits and may not loosen them, so an organization's
+/// first key sets the limit for every key made from it. A personal token
+/// counts against the organization it acts for (the one its request
+/// names). A key without a workspace counts a `per workspace` limit
+/// against its whole organization.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::limit::{CountedPer, RateLimit};
+/// let org_wide = RateLimit::per(1000, Duration::from_secs(60))
+///     .unwrap()
+///     .counted_per(CountedPer::Organization);
+/// assert_eq!(org_wide.counted_for(), CountedPer::Organization);
+/// assert_eq!("organization".parse(), Ok(CountedPer::Organization));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CountedPer {
+    /// The key's own requests (a rotated key's successor goes on counting
+    /// where it stopped).
+    #[default]
+    Key,
+    /// Every key of the principal's workspace (its organization, for a
+    /// principal that acts for the whole organization).
+    Workspace,
+    /// Every key of the principal's organization.
+    Organization,
+}
+
+impl CountedPer {
+    /// `key`, `workspace` or `organization`: the word the key API and the
+    /// stored text form use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Workspace => "workspace",
+            Self::Organization => "organization",
+        }
+    }
+}
+
+impl fmt::Display for CountedPer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The word is not `key`, `workspace` or `organization`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a rate limit is counted per `key`, `workspace` or `organization`")]
+pub struct UnknownCountedPer;
+
+impl std::str::FromStr for CountedPer {
+    type Err = UnknownCountedPer;
+
+    fn from_str(word: &str) -> Result<Self, UnknownCountedPer> {
+        match word {
+            "key" => Ok(Self::Key),
+            "workspace" => Ok(Self::Workspace),
+            "organization" => Ok(Self::Organization),
+            _ => Err(UnknownCountedPer),
+        }
+    }
 }
 
 /// Why a [`RateLimit`] was refused.
@@ -121,7 +195,31 @@ impl RateLimit {
             limit,
             window,
             name: None,
+            per: CountedPer::Key,
         })
+    }
+
+    /// Counts the limit for every key of the owner's workspace or
+    /// organization instead of the key alone (see [`CountedPer`]).
+    pub fn counted_per(mut self, per: CountedPer) -> Self {
+        self.per = per;
+        self
+    }
+
+    /// Whose requests the limit counts.
+    pub fn counted_for(&self) -> CountedPer {
+        self.per
+    }
+
+    /// The name the `RateLimit` response fields give the limit: its own,
+    /// or `default` for a key's, `workspace` or `organization` for a shared
+    /// one.
+    pub(crate) fn field_name(&self) -> &str {
+        match (&self.name, self.per) {
+            (Some(name), _) => name,
+            (None, CountedPer::Key) => "default",
+            (None, per) => per.as_str(),
+        }
     }
 
     /// Names the limit.
@@ -171,6 +269,9 @@ impl fmt::Debug for RateLimit {
             .field("window", &self.window);
         if let Some(name) = &self.name {
             debug.field("name", name);
+        }
+        if self.per != CountedPer::Key {
+            debug.field("per", &self.per);
         }
         debug.finish()
     }
@@ -353,7 +454,38 @@ pub trait RateLimiter: Send + Sync + 'static {
         let _ = (counters, cost);
         None
     }
+
+    /// Gives back `cost` units that an admitted [`charge`](Self::charge) of
+    /// the same `counters` took at most `charged_ago` ago, because the
+    /// request was refused after all (its key's credits were spent): the
+    /// layer calls it so that a refused request counts against no limit.
+    ///
+    /// Only the window the charge fell in gets the units back. A counter
+    /// whose window has closed since is left alone (its units went with
+    /// it), and so is one whose current window opened less than
+    /// `charged_ago` plus [`REFUND_MARGIN`] ago: it may be a later window,
+    /// which must never be given units it did not count. In that rare case
+    /// the request stays counted, which can refuse a request early but
+    /// never admits one too many.
+    ///
+    /// The default gives nothing back: a limiter without refunds counts
+    /// such requests as if they had been admitted.
+    async fn refund(
+        &self,
+        counters: &[Counter],
+        cost: u32,
+        charged_ago: Duration,
+    ) -> Result<(), LimiterError> {
+        let _ = (counters, cost, charged_ago);
+        Ok(())
+    }
 }
+
+/// How much older than its charge a window must be for a
+/// [refund](RateLimiter::refund) to reach it: clocks read coarsely (a few
+/// milliseconds) and round trips vary, and a refund that reached a later
+/// window would let it admit more than its limit.
+pub const REFUND_MARGIN: Duration = Duration::from_millis(20);
 
 #[async_trait]
 impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
@@ -363,6 +495,15 @@ impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
 
     fn charge_now(&self, counters: &[Counter], cost: u32) -> Option<Result<Charge, LimiterError>> {
         (**self).charge_now(counters, cost)
+    }
+
+    async fn refund(
+        &self,
+        counters: &[Counter],
+        cost: u32,
+        charged_ago: Duration,
+    ) -> Result<(), LimiterError> {
+        (**self).refund(counters, cost, charged_ago).await
     }
 }
 

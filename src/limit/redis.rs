@@ -10,7 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use super::{
-    Charge, Counter, CounterState, LimiterError, MAX_WINDOW, RateLimiter, tightest, valid_charge,
+    Charge, Counter, CounterState, LimiterError, MAX_WINDOW, REFUND_MARGIN, RateLimiter, tightest,
+    valid_charge,
 };
 
 /// Charges every counter or none, atomically (Redis runs a script alone).
@@ -85,6 +86,29 @@ return reply
 ";
 
 static CHARGE: LazyLock<Script> = LazyLock::new(|| Script::new(CHARGE_SCRIPT));
+
+/// Gives units back (see [`RateLimiter::refund`]), atomically.
+///
+/// `KEYS[i]` is counter i; `ARGV[1]` the cost; `ARGV[2]` the least age, in
+/// milliseconds, of a window that may get them back; `ARGV[2 + i]` counter
+/// i's window in milliseconds. A counter gets the cost back when it holds
+/// at least that much and its window, as its expiry tells, opened at least
+/// that long ago: a later window is never given units it did not count.
+const REFUND_SCRIPT: &str = r"
+local cost = tonumber(ARGV[1])
+local least_age = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 + i])
+  local ttl = redis.call('PTTL', key)
+  local used = tonumber(redis.call('GET', key))
+  if ttl > 0 and used ~= nil and used >= cost and window - ttl >= least_age then
+    redis.call('DECRBY', key, cost)
+  end
+end
+return 0
+";
+
+static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND_SCRIPT));
 
 /// A [`RateLimiter`] whose counters live in Redis: exact across any number
 /// of application instances that share the server, with one round trip per
@@ -246,6 +270,34 @@ impl RateLimiter for RedisLimiter {
             .await
             .map_err(LimiterError::backend)?;
         decode(&reply, counters.len())
+    }
+
+    async fn refund(
+        &self,
+        counters: &[Counter],
+        cost: u32,
+        charged_ago: Duration,
+    ) -> Result<(), LimiterError> {
+        if !valid_charge(counters, cost) {
+            return Err(LimiterError::Invalid);
+        }
+        let least_age = charged_ago.saturating_add(REFUND_MARGIN);
+        let mut invocation = REFUND.prepare_invoke();
+        invocation
+            .arg(cost)
+            .arg(u64::try_from(least_age.as_millis()).unwrap_or(u64::MAX));
+        for counter in counters {
+            let window_ms = u64::try_from(counter.window.as_millis()).unwrap_or(u64::MAX);
+            invocation
+                .key(format!("{}{counter}", self.prefix))
+                .arg(window_ms);
+        }
+        let mut connection = self.manager.clone();
+        let _: i64 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(LimiterError::backend)?;
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use crate::client_addr::IpAllowlist;
 use crate::ids::KeyId;
 use crate::limit::fields::policy_field;
-use crate::limit::{InvalidLimit, RateLimit};
+use crate::limit::{CountedPer, InvalidLimit, RateLimit};
 
 /// The most rate limits one key may have.
 pub const MAX_RATE_LIMITS: usize = 4;
@@ -33,7 +33,8 @@ pub const MAX_RATE_LIMITS: usize = 4;
 /// Limits are written ([`Display`](fmt::Display)) and read back
 /// ([`FromStr`]) as comma-separated items in the manner of the IETF
 /// `RateLimit-Policy` field: `q=<limit>;w=<window seconds>` for an unnamed
-/// limit, `<name>;q=<limit>;w=<window seconds>` for a named one. The empty
+/// limit, `<name>;q=<limit>;w=<window seconds>` for a named one, followed
+/// by `;per=workspace` or `;per=organization` for a shared one. The empty
 /// text is no limits. Reading refuses more than
 /// [`MAX_TEXT_LEN`](Self::MAX_TEXT_LEN) bytes before looking further, and
 /// checks every bound that [`RateLimit::per`], [`RateLimit::named`] and
@@ -71,8 +72,11 @@ pub enum InvalidLimits {
     /// More than [`MAX_RATE_LIMITS`] rate limits.
     #[error("a key has at most 4 rate limits")]
     TooManyRateLimits,
-    /// Two rate limits with the same name, or with the same window.
-    #[error("a key's rate limits need distinct names and distinct windows")]
+    /// Two rate limits with the same name, or with the same window counted
+    /// for the same (key, workspace or organization).
+    #[error(
+        "a key's rate limits need distinct names, and distinct windows among those counted per key, per workspace or per organization"
+    )]
     DuplicateRateLimit,
     /// A text form longer than [`RateLimits::MAX_TEXT_LEN`] bytes.
     #[error("rate limits are written in at most {max} bytes, not {len}", max = RateLimits::MAX_TEXT_LEN)]
@@ -107,7 +111,7 @@ impl RateLimits {
 
     /// The longest [text form](Self#text-form), in bytes: more than the
     /// longest valid limits take (4 limits with 64-byte names, the largest
-    /// limits and windows: 358 bytes), so that spacing around items still
+    /// limits and windows, shared per organization: 426 bytes), so that spacing around items still
     /// fits.
     pub const MAX_TEXT_LEN: usize = 512;
 
@@ -131,7 +135,7 @@ impl RateLimits {
             return Err(InvalidLimits::TooManyRateLimits);
         }
         let clashes = self.rate_limits.iter().any(|held| {
-            held.window() == limit.window()
+            (held.window() == limit.window() && held.counted_for() == limit.counted_for())
                 || (held.name().is_some() && held.name() == limit.name())
         });
         if clashes {
@@ -180,6 +184,9 @@ impl fmt::Display for RateLimits {
                 write!(f, "{name};")?;
             }
             write!(f, "q={};w={}", limit.limit(), limit.window().as_secs())?;
+            if limit.counted_for() != CountedPer::Key {
+                write!(f, ";per={}", limit.counted_for())?;
+            }
         }
         Ok(())
     }
@@ -210,12 +217,19 @@ impl FromStr for RateLimits {
 fn rate_limit_from_item(item: &str) -> Result<RateLimit, InvalidLimits> {
     let mut pieces = item.split(';').map(trim_spaces).peekable();
     let name = pieces.next_if(|piece| !piece.contains('='));
-    let (mut limit, mut window) = (None, None);
+    let (mut limit, mut window, mut per) = (None, None, None);
     for piece in pieces {
         let (key, value) = piece.split_once('=').ok_or(InvalidLimits::Syntax)?;
         let slot = match key {
             "q" => &mut limit,
             "w" => &mut window,
+            "per" => {
+                let counted: CountedPer = value.parse().map_err(|_| InvalidLimits::Syntax)?;
+                if per.replace(counted).is_some() {
+                    return Err(InvalidLimits::Syntax);
+                }
+                continue;
+            }
             _ => return Err(InvalidLimits::Syntax),
         };
         if slot.replace(integer(value)?).is_some() {
@@ -226,7 +240,8 @@ fn rate_limit_from_item(item: &str) -> Result<RateLimit, InvalidLimits> {
         return Err(InvalidLimits::Syntax);
     };
     let limit = u32::try_from(limit).map_err(|_| InvalidLimit::Limit)?;
-    let rate_limit = RateLimit::per(limit, Duration::from_secs(window))?;
+    let rate_limit =
+        RateLimit::per(limit, Duration::from_secs(window))?.counted_per(per.unwrap_or_default());
     Ok(match name {
         Some(name) => rate_limit.named(name)?,
         None => rate_limit,
@@ -626,11 +641,12 @@ mod tests {
             let limit = RateLimit::per(MAX_LIMIT, window)
                 .unwrap()
                 .named(&name(char::from(b'a' + i as u8)))
-                .unwrap();
+                .unwrap()
+                .counted_per(CountedPer::Organization);
             limits.rate_limit(limit).unwrap()
         });
         let text = longest.to_string();
-        assert_eq!(text.len(), 358);
+        assert_eq!(text.len(), 426);
         assert!(text.len() <= RateLimits::MAX_TEXT_LEN);
         assert_eq!(text.parse::<RateLimits>(), Ok(longest));
     }
@@ -655,12 +671,19 @@ mod tests {
             1..=MAX_LIMIT,
             prop_oneof![1..=120u64, 1..=MAX_WINDOW.as_secs()],
             proptest::option::of("[A-Za-z][A-Za-z0-9._-]{0,63}"),
+            prop_oneof![
+                Just(CountedPer::Key),
+                Just(CountedPer::Workspace),
+                Just(CountedPer::Organization)
+            ],
         );
         proptest::collection::vec(one, 0..=6).prop_map(|items| {
             items
                 .into_iter()
-                .fold(RateLimits::new(), |limits, (limit, window, name)| {
-                    let rate_limit = RateLimit::per(limit, Duration::from_secs(window)).unwrap();
+                .fold(RateLimits::new(), |limits, (limit, window, name, per)| {
+                    let rate_limit = RateLimit::per(limit, Duration::from_secs(window))
+                        .unwrap()
+                        .counted_per(per);
                     let rate_limit = match name {
                         Some(name) => rate_limit.named(&name).unwrap(),
                         None => rate_limit,
@@ -675,6 +698,7 @@ mod tests {
         let piece = prop_oneof![
             "[a-z]{0,3}",
             "[qw]=[0-9]{0,17}",
+            "per=(key|workspace|organization|org|)",
             "[qw]=[-+0-9. ]{0,4}",
             "[A-Za-z][A-Za-z0-9._-]{0,70}",
         ];
