@@ -30,17 +30,25 @@
 //! ```json
 //! {
 //!   "name": "partner",
-//!   "rate_limits": [{"limit": 100, "window_seconds": 60}, {"limit": 10, "window_seconds": 1, "name": "burst"}],
+//!   "rate_limits": [
+//!     {"limit": 100, "window_seconds": 60},
+//!     {"limit": 10, "window_seconds": 1, "name": "burst"},
+//!     {"limit": 5000, "window_seconds": 60, "per": "organization"}
+//!   ],
 //!   "credits": {"remaining": 10000, "refill": {"amount": 10000, "interval_seconds": 2592000}},
 //!   "allowed_ips": ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7"]
 //! }
 //! ```
 //!
-//! - `rate_limits`: at most 4, with distinct windows and distinct names;
-//!   `limit` from 1 to 10^9 requests, `window_seconds` from 1 to 31 622 400
-//!   (a year and a day), `name` (optional) 1 to 64 letters, digits, `-`,
-//!   `_` or `.`, a letter first. A request over one of them is answered 429
-//!   `rate_limited` and charges none of them.
+//! - `rate_limits`: at most 4, with distinct names, and distinct windows
+//!   among those counted alike; `limit` from 1 to 10^9 requests,
+//!   `window_seconds` from 1 to 31 622 400 (a year and a day), `name`
+//!   (optional) 1 to 64 letters, digits, `-`, `_` or `.`, a letter first,
+//!   `per` (optional) `key` (the default: this key's requests alone),
+//!   `workspace` or `organization` (the requests of every key of the
+//!   workspace or organization that carries the same limit; see
+//!   [`CountedPer`](crate::limit::CountedPer)). A request over one of them
+//!   is answered 429 `rate_limited` and charges none of them.
 //! - `credits`: `remaining` from 0 to 10^15; `refill` (optional) sets them
 //!   back to `amount` (1 to 10^15) every `interval_seconds` (1 to
 //!   31 622 400). A request without credit left is answered 429
@@ -82,8 +90,10 @@
 //!   `allowed_ips`; a field given must stay within them, or the request is
 //!   refused with 403 `forbidden`, saying which bound:
 //!   - **rate limits**: for each of the issuer's limits, the new key needs
-//!     one with the same window and a limit no higher (it may add others,
-//!     up to 4 in all);
+//!     one with the same window, counted alike (`per`), and a limit no
+//!     higher (it may add others, up to 4 in all); so a limit `per`
+//!     organization on an organization's first key binds every key made
+//!     from it;
 //!   - **credits**: at most the issuer's `remaining`, as the layer read them
 //!     for this request; a refill only if the issuer has one, with an
 //!     `amount` no higher and an `interval_seconds` no shorter;
@@ -92,10 +102,11 @@
 //!
 //!   A rotation by a key with limits is refused the same way when the
 //!   rotated key's limits (which its successor keeps) are looser than the
-//!   caller's. The bounds hold each key on its own: keys do not share
-//!   their counters or credits with the key that issued them, so a key
-//!   with `keys.write` can mint several keys each as limited as itself.
-//!   Give `keys.write` only to keys trusted with that.
+//!   caller's. The bounds hold each key on its own: limits counted `per`
+//!   key and credits are not shared with the key that issued them, so a
+//!   key with `keys.write` can mint several keys each as limited as
+//!   itself. Limits counted `per` workspace or organization are shared:
+//!   use them for a cap that minting more keys must not multiply.
 //!
 //! Every error, a malformed body included, answers `{"error", "message"}`.
 //! Each operation is reported to the [`AuditSink`] (default
@@ -122,8 +133,8 @@ use crate::client_addr::IpAllowlist;
 use crate::error::AuthError;
 use crate::ids::{KeyId, KeyKind, Label};
 use crate::limit::{
-    Credits, InvalidLimit, InvalidLimits, MAX_RATE_LIMITS, RateLimit, RateLimits, Refill,
-    UsageLimits,
+    CountedPer, Credits, InvalidLimit, InvalidLimits, MAX_RATE_LIMITS, RateLimit, RateLimits,
+    Refill, UnknownCountedPer, UsageLimits,
 };
 use crate::metadata::KeyMetadata;
 use crate::principal::Principal;
@@ -587,7 +598,7 @@ impl AskedLimits {
 const RATE_LIMITS_SHAPE: &str =
     r#"`rate_limits` must be a list of objects such as {"limit": 100, "window_seconds": 60}."#;
 
-/// `[{"limit", "window_seconds", "name"?}]`, at most [`MAX_RATE_LIMITS`].
+/// `[{"limit", "window_seconds", "name"?, "per"?}]`, at most [`MAX_RATE_LIMITS`].
 fn rate_limits_from(value: Value) -> Result<RateLimits, Response> {
     let Value::Array(items) = value else {
         return Err(invalid(RATE_LIMITS_SHAPE));
@@ -605,7 +616,7 @@ fn rate_limits_from(value: Value) -> Result<RateLimits, Response> {
         let Value::Object(item) = item else {
             return Err(invalid(RATE_LIMITS_SHAPE));
         };
-        allow_only_in(&item, &["limit", "window_seconds", "name"], &place)?;
+        allow_only_in(&item, &["limit", "window_seconds", "name", "per"], &place)?;
         let limit = whole_number(&item, "limit")
             .and_then(|limit| u32::try_from(limit).ok())
             .ok_or_else(|| invalid(format!("`{place}.limit`: {}.", InvalidLimit::Limit)))?;
@@ -629,6 +640,16 @@ fn rate_limits_from(value: Value) -> Result<RateLimits, Response> {
                 .map_err(|reason| invalid(format!("`{place}.name`: {reason}.")))?,
             Some(_) => {
                 return Err(invalid(format!("`{place}.name`: {}.", InvalidLimit::Name)));
+            }
+        };
+        let rate_limit = match item.get("per") {
+            None | Some(Value::Null) => rate_limit,
+            Some(per) => {
+                let per: CountedPer = per
+                    .as_str()
+                    .and_then(|word| word.parse().ok())
+                    .ok_or_else(|| invalid(format!("`{place}.per`: {}.", UnknownCountedPer)))?;
+                rate_limit.counted_per(per)
             }
         };
         rate_limits = rate_limits
@@ -727,12 +748,15 @@ fn looser_than_issuer(issuer: Option<&UsageLimits>, key: Option<&UsageLimits>) -
     let key_rate_limits = key.map_or(&[][..], UsageLimits::rate_limits);
     for held in issuer.rate_limits() {
         let window = held.window().as_secs();
-        let matched = key_rate_limits
-            .iter()
-            .any(|limit| limit.window() == held.window() && limit.limit() <= held.limit());
+        let matched = key_rate_limits.iter().any(|limit| {
+            limit.window() == held.window()
+                && limit.counted_for() == held.counted_for()
+                && limit.limit() <= held.limit()
+        });
         if !matched {
+            let per = held.counted_for();
             return Some(format!(
-                "A key cannot have looser rate limits than the key that issues it: this one allows {} requests per {window} s, so `rate_limits` needs a limit with `window_seconds` {window} and a `limit` of at most {}.",
+                "A key cannot have looser rate limits than the key that issues it: this one allows {} requests per {window} s per {per}, so `rate_limits` needs a limit with `window_seconds` {window}, `per` \"{per}\" and a `limit` of at most {}.",
                 held.limit(),
                 held.limit()
             ));
@@ -1160,7 +1184,8 @@ impl KeyApi {
                     "properties": {
                         "limit": { "type": "integer", "minimum": 1, "maximum": MAX_LIMIT },
                         "window_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_WINDOW.as_secs() },
-                        "name": { "type": "string", "pattern": "^[A-Za-z][A-Za-z0-9._-]{0,63}$" }
+                        "name": { "type": "string", "pattern": "^[A-Za-z][A-Za-z0-9._-]{0,63}$" },
+                        "per": { "type": "string", "enum": ["key", "workspace", "organization"], "default": "key", "description": "Whose requests the limit counts: this key's, or every key's of its workspace or organization that carries the same limit." }
                     }
                 },
                 "Credits": {

@@ -4,7 +4,7 @@ use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Error as _, Serialize, SerializeSeq, SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 
-use crate::limit::{Credits, RateLimit, RateLimits, Refill, UsageLimits};
+use crate::limit::{CountedPer, Credits, RateLimit, RateLimits, Refill, UsageLimits};
 use crate::metadata::{InvalidMetadata, KeyMetadata};
 
 use crate::principal::Principal;
@@ -64,8 +64,9 @@ impl KeyMetadata {
     }
 }
 
-/// As `{"limit", "window_seconds", "name"}`, the shape the key API accepts;
-/// `name` only when the limit has one.
+/// As `{"limit", "window_seconds", "name", "per"}`, the shape the key API
+/// accepts; `name` only when the limit has one, `per` only for a limit
+/// shared by a workspace or an organization.
 ///
 /// ```
 /// use std::time::Duration;
@@ -78,12 +79,16 @@ impl KeyMetadata {
 /// ```
 impl Serialize for RateLimit {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut fields = serializer.serialize_struct("RateLimit", 3)?;
+        let mut fields = serializer.serialize_struct("RateLimit", 4)?;
         fields.serialize_field("limit", &self.limit())?;
         fields.serialize_field("window_seconds", &self.window().as_secs())?;
         match self.name() {
             Some(name) => fields.serialize_field("name", name)?,
             None => fields.skip_field("name")?,
+        }
+        match self.counted_for() {
+            CountedPer::Key => fields.skip_field("per")?,
+            per => fields.serialize_field("per", per.as_str())?,
         }
         fields.end()
     }

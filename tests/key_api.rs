@@ -628,7 +628,8 @@ async fn a_key_is_issued_with_rate_limits_credits_and_allowed_ips_and_listed_wit
         "name": "partner",
         "rate_limits": [
             { "limit": 100, "window_seconds": 60 },
-            { "limit": 10, "window_seconds": 1, "name": "burst" }
+            { "limit": 10, "window_seconds": 1, "name": "burst" },
+            { "limit": 1000, "window_seconds": 60, "per": "organization" }
         ],
         "credits": { "remaining": 500, "refill": { "amount": 1000, "interval_seconds": 86400 } },
         "allowed_ips": ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]
@@ -639,7 +640,8 @@ async fn a_key_is_issued_with_rate_limits_credits_and_allowed_ips_and_listed_wit
     assert_eq!(status, 201, "{issued}");
     let rate_limits = json!([
         { "limit": 100, "window_seconds": 60 },
-        { "limit": 10, "window_seconds": 1, "name": "burst" }
+        { "limit": 10, "window_seconds": 1, "name": "burst" },
+        { "limit": 1000, "window_seconds": 60, "per": "organization" }
     ]);
     let credits =
         json!({ "remaining": 500, "refill": { "amount": 1000, "interval_seconds": 86400 } });
@@ -661,7 +663,11 @@ async fn a_key_is_issued_with_rate_limits_credits_and_allowed_ips_and_listed_wit
     let limits = record.limits.as_deref().unwrap();
     assert_eq!(
         limits.rate_limits(),
-        [per(100, 60), per(10, 1).named("burst").unwrap()]
+        [
+            per(100, 60),
+            per(10, 1).named("burst").unwrap(),
+            per(1000, 60).counted_per(tower_keyauth::limit::CountedPer::Organization)
+        ]
     );
     assert_eq!(
         limits.credits(),
@@ -812,7 +818,15 @@ async fn bad_limits_answer_400_naming_the_field_and_its_bound() {
         ),
         (
             json!([{ "limit": 5, "window_seconds": 60 }, { "limit": 9, "window_seconds": 60 }]),
-            "`rate_limits`: a key's rate limits need distinct names and distinct windows.",
+            "`rate_limits`: a key's rate limits need distinct names, and distinct windows among those counted per key, per workspace or per organization.",
+        ),
+        (
+            json!([{ "limit": 5, "window_seconds": 60, "per": "team" }]),
+            "`rate_limits[0].per`: a rate limit is counted per `key`, `workspace` or `organization`.",
+        ),
+        (
+            json!([{ "limit": 5, "window_seconds": 60, "per": 1 }]),
+            "`rate_limits[0].per`: a rate limit is counted per `key`, `workspace` or `organization`.",
         ),
         (
             json!([1, 2, 3, 4, 5].map(|w| json!({ "limit": 5, "window_seconds": w }))),
@@ -820,7 +834,7 @@ async fn bad_limits_answer_400_naming_the_field_and_its_bound() {
         ),
         (
             json!([{ "limit": 5, "window_seconds": 60, "burst": 2 }]),
-            "Unknown field `rate_limits[0].burst`; expected one of `limit`, `window_seconds`, `name`.",
+            "Unknown field `rate_limits[0].burst`; expected one of `limit`, `window_seconds`, `name`, `per`.",
         ),
     ]
     .into_iter()
@@ -948,7 +962,7 @@ async fn a_key_never_mints_a_key_with_looser_limits_than_its_own() {
     for (rate_limits, says) in [
         (
             json!([]),
-            "this one allows 100 requests per 60 s, so `rate_limits` needs a limit with `window_seconds` 60 and a `limit` of at most 100.",
+            "this one allows 100 requests per 60 s per key, so `rate_limits` needs a limit with `window_seconds` 60, `per` \"key\" and a `limit` of at most 100.",
         ),
         (
             json!([{ "limit": 101, "window_seconds": 60 }]),
@@ -961,6 +975,11 @@ async fn a_key_never_mints_a_key_with_looser_limits_than_its_own() {
         (
             json!([{ "limit": 100, "window_seconds": 120 }]),
             "`window_seconds` 60",
+        ),
+        // Shared by the organization is not the key's own.
+        (
+            json!([{ "limit": 100, "window_seconds": 60, "per": "organization" }]),
+            "`per` \"key\"",
         ),
     ] {
         let (status, answer) = post(json!({ "rate_limits": rate_limits })).await;
@@ -1116,4 +1135,51 @@ async fn a_key_with_credits_never_mints_one_with_more_or_a_richer_refill() {
         issued["key"]["credits"],
         json!({ "remaining": 0, "refill": null })
     );
+}
+
+#[tokio::test]
+async fn a_limit_per_organization_binds_every_key_made_from_its_key() {
+    let server = serve().await;
+    let org_wide = per(1000, 60).counted_per(tower_keyauth::limit::CountedPer::Organization);
+    let root = server
+        .token(NewKey::org("acme").limits(UsageLimits::new().rate_limit(org_wide).unwrap()))
+        .await;
+    let shared = json!([{ "limit": 1000, "window_seconds": 60, "per": "organization" }]);
+    // Inherited when left out.
+    let (status, issued) = server
+        .call("POST", "/v1/keys", &root, r#"{"name":"child"}"#)
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["key"]["rate_limits"], shared);
+    // Dropping it, or counting it per key (minting keys would multiply
+    // it), is refused.
+    for rate_limits in [
+        json!([]),
+        json!([{ "limit": 1000, "window_seconds": 60 }]),
+        json!([{ "limit": 1000, "window_seconds": 60, "per": "workspace" }]),
+    ] {
+        let body = json!({ "name": "child", "rate_limits": rate_limits });
+        let (status, answer) = server
+            .call("POST", "/v1/keys", &root, &body.to_string())
+            .await;
+        assert_eq!(status, 403, "{rate_limits}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("`per` \"organization\""),
+            "{answer}"
+        );
+    }
+    // A tighter one, and a key limit besides, are fine.
+    let rate_limits = json!([
+        { "limit": 500, "window_seconds": 60, "per": "organization" },
+        { "limit": 10, "window_seconds": 60 }
+    ]);
+    let body = json!({ "name": "child", "rate_limits": rate_limits });
+    let (status, issued) = server
+        .call("POST", "/v1/keys", &root, &body.to_string())
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["key"]["rate_limits"], rate_limits);
 }
