@@ -135,15 +135,15 @@ pub(crate) fn check<S: KeyStore>(
             &mut source,
         ),
     };
-    if !public {
-        check = enforce_policy(config, request, check);
-    } else if let Check::Enforce = check {
-        // A public path is not charged: its key is only identified.
-        check = Check::Admitted(None);
-    }
-    if let Some(throttle) = &config.throttle {
-        check = count_failed_attempts(config, throttle, request, check);
-    }
+    check = match check {
+        Check::Enforce => enforce_policy(config, request, public),
+        Check::Pending(verdict) => after_lookup(config, request, public, verdict),
+        Check::Refused(refusal) => {
+            count_failed_attempt(config, request, &refusal);
+            Check::Refused(refusal)
+        }
+        admitted @ Check::Admitted(_) => admitted,
+    };
     #[cfg(feature = "metrics")]
     let check = count_now(request, public, source, check);
     if public || !matches!(check, Check::Refused(_)) {
@@ -167,70 +167,68 @@ fn throttled<S>(config: &Config<S>, request: &Parts) -> Option<AuthError> {
         .map(crate::throttle::blocked_refusal)
 }
 
-/// Counts a refused credential against its client address, now or when
-/// the store's verdict comes.
-#[cold]
-fn count_failed_attempts<S: KeyStore>(
-    config: &Arc<Config<S>>,
-    throttle: &Arc<crate::throttle::Throttle>,
-    request: &Parts,
-    check: Check,
-) -> Check {
-    match check {
-        Check::Refused(refusal) => {
-            if crate::throttle::counts(&refusal) {
-                if let Some(client) = client_of(config, request) {
-                    throttle.refused(client, config.clock.now());
-                }
+/// Counts a refused credential against its client address, for the
+/// failed-attempt throttle.
+fn count_failed_attempt<S>(config: &Config<S>, request: &Parts, refusal: &AuthError) {
+    if let Some(throttle) = &config.throttle {
+        if crate::throttle::counts(refusal) {
+            if let Some(client) = client_of(config, request) {
+                throttle.refused(client, config.clock.now());
             }
-            Check::Refused(refusal)
         }
-        Check::Pending(verdict) => {
-            let Some(client) = client_of(config, request) else {
-                return Check::Pending(verdict);
-            };
-            let (config, throttle) = (Arc::clone(config), Arc::clone(throttle));
-            Check::Pending(Box::pin(async move {
-                let verdict = verdict.await;
-                if let Verdict::Refused(refusal) = &verdict {
-                    if crate::throttle::counts(refusal) {
-                        throttle.refused(client, config.clock.now());
-                    }
-                }
-                verdict
-            }))
-        }
-        other => other,
     }
 }
 
-/// Enforces the usage policy of an admitted key (`Check::Enforce`): at
-/// once with an in-process limiter, or as a pending verdict.
+/// Everything that follows a lookup the store answers later, in one
+/// frame: the key's usage policy (on a public path, only its address
+/// allowlist: a public path charges nothing), bounded like the lookup, and
+/// the failed-attempt throttle's count of a refusal.
+fn after_lookup<S: KeyStore>(
+    config: &Arc<Config<S>>,
+    request: &Parts,
+    public: bool,
+    verdict: PendingVerdict,
+) -> Check {
+    // Read now: the request's parts stay behind when the verdict waits.
+    let cost = if public { 0 } else { cost_of(config, request) };
+    let client = client_of(config, request);
+    let config = Arc::clone(config);
+    Check::Pending(Box::pin(async move {
+        let verdict = match verdict.await {
+            Verdict::Authenticated(principal, _) => {
+                match enforce(&config, &principal, cost, || client) {
+                    Enforced::Pass(fields) => Verdict::Authenticated(principal, fields),
+                    Enforced::Refuse(error) => Verdict::Refused(error),
+                    pending @ Enforced::Pending(_) => {
+                        let id = principal.key_id().clone();
+                        let enforcing = admitted_unless_refused(principal, pending);
+                        contained(id, config.store_timeout, enforcing).await
+                    }
+                }
+            }
+            refused => refused,
+        };
+        if let (Some(throttle), Some(client), Verdict::Refused(refusal)) =
+            (&config.throttle, client, &verdict)
+        {
+            if crate::throttle::counts(refusal) {
+                throttle.refused(client, config.clock.now());
+            }
+        }
+        verdict
+    }))
+}
+
+/// Enforces the usage policy of an admitted key whose principal is in the
+/// request's extensions: at once with an in-process limiter, or as a
+/// pending verdict. On a public path only the key's address allowlist
+/// applies: a key refused there leaves no principal.
 fn enforce_policy<S: KeyStore>(
     config: &Arc<Config<S>>,
     request: &mut Parts,
-    check: Check,
+    public: bool,
 ) -> Check {
-    match check {
-        Check::Enforce => {}
-        Check::Pending(verdict) => {
-            // The store answers later; its verdict's key is charged then.
-            let cost = cost_of(config, request);
-            let client = client_of(config, request);
-            let config = Arc::clone(config);
-            return Check::Pending(Box::pin(async move {
-                match verdict.await {
-                    Verdict::Authenticated(principal, _) => {
-                        let enforced = enforce(&config, &principal, cost, || client);
-                        admitted_unless_refused(principal, enforced).await
-                    }
-                    refused => refused,
-                }
-            }));
-        }
-        other => return other,
-    }
-    let cost = cost_of(config, request);
+    let cost = if public { 0 } else { cost_of(config, request) };
     let Some(principal) = request.extensions.get::<Principal>() else {
         return Check::Admitted(None);
     };

@@ -138,3 +138,41 @@ async fn without_a_known_address_an_allowlisted_key_is_refused() {
     let reply = get_bearer(&app, "/v1/whoami", &office).await;
     assert_eq!(reply.status, http::StatusCode::FORBIDDEN);
 }
+
+/// `GET path` with `token`, from loopback.
+async fn get_path(addr: SocketAddr, path: &str, token: &str) -> RawReply {
+    let head = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}");
+    request(addr, &head, b"").await.unwrap()
+}
+
+#[tokio::test]
+async fn on_a_public_path_a_key_from_a_forbidden_address_identifies_no_one() {
+    for slow_store in [false, true] {
+        let store = MemoryStore::new();
+        let office = key_from(&store, &["203.0.113.0/24"], true).await;
+        let loopback = key_from(&store, &["127.0.0.0/8"], true).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = if slow_store {
+            // The lookup waits: the allowlist is applied when it answers.
+            let slow = CountingStore::slow(store, Duration::from_millis(1));
+            routes().layer(with_public_paths(KeyAuthLayer::new(slow)))
+        } else {
+            routes().layer(with_public_paths(KeyAuthLayer::new(store)))
+        };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        // The public path answers, without the key's principal.
+        let reply = get_path(addr, "/", &office).await;
+        assert_eq!(reply.status, 200, "slow store: {slow_store}");
+        assert_eq!(reply.json()["principal"], serde_json::Value::Null);
+        // A key allowed here is identified, and a public path charges
+        // nothing: its one request a minute is still there.
+        for _ in 0..3 {
+            let reply = get_path(addr, "/", &loopback).await;
+            assert_ne!(reply.json()["principal"], serde_json::Value::Null);
+        }
+        assert_eq!(whoami(addr, &loopback, None).await.status, 200);
+    }
+}

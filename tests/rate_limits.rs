@@ -458,3 +458,38 @@ async fn admitted_in_turn(app: &axum::Router, tokens: &[String]) -> Vec<bool> {
     }
     admitted
 }
+
+/// A limiter that never answers.
+struct HungLimiter;
+
+#[async_trait]
+impl RateLimiter for HungLimiter {
+    async fn charge(&self, _: &[Counter], _: u32) -> Result<Charge, LimiterError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_that_hangs_is_bounded_by_the_store_timeout_after_a_lookup_that_waited_too() {
+    let (store, token, _) = limited_key(&[per(5, 60)]).await;
+    for slow_lookup in [false, true] {
+        let layer = if slow_lookup {
+            let slow = CountingStore::slow(store.clone(), Duration::from_millis(1));
+            app(KeyAuthLayer::new(slow)
+                .rate_limiter(HungLimiter)
+                .store_timeout(Duration::from_millis(100)))
+        } else {
+            app(KeyAuthLayer::new(store.clone())
+                .rate_limiter(HungLimiter)
+                .store_timeout(Duration::from_millis(100)))
+        };
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            get_bearer(&layer, "/v1/whoami", &token),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer (slow lookup: {slow_lookup})"));
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.error(), "unavailable");
+    }
+}
