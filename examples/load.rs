@@ -20,6 +20,11 @@
 //!   whose handler also takes an `Option<Principal>`, so a request with a
 //!   valid key is authenticated: that route is measured with and without one.
 //!
+//! `LOAD_LIMIT=on` (with `LOAD_STORE=memory`) gives the minimal app's key a
+//! rate limit that never refuses (10^9 a minute), so that every request with
+//! the key is charged to the layer's `MemoryLimiter` and answered with the
+//! `RateLimit` fields.
+//!
 //! `LOAD_CACHE=off` runs the quickstart's app on the bare SQL store (each
 //! request with a key is a query); `LOAD_CACHE=on` with `LOAD_STORE=memory`
 //! puts the minimal app's `MemoryStore` behind a `CachedStore`.
@@ -57,9 +62,11 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use tower_keyauth::limit::{MAX_LIMIT, RateLimit, UsageLimits};
 use tower_keyauth::store::{CachedStore, PostgresStore, SqliteStore};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
@@ -253,12 +260,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         "memory" => {
             let store = MemoryStore::new();
-            let issued = store.issue(NewKey::org("acme")).await?;
+            let limited = setting("LOAD_LIMIT", "off") == "on";
+            let mut new_key = NewKey::org("acme");
+            if limited {
+                // A limit that never refuses: every request is charged.
+                let limit = RateLimit::per(MAX_LIMIT, Duration::from_secs(60))?;
+                new_key = new_key.limits(UsageLimits::new().rate_limit(limit)?);
+            }
+            let issued = store.issue(new_key).await?;
+            let label = if limited {
+                "MemoryStore, minimal app, a key with a rate limit (MemoryLimiter)"
+            } else {
+                "MemoryStore, minimal app (/public/ping vs /v1/ping)"
+            };
             (
                 app(store),
                 issued.token.expose_secret().to_owned(),
                 ("/public/ping", "/v1/ping"),
-                "MemoryStore, minimal app (/public/ping vs /v1/ping)",
+                label,
                 None,
             )
         }
