@@ -92,8 +92,10 @@ fn layer(c: &mut Criterion) {
     let unknown = bearer(&fixture.unknown);
     let wrong_secret = bearer(&fixture.wrong_secret);
     let bad_checksum = bearer(&fixture.bad_checksum);
+    let limited = bearer(&fixture.limited);
 
     assert_eq!(serve(&mut bare, Some(&valid)), 200);
+    assert_eq!(serve(&mut keyauth, Some(&limited)), 200);
     assert_eq!(serve(&mut tower_http, Some(&valid)), 200);
     assert_eq!(serve(&mut keyauth, Some(&valid)), 200);
     for refused in [&unknown, &wrong_secret, &bad_checksum] {
@@ -110,6 +112,9 @@ fn layer(c: &mut Criterion) {
     });
     group.bench_function("keyauth_valid_key", |b| {
         b.iter(|| serve(&mut keyauth, Some(&valid)))
+    });
+    group.bench_function("keyauth_rate_limited_key", |b| {
+        b.iter(|| serve(&mut keyauth, Some(&limited)))
     });
     group.bench_function("keyauth_unknown_id", |b| {
         b.iter(|| serve(&mut keyauth, Some(&unknown)))

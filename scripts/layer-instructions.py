@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-CASES = ["layer/bare", "layer/keyauth_valid_key", "layer/keyauth_cached_valid_key",
+CASES = ["layer/bare", "layer/keyauth_valid_key", "layer/keyauth_rate_limited_key",
+         "layer/keyauth_cached_valid_key",
          "layer/keyauth_unknown_id", "layer/keyauth_wrong_secret", "layer/keyauth_bad_checksum",
          "layer/keyauth_no_credential", "layer/keyauth_insufficient_scope",
          "routed/bare", "routed/keyauth_valid_key", "routed/keyauth_cached_valid_key",

@@ -158,7 +158,7 @@ where
                     if let Some(answers) = answers {
                         answers.restamp(&mut response);
                     }
-                    if let Some(fields) = limit_fields {
+                    if let Some(fields) = limit_fields.take() {
                         fields.stamp(&mut response);
                     }
                     return Poll::Ready(Ok(response.map(AuthBody::inner)));

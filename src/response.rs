@@ -246,7 +246,7 @@ impl DefaultResponder {
             response.headers_mut().insert(RETRY_AFTER, retry_after);
         }
         if let Some(fields) = refusal.error().limit_fields() {
-            fields.stamp(&mut response);
+            fields.clone().stamp(&mut response);
         }
         response
     }

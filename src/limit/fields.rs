@@ -23,28 +23,33 @@ impl LimitFields {
     /// The fields of `limit` (whose `RateLimit-Policy` field is `policy`,
     /// written once) in `state`.
     pub(crate) fn of(limit: &RateLimit, policy: &HeaderValue, state: &CounterState) -> Self {
-        use std::io::Write;
-        let name = limit.field_name();
-        // A name of at most 64 bytes and two numbers: always fits.
+        // `<name>;r=<remaining>;t=<seconds>`: a name of at most 64 bytes
+        // and two numbers of at most 20 digits always fit. Written by hand:
+        // `fmt` machinery cost more than the rest of the field together.
         let mut buffer = [0u8; 128];
-        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-        let written = write!(
-            cursor,
-            "{name};r={};t={}",
-            state.remaining,
-            whole_seconds_up(state.resets_in)
-        );
-        let end = usize::try_from(cursor.position()).unwrap_or(0);
-        debug_assert!(written.is_ok());
+        let mut end = 0;
+        for piece in [
+            limit.field_name().as_bytes(),
+            b";r=",
+            digits(u64::from(state.remaining), &mut [0; 20]),
+            b";t=",
+            digits(whole_seconds_up(state.resets_in), &mut [0; 20]),
+        ] {
+            buffer[end..end + piece.len()].copy_from_slice(piece);
+            end += piece.len();
+        }
         let current = HeaderValue::from_bytes(&buffer[..end]).expect("a token and digits");
         Self(Box::new([policy.clone(), current]))
     }
 
-    /// Adds the fields to `response`.
-    pub(crate) fn stamp<B>(&self, response: &mut Response<B>) {
+    /// Adds the fields to `response`. Taken by value: a field built for
+    /// this response moves into it, where a copy would share its bytes at
+    /// the cost of an allocation.
+    pub(crate) fn stamp<B>(self, response: &mut Response<B>) {
+        let [policy, current] = *self.0;
         let headers = response.headers_mut();
-        headers.insert(RATELIMIT_POLICY.clone(), self.0[0].clone());
-        headers.insert(RATELIMIT.clone(), self.0[1].clone());
+        headers.insert(RATELIMIT_POLICY.clone(), policy);
+        headers.insert(RATELIMIT.clone(), current);
     }
 }
 
@@ -62,7 +67,48 @@ impl std::fmt::Debug for LimitFields {
     }
 }
 
+/// `n` in decimal, written at the end of `scratch`.
+fn digits(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
+    let mut start = scratch.len();
+    loop {
+        start -= 1;
+        scratch[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &scratch[start..];
+        }
+    }
+}
+
 /// Seconds, rounded up, as `Retry-After` and the `t` parameter count them.
 pub(crate) fn whole_seconds_up(duration: Duration) -> u64 {
     (duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 4_294_967_295, u64::MAX] {
+            assert_eq!(digits(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_current_field_names_the_limit_and_its_state() {
+        let limit = RateLimit::per(100, Duration::from_secs(60))
+            .unwrap()
+            .named("minute")
+            .unwrap();
+        let state = CounterState {
+            counter: 0,
+            remaining: 42,
+            resets_in: Duration::from_millis(1_500),
+        };
+        let fields = LimitFields::of(&limit, &policy_field(&limit), &state);
+        assert_eq!(fields.0[0], "minute;q=100;w=60");
+        assert_eq!(fields.0[1], "minute;r=42;t=2");
+    }
 }
