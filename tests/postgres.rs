@@ -1,7 +1,8 @@
 //! The tests that need the PostgreSQL server named by
 //! `KEYAUTH_TEST_POSTGRES_URL` (CI starts one), beside the conformance
 //! suite: LISTEN/NOTIFY cache invalidation, concurrent migrations,
-//! refused last-used writes, and the quickstart on PostgreSQL.
+//! refused last-used writes, corrupt limits lineages, and the quickstart
+//! on PostgreSQL.
 //!
 //! A custom harness (libtest-mimic): without the variable every test here
 //! shows as ignored, with the reason, and is counted as such in the
@@ -70,6 +71,13 @@ fn main() {
                 run_current_thread(
                     postgres_refuses_a_record_beyond_the_scope_bound_only_for_its_own_token(),
                 );
+                Ok(())
+            },
+        ),
+        Trial::test(
+            "sql_stores::postgres_refuses_a_key_whose_lineage_is_not_a_key_id",
+            || {
+                run_current_thread(postgres_refuses_a_key_whose_lineage_is_not_a_key_id());
                 Ok(())
             },
         ),
@@ -410,7 +418,7 @@ async fn postgres_migrations_survive_instances_starting_at_once() {
         .fetch_all(stores[0].pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     let issued = stores[1].issue(NewKey::org("acme")).await.unwrap();
     assert!(
         stores[3]
@@ -613,6 +621,96 @@ async fn postgres_refuses_a_record_beyond_the_scope_bound_only_for_its_own_token
         }
     })
     .await;
+}
+
+/// A key whose stored limits lineage is not a key id is corrupt: see
+/// `sqlite_refuses_a_key_whose_lineage_is_not_a_key_id` in
+/// `tests/sql_stores.rs`.
+async fn postgres_refuses_a_key_whose_lineage_is_not_a_key_id() {
+    use tower_keyauth::limit::{RateLimit, UsageLimits};
+
+    let url = require_postgres_url();
+    let connect = fresh_postgres_schema(&url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(connect)
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool(pool.clone(), StoreOptions::default())
+        .await
+        .unwrap();
+    let limits = UsageLimits::new()
+        .rate_limit(RateLimit::per(100, Duration::from_secs(3600)).unwrap())
+        .unwrap();
+    let first = store
+        .issue(NewKey::org("acme").limits(limits))
+        .await
+        .unwrap();
+    let successor = store
+        .rotate(&first.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT limits_lineage FROM keyauth_keys WHERE id = $1")
+            .bind(successor.record.id.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some(first.record.id.as_str()));
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let token = successor.token.expose_secret();
+    let secret = token.split_once('.').unwrap().1;
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    let (logs, _guard) = capture_tracing();
+    let overlong = "k".repeat(65);
+    let huge = "k".repeat(1 << 20);
+    let wide = "\u{e9}".repeat(100);
+    for corrupt in [
+        "",
+        "key 1",
+        "key_1",
+        overlong.as_str(),
+        huge.as_str(),
+        wide.as_str(),
+    ] {
+        sqlx::query("UPDATE keyauth_keys SET limits_lineage = $1 WHERE id = $2")
+            .bind(corrupt)
+            .bind(successor.record.id.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        let reply = get_bearer(&app, "/v1/whoami", token).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{corrupt:.20}: {}",
+            reply.text
+        );
+        assert_eq!(reply.error(), "unavailable");
+        assert!(!reply.text.contains(secret));
+        // The old key, in its grace period, is sound.
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", first.token.expose_secret())
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert!(logs.text().contains("not a key id"), "{}", logs.text());
+    assert!(!logs.text().contains(secret));
+    sqlx::query("UPDATE keyauth_keys SET limits_lineage = $1 WHERE id = $2")
+        .bind(first.record.id.as_str())
+        .bind(successor.record.id.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
 }
 
 /// The issue's acceptance: a key with 100 credits, two application

@@ -1,6 +1,7 @@
 //! What only the SQL stores do: migrations, last-used writes in the
-//! background that never touch a request, and the documented bound on how
-//! long a cached SQLite instance accepts a key another one revoked. Their PostgreSQL versions are in
+//! background that never touch a request, corrupt limits lineages refused,
+//! and the documented bound on how long a cached SQLite instance accepts a
+//! key another one revoked. Their PostgreSQL versions are in
 //! `tests/postgres.rs`.
 
 mod common;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use http::StatusCode;
+use tower_keyauth::limit::{RateLimit, UsageLimits};
 use tower_keyauth::store::{CacheOptions, CachedStore, SqliteStore, StoreOptions};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, KeyStore, NewKey};
 
@@ -86,7 +88,7 @@ async fn sqlite_migrations_run_once_and_keep_to_their_own_table() {
         .fetch_all(second.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
     // Migration 3 replaced the indexes of version 1 by the owner indexes.
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master
@@ -269,4 +271,81 @@ async fn sqlite_migration_2_turns_a_stored_grace_period_into_a_grace_end() {
         .unwrap();
     assert_eq!(revoked_record.revoked_at.map(micros), Some(micros(revoked)));
     assert_eq!(revoked_record.grace_ends_at, None);
+}
+
+/// A key whose stored limits lineage (the first key of its rotation chain,
+/// migration 7) is not a key id, written behind the store's back, is a
+/// corrupt record, as corrupt rate limits are: its own token gets 503
+/// `unavailable` (fail closed: never let through, never counted under
+/// another id), the log says why, and neither the log nor the body holds
+/// the secret. The rest of the chain is unaffected, and the key is served
+/// again once its lineage is a key id.
+#[tokio::test]
+async fn sqlite_refuses_a_key_whose_lineage_is_not_a_key_id() {
+    let dir = TempDir::new("sqlite-lineage");
+    let store = SqliteStore::connect(&sqlite_url(&dir)).await.unwrap();
+    let limits = UsageLimits::new()
+        .rate_limit(RateLimit::per(100, Duration::from_secs(3600)).unwrap())
+        .unwrap();
+    let first = store
+        .issue(NewKey::org("acme").limits(limits))
+        .await
+        .unwrap();
+    let successor = store
+        .rotate(&first.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT limits_lineage FROM keyauth_keys WHERE id = ?1")
+            .bind(successor.record.id.as_str())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some(first.record.id.as_str()));
+    let app = app(KeyAuthLayer::new(store.clone()));
+    let token = successor.token.expose_secret();
+    let secret = token.split_once('.').unwrap().1;
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
+    let (logs, _guard) = capture_tracing();
+    let overlong = "k".repeat(65);
+    let huge = "k".repeat(1 << 20);
+    for corrupt in ["", "key 1", "key_1", overlong.as_str(), huge.as_str()] {
+        sqlx::query("UPDATE keyauth_keys SET limits_lineage = ?1 WHERE id = ?2")
+            .bind(corrupt)
+            .bind(successor.record.id.as_str())
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let reply = get_bearer(&app, "/v1/whoami", token).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{corrupt:.20}: {}",
+            reply.text
+        );
+        assert_eq!(reply.error(), "unavailable");
+        assert!(!reply.text.contains(secret));
+        // The old key, in its grace period, is sound.
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", first.token.expose_secret())
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert!(logs.text().contains("not a key id"), "{}", logs.text());
+    assert!(!logs.text().contains(secret));
+    sqlx::query("UPDATE keyauth_keys SET limits_lineage = ?1 WHERE id = ?2")
+        .bind(first.record.id.as_str())
+        .bind(successor.record.id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", token).await.status,
+        StatusCode::OK
+    );
 }

@@ -98,6 +98,15 @@ macro_rules! dialect_migrations {
                     "/0006_key_credits_and_allowlists.sql"
                 )),
             },
+            Migration {
+                version: 7,
+                description: "key limits lineage",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0007_key_limits_lineage.sql"
+                )),
+            },
         ]
     };
 }
@@ -169,6 +178,10 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     /// The `allowed_ips` column of a key row, as its `SELECT` bounds it;
     /// `None` for NULL.
     fn allowed_ips_of_row(row: &Self::Row) -> Result<Option<IpAllowlist>, StoreError>;
+
+    /// The `limits_lineage` column of a key row, as its `SELECT` bounds it
+    /// (see [`lineage_from_text`]); `None` for NULL.
+    fn lineage_of_row(row: &Self::Row) -> Result<Option<KeyId>, StoreError>;
 
     /// Binds scopes as the dialect stores them.
     fn bind_scopes<'q>(
@@ -781,11 +794,13 @@ fn column_count(count: u64) -> i64 {
 }
 
 /// What a key may use, from what its columns hold: `None` when none of
-/// them limits it.
+/// them limits it. The lineage goes with limits only: alone, it limits
+/// nothing (the stores write one only with a key's limits).
 fn usage_limits(
     rate_limits: Option<UsageLimits>,
     credits: Option<Credits>,
     allowed_ips: Option<IpAllowlist>,
+    lineage: Option<KeyId>,
 ) -> Option<UsageLimits> {
     if rate_limits.is_none() && credits.is_none() && allowed_ips.is_none() {
         return None;
@@ -796,6 +811,9 @@ fn usage_limits(
     }
     if let Some(allowed_ips) = allowed_ips {
         limits = limits.with_allowed_ips(allowed_ips);
+    }
+    if let Some(lineage) = lineage {
+        limits = limits.with_lineage(lineage);
     }
     Some(limits)
 }
@@ -850,16 +868,22 @@ where
     record.last_used_at = time("last_used_at")?;
     record.metadata = D::metadata_of_row(row)?;
     let credits = credits_of_row::<D>(row)?.map(|(credits, _)| credits);
-    record.limits =
-        usage_limits(D::limits_of_row(row)?, credits, D::allowed_ips_of_row(row)?).map(Arc::new);
+    record.limits = usage_limits(
+        D::limits_of_row(row)?,
+        credits,
+        D::allowed_ips_of_row(row)?,
+        D::lineage_of_row(row)?,
+    )
+    .map(Arc::new);
     Ok(record)
 }
 
 /// Binds the columns of `record` in the order the stores insert them: id,
 /// hash, prefix, the four owner columns, scopes, name, the five times
 /// (created, expires, grace ends, revoked, last used), the metadata, the
-/// rate limits, the allowlist, and the credits (remaining, refill amount,
-/// refill interval in seconds, last refilled: at the key's creation).
+/// rate limits, the allowlist, the credits (remaining, refill amount,
+/// refill interval in seconds, last refilled: at the key's creation), and
+/// the limits' lineage. Check the record with [`lineage_to_store`] first.
 pub(crate) fn bind_key<'q, D: Dialect>(
     query: Query<'q, D, D::Arguments>,
     record: &KeyRecord,
@@ -906,6 +930,52 @@ where
     .bind(refill.map(|refill| column_count(refill.amount())))
     .bind(refill.map(|refill| column_count(refill.interval().as_secs())));
     D::bind_time(query, credits.map(|_| record.created_at))
+        .bind(limits.and_then(UsageLimits::lineage).map(KeyId::as_str))
+}
+
+/// The longest key id a token carries (the id bound of
+/// [`KeyFormat`](crate::KeyFormat)'s parser), and so the longest lineage.
+pub(crate) const MAX_LINEAGE_LEN: usize = 64;
+
+/// Whether `text` is a key id as tokens carry it: 1 to
+/// [`MAX_LINEAGE_LEN`] ASCII letters, digits and `-` (the ids the stores
+/// mint, and the opaque ids of legacy keys).
+fn is_key_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_LINEAGE_LEN
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Checks, before `record` is inserted, that its limits' lineage (if any)
+/// is a key id, as [`lineage_from_text`] reads it back: a store never
+/// writes a record it would refuse to read. (A rotation takes the lineage
+/// from the old key's id or from its own lineage, read through the same
+/// check; only a key inserted behind the store's back has another id.)
+pub(crate) fn lineage_to_store(record: &KeyRecord) -> Result<(), StoreError> {
+    match record.limits.as_deref().and_then(UsageLimits::lineage) {
+        Some(lineage) if !is_key_id(lineage.as_str()) => Err(StoreError::backend(
+            "a key's limits can only be counted under a key id of 1 to 64 letters, digits and `-`",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A lineage read back from its text (at most one byte past
+/// [`MAX_LINEAGE_LEN`], as the stores read it); text that is not a key id
+/// (see migration 7) is a corrupt record, so a key's limits are never
+/// counted under another id than the one it was written with.
+pub(crate) fn lineage_from_text(text: Option<&str>) -> Result<Option<KeyId>, StoreError> {
+    text.map(|text| {
+        if is_key_id(text) {
+            Ok(KeyId::from(text))
+        } else {
+            Err(corrupt(format!(
+                "a key's limits lineage is not a key id ({} bytes)",
+                text.len()
+            )))
+        }
+    })
+    .transpose()
 }
 
 /// Compares the hash of a fetched key row with `presented`, and decodes the
@@ -1119,6 +1189,66 @@ mod tests {
         for corrupt in [" ", ",", "10.0.0.1/8", "192.0.2.0/24,", "nonsense"] {
             assert!(allowlist_from_text(Some(corrupt)).is_err(), "{corrupt:?}");
         }
+    }
+
+    #[test]
+    fn lineages_read_back_as_key_ids_only() {
+        assert_eq!(lineage_from_text(None).unwrap(), None);
+        let longest = "k".repeat(MAX_LINEAGE_LEN);
+        let opaque = crate::KeyFormat::opaque_key_id(&KeyHash::of("legacy"));
+        for id in [
+            "Xb3kP9qLm2Ts",
+            "a",
+            "with-dash",
+            longest.as_str(),
+            opaque.as_str(),
+        ] {
+            assert_eq!(
+                lineage_from_text(Some(id)).unwrap(),
+                Some(KeyId::from(id)),
+                "{id:?}"
+            );
+        }
+        let overlong = "k".repeat(MAX_LINEAGE_LEN + 1);
+        for corrupt in [
+            "",
+            " ",
+            "Xb3kP9qLm2Ts ",
+            "Xb3k.P9qLm2Ts",
+            "key_1",
+            "k\u{e9}y",
+            "a\0b",
+            overlong.as_str(),
+        ] {
+            let error = lineage_from_text(Some(corrupt)).unwrap_err();
+            let source = std::error::Error::source(&error).map(ToString::to_string);
+            assert!(
+                source.is_some_and(|detail| detail.contains("not a key id")),
+                "{corrupt:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lineage_is_written_only_if_it_reads_back() {
+        let with = |lineage: &str| {
+            let mut record = KeyRecord::new("new", KeyHash::of("new"), Owner::org("acme"));
+            record.limits = Some(Arc::new(UsageLimits::new().with_lineage(lineage.into())));
+            record
+        };
+        assert!(lineage_to_store(&with("Xb3kP9qLm2Ts")).is_ok());
+        assert!(lineage_to_store(&with("key 1")).is_err());
+        assert!(lineage_to_store(&with(&"k".repeat(MAX_LINEAGE_LEN + 1))).is_err());
+        let plain = KeyRecord::new("new", KeyHash::of("new"), Owner::org("acme"));
+        assert!(lineage_to_store(&plain).is_ok());
+    }
+
+    #[test]
+    fn a_lineage_alone_limits_nothing() {
+        let first = KeyId::from("Xb3kP9qLm2Ts");
+        assert_eq!(usage_limits(None, None, None, Some(first.clone())), None);
+        let limits = usage_limits(Some(UsageLimits::new()), None, None, Some(first.clone()));
+        assert_eq!(limits, Some(UsageLimits::new().with_lineage(first)));
     }
 
     #[test]

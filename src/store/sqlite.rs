@@ -26,9 +26,10 @@ use crate::store::lifecycle::{
 use crate::store::sql::{
     Dialect, Migration, PerOwnerKind, SqlCore, allowlist_from_text, bind_key, column_error,
     corrupt, counts_usable_keys, credits_are_sound, dialect_migrations, from_micros,
-    hand_over_credits, inserted, key_from_row, limits_from_text, metadata_from_text, migrate,
-    owner_ids, page_rows, page_start, per_owner_kind, pool_options, scopes_from_text,
-    scopes_to_text, summaries, to_micros, to_micros_precision,
+    hand_over_credits, inserted, key_from_row, limits_from_text, lineage_from_text,
+    lineage_to_store, metadata_from_text, migrate, owner_ids, page_rows, page_start,
+    per_owner_kind, pool_options, scopes_from_text, scopes_to_text, summaries, to_micros,
+    to_micros_precision,
 };
 use crate::store::{CreditSpend, KeyMatch, KeyStore, StoreError, StoreOptions};
 
@@ -73,6 +74,16 @@ macro_rules! allowlist_read {
     };
 }
 
+/// A stored lineage, read as bytes like metadata and only up to one byte
+/// past the longest key id (`MAX_LINEAGE_READ`); an empty value (not a key
+/// id) reads back as empty, as with metadata.
+macro_rules! lineage_read {
+    () => {
+        "coalesce(substr(CAST(limits_lineage AS BLOB), 1, 65),
+                  CASE WHEN limits_lineage IS NOT NULL THEN X'' END)"
+    };
+}
+
 /// The credit columns of a key.
 macro_rules! credit_columns {
     () => {
@@ -93,6 +104,8 @@ macro_rules! key_columns {
             " AS rate_limits, ",
             allowlist_read!(),
             " AS allowed_ips, ",
+            lineage_read!(),
+            " AS limits_lineage, ",
             credit_columns!(),
             ", ",
             $scopes,
@@ -283,6 +296,11 @@ const MAX_LIMITS_READ: usize = 513;
 #[cfg(test)]
 const MAX_ALLOWLIST_READ: usize = 4160;
 
+/// How much of a stored lineage is read: one byte more than the longest
+/// key id, written out in `lineage_read!`.
+#[cfg(test)]
+const MAX_LINEAGE_READ: usize = 65;
+
 /// Keys and memberships in SQLite, through a sqlx connection pool.
 ///
 /// The constructors create the tables (`keyauth_keys`,
@@ -400,6 +418,16 @@ impl Dialect for Sqlite {
         allowlist_from_text(text)
     }
 
+    /// Text, read as bytes (see `lineage_read!`).
+    fn lineage_of_row(row: &SqliteRow) -> Result<Option<KeyId>, StoreError> {
+        let bytes: Option<&[u8]> = row.try_get("limits_lineage").map_err(column_error)?;
+        let text = bytes
+            .map(std::str::from_utf8)
+            .transpose()
+            .map_err(|_| corrupt("a key's limits lineage is not UTF-8".to_owned()))?;
+        lineage_from_text(text)
+    }
+
     fn bind_scopes<'q>(
         query: Query<'q, Sqlite, SqliteArguments>,
         scopes: &Scopes,
@@ -513,14 +541,16 @@ async fn fetch_key(
 
 impl InsertMinted for SqliteConnection {
     async fn insert_minted(&mut self, record: &KeyRecord) -> Result<Insert, StoreError> {
+        lineage_to_store(record)?;
         let insert = sqlx::query(
             "INSERT INTO keyauth_keys (id, hash, prefix, owner_kind, org_id, workspace_id, user_id,
                                        scopes, name, created_at, expires_at, grace_ends_at,
                                        revoked_at, last_used_at, metadata, rate_limits,
                                        allowed_ips, credits_remaining, credits_refill_amount,
-                                       credits_refill_interval_seconds, credits_refilled_at)
+                                       credits_refill_interval_seconds, credits_refilled_at,
+                                       limits_lineage)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21)",
+                     ?17, ?18, ?19, ?20, ?21, ?22)",
         );
         let result = bind_key(insert, record).execute(self).await;
         inserted(result)
@@ -1023,6 +1053,134 @@ mod tests {
         assert!(KEY_COLUMNS.contains(&read));
         assert!(SELECT_KEY_MATCHING.contains(&read));
         assert!(KEY_COLUMNS.contains(" END) AS allowed_ips"));
+    }
+
+    #[test]
+    fn lineages_are_read_just_past_their_bound() {
+        assert_eq!(MAX_LINEAGE_READ, crate::store::sql::MAX_LINEAGE_LEN + 1);
+        let read = format!("substr(CAST(limits_lineage AS BLOB), 1, {MAX_LINEAGE_READ})");
+        assert!(KEY_COLUMNS.contains(&read));
+        assert!(SELECT_KEY_MATCHING.contains(&read));
+        assert!(KEY_COLUMNS.contains(" END) AS limits_lineage"));
+    }
+
+    /// A stored lineage that is not a key id is a corrupt record: reading
+    /// the key, listing it or rotating it fails, so its limits are never
+    /// counted under another id; the error names no secret. A lineage
+    /// that is not a key id is never written.
+    #[tokio::test]
+    async fn corrupt_lineages_fail_closed() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let store = SqliteStore::from_pool(pool, StoreOptions::default())
+            .await
+            .unwrap();
+        let limits = UsageLimits::new()
+            .rate_limit(crate::limit::RateLimit::per(5, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        let first = store
+            .issue(NewKey::org("acme").limits(limits.clone()))
+            .await
+            .unwrap();
+        let issued = store
+            .rotate(&first.record.id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let id = issued.record.id.as_str();
+        let lineage = |record: &KeyRecord| {
+            record
+                .limits
+                .as_deref()
+                .and_then(UsageLimits::lineage)
+                .cloned()
+        };
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(lineage(&found), Some(first.record.id.clone()));
+        let secret = issued.token.expose_secret().split_once('.').unwrap().1;
+        let overlong = "k".repeat(crate::store::sql::MAX_LINEAGE_LEN + 1);
+        let huge = "k".repeat(1 << 20);
+        let corruptions = [
+            "''".to_owned(),
+            "' '".to_owned(),
+            "'key 1'".to_owned(),
+            "'key_1'".to_owned(),
+            format!("'{} '", first.record.id),
+            format!("'{overlong}'"),
+            format!("'{huge}'"),
+            "CAST(X'6B65FF31' AS TEXT)".to_owned(),
+        ];
+        for corruption in &corruptions {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE keyauth_keys SET limits_lineage = {corruption} WHERE id = ?1"
+            )))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let what: String = corruption.chars().take(20).collect();
+            let error = store.find_key(&issued.record.id).await.unwrap_err();
+            assert!(!format!("{error:?}").contains(secret), "{what}");
+            assert!(
+                store
+                    .find_key_matching(&issued.record.id, &issued.record.hash)
+                    .await
+                    .is_err(),
+                "{what}"
+            );
+            assert!(store.list(&Owner::org("acme")).await.is_err(), "{what}");
+            assert!(
+                store.list_in_org(&OrgId::from("acme")).await.is_err(),
+                "{what}"
+            );
+            let listing = KeyListing::org("acme");
+            assert!(
+                store
+                    .list_page(&listing, &PageRequest::default())
+                    .await
+                    .is_err(),
+                "{what}"
+            );
+            assert!(
+                store
+                    .rotate(&issued.record.id, Duration::ZERO)
+                    .await
+                    .is_err(),
+                "{what}: a corrupt key is not rotated into one counted apart"
+            );
+        }
+        // A key id again: read back, and what a further successor keeps.
+        sqlx::query("UPDATE keyauth_keys SET limits_lineage = 'Other-key-1' WHERE id = ?1")
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let found = store.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(lineage(&found), Some(KeyId::from("Other-key-1")));
+        // A key id on a key without limits means nothing; any other value
+        // is corrupt there too.
+        let plain = store.issue(NewKey::org("globex")).await.unwrap();
+        for (stored, readable) in [("Xb3kP9qLm2Ts", true), ("not an id", false)] {
+            sqlx::query("UPDATE keyauth_keys SET limits_lineage = ?1 WHERE id = ?2")
+                .bind(stored)
+                .bind(plain.record.id.as_str())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let read = store.find_key(&plain.record.id).await;
+            assert_eq!(read.is_ok(), readable, "{stored}");
+            if let Ok(found) = read {
+                assert_eq!(found.unwrap().limits, None);
+            }
+        }
+        // The store writes no lineage it would refuse to read.
+        let refused = store
+            .issue(NewKey::org("initech").limits(limits.with_lineage(KeyId::from("key 1"))))
+            .await;
+        assert!(refused.is_err());
+        assert!(store.list(&Owner::org("initech")).await.unwrap().is_empty());
     }
 
     /// Stored credits or allowlists out of their bounds, or inconsistent,

@@ -18,11 +18,11 @@ use tower_keyauth::client_addr::IpAllowlist;
 use tower_keyauth::clock::Clock;
 use tower_keyauth::format::Environment;
 use tower_keyauth::ids::{KeyId, KeyKind, OrgId, UserId};
-use tower_keyauth::limit::{Credits, RateLimit, Refill, UsageLimits};
+use tower_keyauth::limit::{Credits, MemoryLimiter, RateLimit, Refill, UsageLimits};
 use tower_keyauth::metadata::KeyMetadata;
 use tower_keyauth::store::{
-    CreditSpend, KeyListing, KeyPolicy, KeySummary, LifecycleError, Membership, Owner, PageRequest,
-    StoreOptions,
+    CreditSpend, KeyListing, KeyMatch, KeyPolicy, KeySummary, LifecycleError, Membership, Owner,
+    PageRequest, StoreOptions,
 };
 use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, NewKey, Scopes};
 
@@ -94,6 +94,7 @@ conformance_cases!(
     scope_sets_beyond_the_bound_cannot_be_stored,
     metadata_round_trips,
     rate_limits_round_trip,
+    rotated_limits_are_counted_under_the_first_key,
     credits_and_allowlists_round_trip,
     credits_are_spent_exactly_and_never_below_zero,
     a_refill_sets_credits_back_each_interval,
@@ -1147,10 +1148,12 @@ async fn rate_limits_round_trip<H: Harness>(h: H) {
         }
     }
 
+    // The successor's limits are counted under the key it replaced.
     let successor = store.rotate(&with.record.id, Duration::ZERO).await.unwrap();
-    assert_eq!(successor.record.limits.as_deref(), Some(&limits));
+    let counted_on = limits.clone().with_lineage(with.record.id.clone());
+    assert_eq!(successor.record.limits.as_deref(), Some(&counted_on));
     let stored = store.find_key(&successor.record.id).await.unwrap().unwrap();
-    assert_eq!(stored.limits.as_deref(), Some(&limits));
+    assert_eq!(stored.limits.as_deref(), Some(&counted_on));
     let plain_successor = store
         .rotate(&without.record.id, Duration::ZERO)
         .await
@@ -1165,7 +1168,102 @@ async fn rate_limits_round_trip<H: Harness>(h: H) {
     // A key of another store instance on the same database reads the same.
     let other = h.open(StoreOptions::default()).await;
     let seen = other.find_key(&successor.record.id).await.unwrap().unwrap();
-    assert_eq!(seen.limits.as_deref(), Some(&limits));
+    assert_eq!(seen.limits.as_deref(), Some(&counted_on));
+}
+
+/// The first key of the rotation chain `limits` are counted under, if not
+/// the key's own.
+fn lineage_of(limits: Option<&UsageLimits>) -> Option<KeyId> {
+    limits.and_then(UsageLimits::lineage).cloned()
+}
+
+/// Rotating a key hands its limits on with their counts: the limits of
+/// every successor in a chain are counted under its first key
+/// (`UsageLimits::lineage`), as issued, looked up, listed and read by
+/// another instance, so that the layer neither resets a rate limit's count
+/// on rotation nor doubles it while the old keys are in their grace
+/// periods.
+async fn rotated_limits_are_counted_under_the_first_key<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default()).await;
+    let limits = UsageLimits::new()
+        .rate_limit(RateLimit::per(3, Duration::from_secs(3600)).unwrap())
+        .unwrap();
+    let first = store
+        .issue(NewKey::org("acme").limits(limits.clone()))
+        .await
+        .unwrap();
+    let grace = Duration::from_secs(3600);
+    let second = store.rotate(&first.record.id, grace).await.unwrap();
+    let third = store.rotate(&second.record.id, grace).await.unwrap();
+    let first_id = first.record.id.clone();
+    // The first key counts under its own id; both successors under the
+    // first key's, not the one each replaced.
+    let expected = [
+        (&first, None),
+        (&second, Some(first_id.clone())),
+        (&third, Some(first_id.clone())),
+    ];
+    let other = h.open(StoreOptions::default()).await;
+    for (key, lineage) in &expected {
+        let id = &key.record.id;
+        let limits_with = |lineage: &Option<KeyId>| match lineage {
+            Some(first) => limits.clone().with_lineage(first.clone()),
+            None => limits.clone(),
+        };
+        assert_eq!(key.record.limits.as_deref(), Some(&limits_with(lineage)));
+        let found = store.find_key(id).await.unwrap().unwrap();
+        assert_eq!(lineage_of(found.limits.as_deref()), *lineage, "{id}");
+        assert_eq!(found.limits.as_deref(), Some(&limits_with(lineage)));
+        // The lookup the layer makes.
+        let KeyMatch::Matches(matched) = store
+            .find_key_matching(id, &key.token.hash())
+            .await
+            .unwrap()
+        else {
+            panic!("{id} does not match its own token");
+        };
+        assert_eq!(lineage_of(matched.limits.as_deref()), *lineage, "{id}");
+        let seen = other.find_key(id).await.unwrap().unwrap();
+        assert_eq!(lineage_of(seen.limits.as_deref()), *lineage, "{id}");
+    }
+    let listed = store.list(&Owner::org("acme")).await.unwrap();
+    let in_org = store.list_in_org(&OrgId::from("acme")).await.unwrap();
+    let page = store
+        .list_page(&KeyListing::org("acme"), &PageRequest::default())
+        .await
+        .unwrap();
+    for keys in [&listed, &in_org, &page.keys] {
+        assert_eq!(keys.len(), expected.len());
+        for (key, lineage) in &expected {
+            let summary = keys
+                .iter()
+                .find(|summary| summary.id == key.record.id)
+                .expect("every key of the chain is listed");
+            assert_eq!(lineage_of(summary.limits.as_deref()), *lineage);
+        }
+    }
+
+    // Through the layer: the three keys, all usable (two in their grace
+    // periods), share one count of 3 an hour, on a clock that stands still
+    // so that no window ends in between.
+    let at = SystemTime::now();
+    let layer =
+        KeyAuthLayer::new(store.clone()).rate_limiter(MemoryLimiter::new().clock(move || at));
+    let app = app(layer);
+    for key in [&first, &second, &third] {
+        let reply = get_bearer(&app, "/v1/whoami", token(key)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+    for key in [&first, &third] {
+        let reply = get_bearer(&app, "/v1/whoami", token(key)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.error(), "rate_limited");
+    }
 }
 
 fn with_credits(credits: Credits) -> UsageLimits {
@@ -1250,7 +1348,10 @@ async fn credits_and_allowlists_round_trip<H: Harness>(h: H) {
         CreditSpend::Spent { remaining: 380 }
     );
     let successor = store.rotate(old, Duration::from_secs(60)).await.unwrap();
-    let carried = limits.clone().with_credits(credits.with_remaining(380));
+    let carried = limits
+        .clone()
+        .with_credits(credits.with_remaining(380))
+        .with_lineage(old.clone());
     assert_eq!(successor.record.limits.as_deref(), Some(&carried));
     let stored = store.find_key(&successor.record.id).await.unwrap().unwrap();
     assert_eq!(stored, successor.record);
@@ -1278,11 +1379,20 @@ async fn credits_and_allowlists_round_trip<H: Harness>(h: H) {
         .rotate(&ips_only.0.record.id, Duration::ZERO)
         .await
         .unwrap();
-    assert_eq!(successor_of_ips.record.limits.as_deref(), Some(&ips_only.1));
+    let ips_counted_on = ips_only
+        .1
+        .clone()
+        .with_lineage(ips_only.0.record.id.clone());
+    assert_eq!(
+        successor_of_ips.record.limits.as_deref(),
+        Some(&ips_counted_on)
+    );
 
     // Another store instance on the same database reads the same.
     let other = h.open(StoreOptions::default()).await;
-    let carried = limits.with_credits(credits.with_remaining(379));
+    let carried = limits
+        .with_credits(credits.with_remaining(379))
+        .with_lineage(old.clone());
     let seen = other.find_key(&successor.record.id).await.unwrap().unwrap();
     assert_eq!(seen.limits.as_deref(), Some(&carried));
     let seen = other
@@ -1290,7 +1400,7 @@ async fn credits_and_allowlists_round_trip<H: Harness>(h: H) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(seen.limits.as_deref(), Some(&ips_only.1));
+    assert_eq!(seen.limits.as_deref(), Some(&ips_counted_on));
 }
 
 async fn credits_are_spent_exactly_and_never_below_zero<H: Harness>(h: H) {
