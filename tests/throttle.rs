@@ -1,17 +1,23 @@
 //! The failed-attempt throttle through a real server: after N refused
 //! credentials from one address in a window, that address is answered 429
 //! before its credential is parsed or the store asked; other addresses are
-//! not affected.
+//! not affected. And through the layer alone, under a flood: a client
+//! rotating through more IPv6 /64s than the throttle holds is blocked by
+//! its /48.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::client::{RawReply, request};
 use common::*;
-use tower_keyauth::client_addr::TrustedProxies;
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_keyauth::client_addr::{PeerAddr, TrustedProxies};
 use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
 
 async fn serve(layer: KeyAuthLayer<Arc<CountingStore<MemoryStore>>>) -> SocketAddr {
@@ -133,4 +139,82 @@ async fn refusals_decided_by_the_store_count_too() {
         429
     );
     assert_eq!(counting.finds(), 3);
+}
+
+#[tokio::test]
+async fn ipv6_clients_count_by_their_64_and_a_blocked_64_leaves_its_48_alone() {
+    let store = MemoryStore::new();
+    let valid = store.issue(NewKey::org("acme")).await.unwrap();
+    let valid = valid.token.expose_secret().to_owned();
+    let typo = with_typo(&valid);
+    let layer = KeyAuthLayer::new(CountingStore::new(store))
+        .trusted_proxies(TrustedProxies::parse(["127.0.0.1"]).unwrap())
+        .failed_attempts(2, Duration::from_secs(60));
+    let addr = serve(layer).await;
+    for host in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        assert_eq!(whoami(addr, &typo, host).await.status, 401);
+    }
+    // Another host of the /64 is blocked.
+    assert_eq!(whoami(addr, &valid, "2001:db8:1:2::99").await.status, 429);
+    // Its neighbours in the /48 are not: networks count only while the
+    // throttle is full of open windows, under a flood.
+    assert_eq!(whoami(addr, &valid, "2001:db8:1:3::1").await.status, 200);
+    assert_eq!(whoami(addr, &valid, "2001:db8:1:ffff::1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_rotating_through_its_64s_is_blocked_by_its_48() {
+    let store = MemoryStore::new();
+    let valid = store.issue(NewKey::org("acme")).await.unwrap();
+    let valid = valid.token.expose_secret().to_owned();
+    let typo = with_typo(&valid);
+    let mut service = KeyAuthLayer::new(store)
+        .failed_attempts(3, Duration::from_secs(60))
+        .layer(service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    let host =
+        |net48: u16, net64: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, net48, net64, 0, 0, 0, 1));
+    // A client with a /44 sends one refused key from each /64 of its /48s
+    // in turn: more /64s than the throttle holds (131 072).
+    let (mut refused, mut blocked) = (0, None);
+    'flood: for net48 in 0xa0..0xa4 {
+        for net64 in 0..=u16::MAX {
+            match send(&mut service, &typo, host(net48, net64)).await {
+                401 => refused += 1,
+                429 => {
+                    blocked = Some((net48, net64));
+                    break 'flood;
+                }
+                other => panic!("{other}"),
+            }
+        }
+    }
+    // Once the throttle is full, its new /64s count against their /48,
+    // blocked after three.
+    let (net48, net64) = blocked.expect("the flood was never blocked");
+    assert!(refused <= 131_072 + 3, "{refused} refused keys");
+    assert_eq!(send(&mut service, &typo, host(net48, net64 + 1)).await, 429);
+    assert_eq!(
+        send(&mut service, &valid, host(net48, net64 + 2)).await,
+        429
+    );
+    // Another /48 is served as ever.
+    assert_eq!(send(&mut service, &valid, host(0xff, 1)).await, 200);
+}
+
+/// Sends `token` from `client` straight through the layer (no server, no
+/// router: a flood of requests in little time); the status.
+async fn send<S, B>(service: &mut S, token: &str, client: IpAddr) -> u16
+where
+    S: Service<Request<String>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut request = Request::new(String::new());
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    request.extensions_mut().insert(PeerAddr(client));
+    let ready = service.ready().await.unwrap();
+    ready.call(request).await.unwrap().status().as_u16()
 }
