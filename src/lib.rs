@@ -119,6 +119,7 @@ mod public;
 mod record;
 mod require_scopes;
 pub mod response;
+pub mod scan;
 pub mod scope;
 mod service;
 pub mod store;
