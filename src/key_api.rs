@@ -47,7 +47,7 @@
 //!   `per` (optional) `key` (the default: this key's requests alone),
 //!   `workspace` or `organization` (the requests of every key of the
 //!   workspace or organization that carries the same limit; see
-//!   [`CountedPer`](crate::limit::CountedPer)). A request over one of them
+//!   [`CountedPer`]). A request over one of them
 //!   is answered 429 `rate_limited` and charges none of them.
 //! - `credits`: `remaining` from 0 to 10^15; `refill` (optional) sets them
 //!   back to `amount` (1 to 10^15) every `interval_seconds` (1 to

@@ -280,8 +280,12 @@ impl<S> KeyAuthLayer<S> {
     /// The client's address is read as for IP allowlists (see
     /// [`trusted_proxies`](Self::trusted_proxies)); a request whose address
     /// is unknown is not throttled. Counts are kept in this process, for up
-    /// to 131 072 addresses at once (about 8 MB); while nobody is blocked
-    /// the throttle costs a request one atomic load.
+    /// to 131 072 addresses and 16 384 networks at once (at most 9.7 MB);
+    /// while nobody is blocked the throttle costs a request one atomic load.
+    /// Under a flood that fills the table with open windows, newcomers count
+    /// by their network (IPv4 /24, IPv6 /48) and, past that, by a shared
+    /// overflow bucket: the flood is still blocked, at the price of blocking
+    /// the flooding network's neighbours too, for one window.
     ///
     /// ```
     /// use std::time::Duration;
