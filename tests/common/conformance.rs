@@ -1131,8 +1131,7 @@ async fn rate_limits_round_trip<H: Harness>(h: H) {
     let plain = store.find_key(&without.record.id).await.unwrap().unwrap();
     assert_eq!(plain.limits, None);
 
-    // Listings carry no limits (`KeySummary` has no field for them); the
-    // keys they list read back with theirs.
+    // Listings show each key's limits, as the store reads them back.
     let listed = store.list(&Owner::org("acme")).await.unwrap();
     let in_org = store.list_in_org(&OrgId::from("acme")).await.unwrap();
     let page = store
@@ -1145,6 +1144,7 @@ async fn rate_limits_round_trip<H: Harness>(h: H) {
             let record = store.find_key(&key.id).await.unwrap().unwrap();
             let expected = (key.id == with.record.id).then_some(&limits);
             assert_eq!(record.limits.as_deref(), expected);
+            assert_eq!(key.limits.as_deref(), expected, "listed with its limits");
         }
     }
 
