@@ -1,12 +1,12 @@
 //! [`MemoryLimiter`]: exact rate limits within one process.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 
 use super::{
     Charge, Counter, CounterState, LimiterError, REFUND_MARGIN, RateLimiter, tightest, valid_charge,
@@ -49,9 +49,17 @@ pub struct MemoryLimiter {
     clock: SharedClock,
 }
 
+/// The windows of one shard, each with its counter's hash: a charge
+/// hashes its counter once, for the shard and the table both.
 #[derive(Default)]
 struct Shard {
-    windows: HashMap<Counter, Window, foldhash::fast::RandomState>,
+    windows: HashTable<Entry>,
+}
+
+struct Entry {
+    hash: u64,
+    counter: Counter,
+    window: Window,
 }
 
 /// A counter's current window.
@@ -103,9 +111,9 @@ impl MemoryLimiter {
         self.len() == 0
     }
 
-    fn shard_of(&self, counter: &Counter) -> usize {
-        // The low bits pick the map's bucket; the shard takes high bits.
-        (self.hasher.hash_one(counter) >> 58) as usize % SHARDS
+    /// The counter's hash, which also picks its shard.
+    fn hash_of(&self, counter: &Counter) -> u64 {
+        self.hasher.hash_one(counter)
     }
 
     fn charge_at(&self, counters: &[Counter], cost: u32) -> Result<Charge, LimiterError> {
@@ -114,12 +122,14 @@ impl MemoryLimiter {
         }
         let now = nanos_since_epoch(self.clock.now());
         if let [counter] = counters {
-            let mut shard = lock(&self.shards[self.shard_of(counter)]);
-            return shard.charge_one(counter, 0, cost, now, self.per_shard);
+            let hash = self.hash_of(counter);
+            let mut shard = lock(&self.shards[shard_index(hash)]);
+            return shard.charge_one(counter, hash, 0, cost, now, self.per_shard);
         }
+        let hashes: Vec<u64> = counters.iter().map(|c| self.hash_of(c)).collect();
         // Lock every shard involved, in ascending order, so that two
         // charges never wait on each other in a cycle.
-        let mut order: Vec<usize> = counters.iter().map(|c| self.shard_of(c)).collect();
+        let mut order: Vec<usize> = hashes.iter().map(|&hash| shard_index(hash)).collect();
         let shard_of_counter = order.clone();
         order.sort_unstable();
         order.dedup();
@@ -135,7 +145,7 @@ impl MemoryLimiter {
         // First look: does every counter have the units?
         let mut refused: Option<CounterState> = None;
         for (index, counter) in counters.iter().enumerate() {
-            let window = guards[guard_of(index)].current(counter, now);
+            let window = guards[guard_of(index)].current(counter, hashes[index], now);
             if let Some(state) = window.refuses(index, counter, cost, now) {
                 if refused.is_none_or(|r| state.resets_in > r.resets_in) {
                     refused = Some(state);
@@ -147,14 +157,14 @@ impl MemoryLimiter {
         }
         // Then charge them all; room was checked before anything changes.
         for (index, counter) in counters.iter().enumerate() {
-            if !guards[guard_of(index)].has_room(counter, now, self.per_shard) {
+            if !guards[guard_of(index)].has_room(counter, hashes[index], now, self.per_shard) {
                 return Err(LimiterError::Full);
             }
         }
         let states = counters.iter().enumerate().map(|(index, counter)| {
             let shard = &mut guards[guard_of(index)];
-            let window = shard.current(counter, now).charged(cost);
-            shard.put(counter, window);
+            let window = shard.current(counter, hashes[index], now).charged(cost);
+            shard.put(counter, hashes[index], window);
             window.state(index, counter, now)
         });
         let admitted = tightest(states.collect::<Vec<_>>().into_iter());
@@ -163,9 +173,34 @@ impl MemoryLimiter {
 }
 
 impl Shard {
+    fn get(&self, counter: &Counter, hash: u64) -> Option<&Window> {
+        self.windows
+            .find(hash, |entry| {
+                entry.hash == hash && entry.counter == *counter
+            })
+            .map(|entry| &entry.window)
+    }
+
+    fn get_mut(&mut self, counter: &Counter, hash: u64) -> Option<&mut Window> {
+        self.windows
+            .find_mut(hash, |entry| {
+                entry.hash == hash && entry.counter == *counter
+            })
+            .map(|entry| &mut entry.window)
+    }
+
+    fn insert(&mut self, counter: &Counter, hash: u64, window: Window) {
+        let entry = Entry {
+            hash,
+            counter: counter.clone(),
+            window,
+        };
+        self.windows.insert_unique(hash, entry, |entry| entry.hash);
+    }
+
     /// The counter's open window, or a fresh one opening now.
-    fn current(&self, counter: &Counter, now: u64) -> Window {
-        match self.windows.get(counter) {
+    fn current(&self, counter: &Counter, hash: u64, now: u64) -> Window {
+        match self.get(counter, hash) {
             Some(window) if window.closes_at > now => *window,
             _ => Window::opening(counter, now),
         }
@@ -174,13 +209,14 @@ impl Shard {
     fn charge_one(
         &mut self,
         counter: &Counter,
+        hash: u64,
         index: usize,
         cost: u32,
         now: u64,
         per_shard: usize,
     ) -> Result<Charge, LimiterError> {
         // The common case: one lookup, and the window updated in place.
-        if let Some(held) = self.windows.get_mut(counter) {
+        if let Some(held) = self.get_mut(counter, hash) {
             if held.closes_at <= now {
                 *held = Window::opening(counter, now);
             }
@@ -194,29 +230,27 @@ impl Shard {
         if let Some(state) = window.refuses(index, counter, cost, now) {
             return Ok(Charge::Limited(state));
         }
-        if !self.has_room(counter, now, per_shard) {
+        if !self.has_room(counter, hash, now, per_shard) {
             return Err(LimiterError::Full);
         }
         let window = window.charged(cost);
-        self.windows.insert(counter.clone(), window);
+        self.insert(counter, hash, window);
         Ok(Charge::Admitted(window.state(index, counter, now)))
     }
 
-    /// Whether `id` is held or can be: removes closed windows when full.
-    fn has_room(&mut self, counter: &Counter, now: u64, per_shard: usize) -> bool {
-        if self.windows.len() < per_shard || self.windows.contains_key(counter) {
+    /// Whether `counter` is held or can be: removes closed windows when full.
+    fn has_room(&mut self, counter: &Counter, hash: u64, now: u64, per_shard: usize) -> bool {
+        if self.windows.len() < per_shard || self.get(counter, hash).is_some() {
             return true;
         }
-        self.windows.retain(|_, window| window.closes_at > now);
+        self.windows.retain(|entry| entry.window.closes_at > now);
         self.windows.len() < per_shard
     }
 
-    fn put(&mut self, counter: &Counter, window: Window) {
-        match self.windows.get_mut(counter) {
+    fn put(&mut self, counter: &Counter, hash: u64, window: Window) {
+        match self.get_mut(counter, hash) {
             Some(held) => *held = window,
-            None => {
-                self.windows.insert(counter.clone(), window);
-            }
+            None => self.insert(counter, hash, window),
         }
     }
 }
@@ -279,8 +313,9 @@ impl MemoryLimiter {
         let now = nanos_since_epoch(self.clock.now());
         let at_least_age = nanos(charged_ago.saturating_add(REFUND_MARGIN));
         for counter in counters {
-            let mut shard = lock(&self.shards[self.shard_of(counter)]);
-            let Some(window) = shard.windows.get_mut(counter) else {
+            let hash = self.hash_of(counter);
+            let mut shard = lock(&self.shards[shard_index(hash)]);
+            let Some(window) = shard.get_mut(counter, hash) else {
                 continue;
             };
             let opened_at = window.closes_at.saturating_sub(nanos(counter.window));
@@ -341,6 +376,12 @@ impl fmt::Debug for MemoryLimiter {
 
 /// A poisoned shard is still consistent: a window is written whole, after
 /// every check.
+/// The shard of a counter whose hash is `hash`: its high bits (the table
+/// picks buckets by the low ones).
+fn shard_index(hash: u64) -> usize {
+    (hash >> 58) as usize % SHARDS
+}
+
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
