@@ -1,10 +1,12 @@
-//! What happened to keys, for an audit trail: issued, rotated, revoked, and
-//! uses refused because a key was revoked or expired.
+//! What happened to keys, for an audit trail: issued, rotated, revoked,
+//! uses refused because a key was revoked or expired, and leaks.
 //!
-//! The key API reports its operations and [`KeyAuthLayer`](crate::KeyAuthLayer)
-//! the refused uses, each to an [`AuditSink`] the application provides; the
-//! default, [`TracingAudit`], emits one structured `tracing` event per event
-//! (target `tower_keyauth::audit`). An event holds ids, never a secret.
+//! The key API reports its operations, [`KeyAuthLayer`](crate::KeyAuthLayer)
+//! the refused uses and the secret scanning endpoint (feature
+//! `secret-scanning`) the leaked keys, each to an [`AuditSink`] the
+//! application provides; the default, [`TracingAudit`], emits one
+//! structured `tracing` event per event (target `tower_keyauth::audit`).
+//! An event holds ids, never a secret.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,11 +34,16 @@ pub enum AuditAction {
     /// A request presented the key (its secret matched) after it expired,
     /// and was refused.
     RefusedExpired,
+    /// A secret scanner (GitHub's, through the secret scanning endpoint)
+    /// reported the key, live, found in a public place. A
+    /// [`Revoked`](AuditAction::Revoked) event follows unless the endpoint
+    /// only reports.
+    Leaked,
 }
 
 impl AuditAction {
-    /// `issued`, `rotated`, `revoked`, `refused_revoked` or
-    /// `refused_expired`.
+    /// `issued`, `rotated`, `revoked`, `refused_revoked`,
+    /// `refused_expired` or `leaked`.
     pub fn as_str(&self) -> &'static str {
         match self {
             AuditAction::Issued => "issued",
@@ -44,6 +51,7 @@ impl AuditAction {
             AuditAction::Revoked => "revoked",
             AuditAction::RefusedRevoked => "refused_revoked",
             AuditAction::RefusedExpired => "refused_expired",
+            AuditAction::Leaked => "leaked",
         }
     }
 }
@@ -224,5 +232,31 @@ impl AuditSink for TracingAudit {
             "audit: {}",
             event.action
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_has_its_name() {
+        let actions = [
+            (AuditAction::Issued, "issued"),
+            (
+                AuditAction::Rotated {
+                    successor: KeyId::from("Q7wErT5yUi9o"),
+                },
+                "rotated",
+            ),
+            (AuditAction::Revoked, "revoked"),
+            (AuditAction::RefusedRevoked, "refused_revoked"),
+            (AuditAction::RefusedExpired, "refused_expired"),
+            (AuditAction::Leaked, "leaked"),
+        ];
+        for (action, name) in actions {
+            assert_eq!(action.as_str(), name);
+            assert_eq!(action.to_string(), name);
+        }
     }
 }

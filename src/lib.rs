@@ -132,6 +132,9 @@ pub mod axum;
 #[cfg(all(feature = "axum", feature = "serde"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "serde"))))]
 pub mod key_api;
+#[cfg(feature = "secret-scanning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
+pub mod secret_scanning;
 #[cfg(feature = "serde")]
 mod serde;
 #[cfg(feature = "tonic")]
