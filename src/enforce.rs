@@ -163,9 +163,17 @@ fn counters_of(
     let mut limit_of = [0usize; MAX_RATE_LIMITS];
     for (index, limit) in limits.rate_limits().iter().enumerate() {
         let counter = Counter::new(counter_id(principal, limits, limit), limit);
-        if !counters.contains(&counter) {
-            limit_of[counters.len()] = index;
-            counters.push(counter);
+        match counters.iter().position(|held| *held == counter) {
+            // The same count twice: held to the tighter limit.
+            Some(held) if counter.limit < counters[held].limit => {
+                counters[held].limit = counter.limit;
+                limit_of[held] = index;
+            }
+            Some(_) => {}
+            None => {
+                limit_of[counters.len()] = index;
+                counters.push(counter);
+            }
         }
     }
     (counters, limit_of)

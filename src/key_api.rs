@@ -46,7 +46,9 @@
 //!   (optional) 1 to 64 letters, digits, `-`, `_` or `.`, a letter first,
 //!   `per` (optional) `key` (the default: this key's requests alone),
 //!   `workspace` or `organization` (the requests of every key of the
-//!   workspace or organization that carries the same limit; see
+//!   workspace or organization with a limit of that window counted the same
+//!   way, in one count
+//!   each key holds to its own limit; see
 //!   [`CountedPer`]). A request over one of them
 //!   is answered 429 `rate_limited` and charges none of them.
 //! - `credits`: `remaining` from 0 to 10^15; `refill` (optional) sets them
@@ -1185,7 +1187,7 @@ impl KeyApi {
                         "limit": { "type": "integer", "minimum": 1, "maximum": MAX_LIMIT },
                         "window_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_WINDOW.as_secs() },
                         "name": { "type": "string", "pattern": "^[A-Za-z][A-Za-z0-9._-]{0,63}$" },
-                        "per": { "type": "string", "enum": ["key", "workspace", "organization"], "default": "key", "description": "Whose requests the limit counts: this key's, or every key's of its workspace or organization that carries the same limit." }
+                        "per": { "type": "string", "enum": ["key", "workspace", "organization"], "default": "key", "description": "Whose requests the limit counts: this key's, or every key's of its workspace or organization with a limit of the same window, in one count that each key holds to its own limit." }
                     }
                 },
                 "Credits": {

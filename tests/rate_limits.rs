@@ -493,3 +493,67 @@ async fn a_limiter_that_hangs_is_bounded_by_the_store_timeout_after_a_lookup_tha
         assert_eq!(reply.error(), "unavailable");
     }
 }
+
+#[tokio::test]
+async fn a_key_issued_a_lower_shared_limit_draws_on_the_same_count() {
+    use tower_keyauth::limit::CountedPer;
+    let store = MemoryStore::new();
+    let mut tokens = Vec::new();
+    for limit in [4, 3] {
+        let shared = per(limit, 60).counted_per(CountedPer::Organization);
+        let issued = store
+            .issue(NewKey::org("acme").limits(limits(&[shared])))
+            .await
+            .unwrap();
+        tokens.push(issued.token.expose_secret().to_owned());
+    }
+    let app = app(KeyAuthLayer::new(store));
+    let (four, three) = (&tokens[0], &tokens[1]);
+    for _ in 0..4 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", four).await.status,
+            StatusCode::OK
+        );
+    }
+    // The organization's count is spent: a lower limit is no fresh count.
+    let refused = get_bearer(&app, "/v1/whoami", three).await;
+    assert_eq!(refused.error(), "rate_limited");
+    assert_eq!(header(&refused, "ratelimit"), Some("organization;r=0;t=60"));
+}
+
+#[tokio::test]
+async fn a_lower_limit_refuses_sooner_on_a_shared_count() {
+    use tower_keyauth::limit::CountedPer;
+    let store = MemoryStore::new();
+    let mut tokens = Vec::new();
+    for limit in [3, 5] {
+        let shared = per(limit, 60).counted_per(CountedPer::Organization);
+        let issued = store
+            .issue(NewKey::org("acme").limits(limits(&[shared])))
+            .await
+            .unwrap();
+        tokens.push(issued.token.expose_secret().to_owned());
+    }
+    let app = app(KeyAuthLayer::new(store));
+    let (three, five) = (&tokens[0], &tokens[1]);
+    for _ in 0..3 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", five).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", three).await.error(),
+        "rate_limited"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            get_bearer(&app, "/v1/whoami", five).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get_bearer(&app, "/v1/whoami", five).await.error(),
+        "rate_limited"
+    );
+}

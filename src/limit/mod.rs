@@ -85,9 +85,12 @@ pub struct RateLimit {
 /// Whose requests one [`RateLimit`] counts: the key's own (the default), or
 /// every key of its owner's workspace or organization.
 ///
-/// A shared limit is counted per owner, limit and window: every key of
-/// the organization that carries `1000 per 60 s, per organization` draws on
-/// one count of 1 000 a minute. Keys issued through the key API inherit
+/// A shared limit is counted per owner and window: every key of the
+/// organization that carries `1000 per 60 s, per organization` draws on one
+/// count of 1 000 a minute, and a key carrying a lower limit per minute
+/// per organization draws on the same count, refused sooner (never a count
+/// of its own, so minting keys with other limits cannot multiply the
+/// allowance). Keys issued through the key API inherit
 /// their issuer's limits and may not loosen them, so an organization's
 /// first key sets the limit for every key made from it. A personal token
 /// counts against the organization it acts for (the one its request
@@ -354,12 +357,27 @@ impl From<String> for CounterId {
     }
 }
 
-/// One counter to charge: what it counts under which limit. A counter is
-/// its id, limit and window together, so changing a key's limit starts a
-/// fresh count. Its [`Display`](fmt::Display) form,
-/// `<id>:<limit>/<window seconds>` (`key:k1:100/60`), names it in a shared
-/// limiter such as Redis.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One counter to charge: what it counts, in which window, and the limit
+/// this charge holds it to.
+///
+/// A counter *is* its id and window: two charges naming the same id and
+/// window draw on one count, whatever limits they name, and each is
+/// admitted while that count leaves room under its own limit. So keys of
+/// one organization sharing a limit per organization share one count even
+/// when one of them was issued a lower limit (it is refused sooner; it
+/// never gets a count of its own). Equality and hashing follow the
+/// identity, not the limit. Its [`Display`](fmt::Display) form,
+/// `<id>:<window seconds>` (`key:k1:60`), names it in a shared limiter such
+/// as Redis.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_keyauth::limit::{Counter, RateLimit};
+/// let minute = |n| RateLimit::per(n, Duration::from_secs(60)).unwrap();
+/// assert_eq!(Counter::new("org:acme", &minute(6000)), Counter::new("org:acme", &minute(10)));
+/// assert_eq!(Counter::new("org:acme", &minute(6000)).to_string(), "org:acme:60");
+/// ```
+#[derive(Debug, Clone)]
 pub struct Counter {
     /// What the counter counts.
     pub id: CounterId,
@@ -380,9 +398,25 @@ impl Counter {
     }
 }
 
+impl PartialEq for Counter {
+    /// The same count: the same id and window (whatever the limits).
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.window == other.window
+    }
+}
+
+impl Eq for Counter {}
+
+impl std::hash::Hash for Counter {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.window.hash(state);
+    }
+}
+
 impl fmt::Display for Counter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.id, self.limit, self.window.as_secs())
+        write!(f, "{}:{}", self.id, self.window.as_secs())
     }
 }
 

@@ -119,7 +119,7 @@ static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND_SCRIPT));
 /// when one would pass its limit, none. Windows are timed by the server
 /// alone, through key expiry: the instances' clocks play no part. A counter
 /// is the key `<prefix><counter>`, the counter as it displays
-/// (`keyauth:rl:key:k1:100/60`; see [`prefix`](Self::prefix)), holding the
+/// (`keyauth:rl:key:k1:60`; see [`prefix`](Self::prefix)), holding the
 /// units charged in its current window and expiring when the window
 /// closes.
 ///
