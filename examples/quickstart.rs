@@ -26,6 +26,7 @@
 //! | `GET /v1/keys/{id}` | scope `keys.read`: one key, masked |
 //! | `POST /v1/keys/{id}/rotate` | scope `keys.write`: a successor, shown once |
 //! | `DELETE /v1/keys/{id}` | scope `keys.write`: revoke a key |
+//! | `POST /v1/secret-scanning` | public, signed by GitHub; only with `SECRET_SCANNING_KEYS` set |
 //!
 //! The `/v1/keys` routes are the crate's [`KeyApi`]: a key never mints a
 //! broader, longer-lived or less limited key than itself, and each issue,
@@ -34,6 +35,14 @@
 //! `rate_limited` or `quota_exhausted`, with `Retry-After`; 403 from an
 //! address outside its `allowed_ips`, read from the connection), and
 //! `/v1/whoami` shows them.
+//!
+//! With `SECRET_SCANNING_KEYS` naming a file of GitHub's public keys (the
+//! JSON that `https://api.github.com/meta/public_keys/secret_scanning`
+//! serves), the crate's [`SecretScanning`] endpoint is mounted at
+//! `/v1/secret-scanning`, public to the layer: GitHub posts the tokens it
+//! finds in public places there, signed with one of those keys, and each
+//! live key among them is revoked and answered `true_positive`. A file that
+//! cannot be read or holds no such keys stops the start with one line.
 //!
 //! The store sits behind a `CachedStore` (the set-up the README recommends
 //! for both SQL stores), so an authenticated request reads its key from
@@ -61,6 +70,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_keyauth::ids::{OrgId, UserId};
 use tower_keyauth::key_api::KeyApi;
+use tower_keyauth::secret_scanning::{PublicKeys, SecretScanning};
 use tower_keyauth::store::{
     CacheOptions, CachedStore, InvalidationListener, Membership, Owner, PostgresStore, SqliteStore,
     StoreError,
@@ -72,6 +82,8 @@ use tower_keyauth::{
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DATABASE: &str = "sqlite://quickstart.db";
 const ORG_HEADER: &str = "x-org-id";
+/// Where GitHub's secret scanning reports arrive, with `SECRET_SCANNING_KEYS`.
+const SECRET_SCANNING_PATH: &str = "/v1/secret-scanning";
 /// How long start-up waits for the database: a quickstart that hangs on an
 /// unreachable server looks broken.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -121,6 +133,7 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), String> {
     // A bad setting is reported before anything starts.
     failed_attempts_per_minute()?;
+    let secret_scanning = secret_scanning_keys()?;
     // The address first: a busy port is reported before any database wait.
     let listener = listen().await?;
     let addr = listener
@@ -142,11 +155,19 @@ async fn run() -> Result<(), String> {
         Err(e) => return Err(database_failed(&database, &e)),
     };
 
-    let app = app(store);
+    let app = app_with(
+        store,
+        secret_scanning.as_ref().map(|(_, keys)| keys.clone()),
+    );
 
     match &demo {
         Some(demo) => print_demo(demo, addr),
         None => print_existing(&database),
+    }
+    if let Some((path, _)) = &secret_scanning {
+        println!(
+            "secret scanning: GitHub's reports go to POST http://{addr}{SECRET_SCANNING_PATH}, signed with the keys in {path}"
+        );
     }
     println!("listening on http://{addr}");
 
@@ -212,11 +233,35 @@ pub(crate) fn failed_attempts_per_minute() -> Result<u32, String> {
     }
 }
 
+/// `SECRET_SCANNING_KEYS`: the file of GitHub's public keys and the keys
+/// in it, or `None` when it is not set (or empty).
+fn secret_scanning_keys() -> Result<Option<(String, PublicKeys)>, String> {
+    let path = match std::env::var("SECRET_SCANNING_KEYS") {
+        Ok(path) if !path.is_empty() => path,
+        _ => return Ok(None),
+    };
+    let fix = "set SECRET_SCANNING_KEYS to a file holding the JSON of https://api.github.com/meta/public_keys/secret_scanning, or unset it";
+    let json = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read SECRET_SCANNING_KEYS={path:?}: {e}; {fix}"))?;
+    let keys = PublicKeys::from_json(&json).map_err(|e| {
+        format!("SECRET_SCANNING_KEYS={path:?} does not hold GitHub's public keys: {e}; {fix}")
+    })?;
+    Ok(Some((path, keys)))
+}
+
 /// The API: its routes behind the key layer, with `store` for both, and
 /// the failed-attempt throttle as the environment sets it (an address that
 /// sent that many refused keys in a minute is answered 429 for the rest of
-/// it).
+/// it). Without secret scanning: `examples/load.rs` measures it.
+// The quickstart itself calls `app_with`.
+#[allow(dead_code)]
 pub(crate) fn app(store: Store) -> Router {
+    app_with(store, None)
+}
+
+/// [`app`], with GitHub's secret scanning reports taken at
+/// `/v1/secret-scanning` when its public keys are given.
+pub(crate) fn app_with(store: Store, secret_scanning: Option<PublicKeys>) -> Router {
     let failed_attempts =
         failed_attempts_per_minute().unwrap_or(DEFAULT_FAILED_ATTEMPTS_PER_MINUTE);
     let extract = Extract::bearer_api_key_or_query();
@@ -227,19 +272,33 @@ pub(crate) fn app(store: Store) -> Router {
         objects: Arc::default(),
         openapi: Arc::new(openapi(&store, &extract)),
     };
-    routes(state).layer(
-        KeyAuthLayer::new(store)
-            .extract(extract)
-            .org_header(ORG_HEADER)
-            .store_timeout(STORE_TIMEOUT)
-            .failed_attempts(failed_attempts, Duration::from_secs(60))
-            .public("/")
-            .public("/health")
-            .public("/health/")
-            .public("/schema")
-            .public("/schema/")
-            .public("/docs/*"),
-    )
+    let mut app = routes(state);
+    let mounted = secret_scanning.is_some();
+    if let Some(keys) = secret_scanning {
+        // The same (cached) store, so a leaked key is refused at once.
+        app = app.nest(
+            SECRET_SCANNING_PATH,
+            SecretScanning::from_shared(store.clone(), keys).router(),
+        );
+    }
+    let layer = KeyAuthLayer::new(store)
+        .extract(extract)
+        .org_header(ORG_HEADER)
+        .store_timeout(STORE_TIMEOUT)
+        .failed_attempts(failed_attempts, Duration::from_secs(60))
+        .public("/")
+        .public("/health")
+        .public("/health/")
+        .public("/schema")
+        .public("/schema/")
+        .public("/docs/*");
+    // GitHub proves itself with its signature; it holds no key of ours.
+    let layer = if mounted {
+        layer.public(SECRET_SCANNING_PATH)
+    } else {
+        layer
+    };
+    app.layer(layer)
 }
 
 /// Opens the store at `database` behind a cache, giving up after

@@ -889,3 +889,141 @@ async fn a_bad_failed_attempts_setting_is_one_line_naming_the_variable() {
     let line = assert_one_line_failure(&exited, "KEYAUTH_FAILED_ATTEMPTS_PER_MINUTE");
     assert!(line.contains("lots"), "{line}");
 }
+
+/// GitHub's side of the secret scanning endpoint: a key pair made here,
+/// its public key written to `dir` in GitHub's JSON shape under `k1`.
+fn github_keys_in(dir: &TempDir) -> (p256::ecdsa::SigningKey, std::path::PathBuf) {
+    use p256::elliptic_curve::Generate;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    let signing = p256::ecdsa::SigningKey::generate();
+    let pem = signing
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let path = dir.join("github-keys.json");
+    let json = serde_json::json!({
+        "public_keys": [{ "key_identifier": "k1", "key": pem, "is_current": true }]
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    (signing, path)
+}
+
+/// The issue's acceptance through the quickstart: with
+/// `SECRET_SCANNING_KEYS`, a report signed by GitHub's key revokes the
+/// demo org key, whose next request is 401; the route needs no API key.
+#[tokio::test]
+async fn the_quickstart_takes_githubs_reports_when_given_its_keys() {
+    use base64ct::Encoding;
+    use p256::ecdsa::signature::Signer;
+
+    let dir = TempDir::new("quickstart-secret-scanning");
+    let (signing, keys) = github_keys_in(&dir);
+    let url = format!("sqlite://{}", dir.join("quickstart.db").display());
+    let example = start_example(
+        "quickstart",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("SECRET_SCANNING_KEYS", keys.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let addr = example.addr;
+    let mounted = example
+        .printed
+        .iter()
+        .find(|line| line.starts_with("secret scanning: "))
+        .unwrap_or_else(|| panic!("no secret scanning line in {:#?}", example.printed));
+    assert!(
+        mounted.contains(&format!("POST http://{addr}/v1/secret-scanning")),
+        "{mounted}"
+    );
+    let org_key = example.exports()["ORG_KEY"].clone();
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &org_key, "").await.status,
+        200
+    );
+
+    let body = serde_json::json!([{
+        "token": org_key,
+        "type": "quickstart_key",
+        "url": "https://github.com/octocat/hello/blob/0123456/.env",
+        "source": "content",
+    }])
+    .to_string();
+    let signature: p256::ecdsa::DerSignature = signing.sign(body.as_bytes());
+    let mut buffer = [0; 128];
+    let signature = base64ct::Base64::encode(signature.as_bytes(), &mut buffer).unwrap();
+    let head = |signature: &str| {
+        format!(
+            "POST /v1/secret-scanning HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ngithub-public-key-identifier: k1\r\ngithub-public-key-signature: {signature}"
+        )
+    };
+
+    // Public to the layer, so an unsigned report meets the endpoint's 400,
+    // not the layer's 401.
+    let unsigned = request(
+        addr,
+        "POST /v1/secret-scanning HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json",
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unsigned.status, 400, "{}", unsigned.body);
+    // One character of the signature changed: a broken signature (400) or
+    // another one (403).
+    let mut forged = signature.to_owned();
+    let other = if forged.as_bytes()[20] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    forged.replace_range(20..21, other);
+    let forged = request(addr, &head(&forged), body.as_bytes())
+        .await
+        .unwrap();
+    assert!([400, 403].contains(&forged.status), "{}", forged.body);
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &org_key, "").await.status,
+        200
+    );
+
+    let reply = request(addr, &head(signature), body.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = &reply.json()[0];
+    assert_eq!(answer["label"], "true_positive", "{}", reply.body);
+    assert_eq!(answer["token_type"], "quickstart_key");
+    assert_eq!(
+        call(addr, "GET", "/v1/whoami", &org_key, "").await.status,
+        401
+    );
+    example.stop().await;
+}
+
+#[tokio::test]
+async fn unreadable_or_malformed_secret_scanning_keys_are_one_line_naming_the_variable() {
+    let dir = TempDir::new("quickstart-bad-secret-scanning");
+    let missing = dir.join("no-such-file.json");
+    let malformed = dir.join("malformed.json");
+    std::fs::write(
+        &malformed,
+        r#"{"public_keys": [{"key_identifier": "k1", "key": "nope"}]}"#,
+    )
+    .unwrap();
+    for (path, says) in [
+        (&missing, "cannot read"),
+        (&malformed, "does not hold GitHub's public keys"),
+    ] {
+        let exited = run_until_exit(
+            "quickstart",
+            &dir.0,
+            &[("SECRET_SCANNING_KEYS", path.to_str().unwrap())],
+            Duration::from_secs(20),
+        )
+        .await;
+        let line = assert_one_line_failure(&exited, "SECRET_SCANNING_KEYS");
+        assert!(line.contains(says), "{line}");
+        assert!(line.contains(path.to_str().unwrap()), "{line}");
+    }
+}
