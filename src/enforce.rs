@@ -135,20 +135,20 @@ fn charge_rate_limits<S>(
     if let [limit] = limits.rate_limits() {
         let counter = [Counter::new(counter_id(principal, limits, limit), limit)];
         if let Some(charged) = config.limiter.charge_now(&counter, cost) {
-            return concluded(charged, limits, &IDENTITY, fail_open);
+            return concluded(charged, principal.key_id(), limits, &IDENTITY, fail_open);
         }
     }
     let (counters, limit_of) = counters_of(principal, limits);
     if counters.len() > 1 {
         if let Some(charged) = config.limiter.charge_now(&counters, cost) {
-            return concluded(charged, limits, &limit_of, fail_open);
+            return concluded(charged, principal.key_id(), limits, &limit_of, fail_open);
         }
     }
     let limiter = Arc::clone(&config.limiter);
-    let limits = Arc::clone(limits);
+    let (limits, id) = (Arc::clone(limits), principal.key_id().clone());
     Enforced::Pending(Box::pin(async move {
         let charged = limiter.charge(&counters, cost).await;
-        concluded(charged, &limits, &limit_of, fail_open)
+        concluded(charged, &id, &limits, &limit_of, fail_open)
     }))
 }
 
@@ -239,6 +239,7 @@ async fn spend_credits<S: KeyStore>(
 /// counter to the key's limit it counts.
 fn concluded(
     charged: Result<Charge, LimiterError>,
+    id: &KeyId,
     limits: &UsageLimits,
     limit_of: &[usize; MAX_RATE_LIMITS],
     fail_open: bool,
@@ -256,20 +257,32 @@ fn concluded(
             if let Some(fields) = fields(&state) {
                 error = error.with_limit_fields(fields);
             }
+            let limit = limit_of
+                .get(state.counter)
+                .and_then(|&index| limits.rate_limits().get(index));
             tracing::info!(
+                key_id = %id,
                 outcome = "rate_limited",
+                limit = limit.map(RateLimit::field_name),
+                per = limit.map(|limit| limit.counted_for().as_str()),
                 retry_after_seconds = whole_seconds_up(state.resets_in),
                 "request refused by a rate limit"
             );
             Enforced::Refuse(error)
         }
         Err(error) if fail_open => {
-            tracing::warn!(error = %error, "rate limiter failed; the request passes unlimited (limits fail open)");
+            tracing::warn!(key_id = %id, error = %error, cause = cause_of(&error), "rate limiter failed; the request passes unlimited (limits fail open)");
             Enforced::Pass(None)
         }
         Err(error) => {
-            tracing::error!(error = %error, "rate limiter failed; the request is refused");
+            tracing::error!(key_id = %id, error = %error, cause = cause_of(&error), "rate limiter failed; the request is refused");
             Enforced::Refuse(AuthError::unavailable())
         }
     }
+}
+
+/// What made the limiter fail (a connection refused, a timeout), for the
+/// log: its errors name no URL and no password.
+fn cause_of(error: &LimiterError) -> Option<String> {
+    std::error::Error::source(error).map(ToString::to_string)
 }

@@ -393,6 +393,22 @@ pub(crate) fn counts(error: &AuthError) -> bool {
     )
 }
 
+/// Warns, once per process, that the throttle met a refused credential
+/// without a client address to count it against: the server does not hand
+/// the layer the peer's address (axum: serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()`), so the throttle
+/// does nothing.
+pub(crate) fn warn_no_client_address() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "failed-attempt throttle: a refused credential came without a client address, so it is not counted; \
+             serve the app with its peer addresses (axum: into_make_service_with_connect_info::<SocketAddr>()) \
+             or insert a PeerAddr"
+        );
+    });
+}
+
 /// The refusal of a blocked address.
 pub(crate) fn blocked_refusal(retry_after: Duration) -> AuthError {
     AuthError::too_many_failed_attempts(retry_after)

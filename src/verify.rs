@@ -139,7 +139,10 @@ pub(crate) fn check<S: KeyStore>(
         Check::Enforce => enforce_policy(config, request, public),
         Check::Pending(verdict) => after_lookup(config, request, public, verdict),
         Check::Refused(refusal) => {
-            count_failed_attempt(config, request, &refusal);
+            // A public path answers without refusing: nothing to count.
+            if !public {
+                count_failed_attempt(config, request, &refusal);
+            }
             Check::Refused(refusal)
         }
         admitted @ Check::Admitted(_) => admitted,
@@ -172,8 +175,9 @@ fn throttled<S>(config: &Config<S>, request: &Parts) -> Option<AuthError> {
 fn count_failed_attempt<S>(config: &Config<S>, request: &Parts, refusal: &AuthError) {
     if let Some(throttle) = &config.throttle {
         if crate::throttle::counts(refusal) {
-            if let Some(client) = client_of(config, request) {
-                throttle.refused(client, config.clock.now());
+            match client_of(config, request) {
+                Some(client) => throttle.refused(client, config.clock.now()),
+                None => crate::throttle::warn_no_client_address(),
             }
         }
     }
@@ -192,6 +196,8 @@ fn after_lookup<S: KeyStore>(
     // Read now: the request's parts stay behind when the verdict waits.
     let cost = if public { 0 } else { cost_of(config, request) };
     let client = client_of(config, request);
+    // A public path answers without refusing: nothing for the throttle.
+    let throttle = config.throttle.as_ref().filter(|_| !public).map(Arc::clone);
     let config = Arc::clone(config);
     Check::Pending(Box::pin(async move {
         let verdict = match verdict.await {
@@ -208,11 +214,12 @@ fn after_lookup<S: KeyStore>(
             }
             refused => refused,
         };
-        if let (Some(throttle), Some(client), Verdict::Refused(refusal)) =
-            (&config.throttle, client, &verdict)
-        {
+        if let (Some(throttle), Verdict::Refused(refusal)) = (&throttle, &verdict) {
             if crate::throttle::counts(refusal) {
-                throttle.refused(client, config.clock.now());
+                match client {
+                    Some(client) => throttle.refused(client, config.clock.now()),
+                    None => crate::throttle::warn_no_client_address(),
+                }
             }
         }
         verdict

@@ -218,3 +218,23 @@ where
     let ready = service.ready().await.unwrap();
     ready.call(request).await.unwrap().status().as_u16()
 }
+
+#[tokio::test]
+async fn bad_keys_sent_to_a_public_path_do_not_count() {
+    let store = MemoryStore::new();
+    let valid = store.issue(NewKey::org("acme")).await.unwrap();
+    let valid = valid.token.expose_secret().to_owned();
+    let wrong_secret = with_typo(&valid);
+    let layer = KeyAuthLayer::new(CountingStore::new(store))
+        .trusted_proxies(TrustedProxies::parse(["127.0.0.1"]).unwrap())
+        .failed_attempts(3, Duration::from_secs(60));
+    let addr = serve(with_public_paths(layer)).await;
+    // A health poller with a stale key: answered, never refused.
+    for _ in 0..5 {
+        let head = format!(
+            "GET /health/ HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {wrong_secret}\r\nx-forwarded-for: 198.51.100.9"
+        );
+        assert_eq!(request(addr, &head, b"").await.unwrap().status, 200);
+    }
+    assert_eq!(whoami(addr, &valid, "198.51.100.9").await.status, 200);
+}
