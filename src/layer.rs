@@ -91,6 +91,13 @@ impl<S> KeyAuthLayer<S> {
     /// `/docs/` and `/docs/…` but not `/docs`). Paths are compared as
     /// received, as axum's router does.
     ///
+    /// A valid key sent to a public path still identifies its caller (an
+    /// `Option<Principal>` extractor sees it), but is charged nothing: its
+    /// rate limits and credits are neither checked nor spent there. Its
+    /// address allowlist does apply: a key used from an address it may not
+    /// be used from identifies no one. A refused key is ignored on a public
+    /// path and does not count against the failed-attempt throttle.
+    ///
     /// # Panics
     ///
     /// If `path` does not start with `/` or has a `*` other than a final `/*`.
@@ -218,8 +225,11 @@ impl<S> KeyAuthLayer<S> {
         self
     }
 
-    /// What a request costs against its key's rate limits: 1 unless `cost`
-    /// says otherwise (0 charges nothing).
+    /// What a request costs: the units charged to its key's rate limits
+    /// and spent from its credits, 1 unless `cost` says otherwise (0
+    /// charges and spends nothing, and answers no `RateLimit` fields). A
+    /// cost above one of the key's limits can never be admitted: it is
+    /// refused with `rate_limited` and a `Retry-After` of the whole window.
     ///
     /// ```
     /// use tower_keyauth::{KeyAuthLayer, MemoryStore};
@@ -238,11 +248,13 @@ impl<S> KeyAuthLayer<S> {
     }
 
     /// Lets requests pass, unlimited, when the rate limiter fails (a Redis
-    /// that is down), instead of refusing them with 503.
+    /// that is down) or spending credits fails (the store), instead of
+    /// refusing them with 503.
     ///
-    /// **Warning**: while the limiter is down, no key is limited at all.
-    /// Choose this only where availability matters more than the limits,
-    /// and alert on the `rate limiter failed` log line. Default: off (fail
+    /// **Warning**: while the limiter or the store is down, no key is
+    /// limited at all. Choose this only where availability matters more
+    /// than the limits, and alert on the `rate limiter failed` and
+    /// `spending credits failed` log lines. Default: off (fail
     /// closed).
     pub fn limits_fail_open(mut self, fail_open: bool) -> Self {
         self.config_mut().limits_fail_open = fail_open;

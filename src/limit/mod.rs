@@ -15,6 +15,41 @@
 //! Several limits are charged **all or nothing**: a request that one limit
 //! refuses charges none of them.
 //!
+//! A key carries its limits ([`UsageLimits`]), and the layer enforces them
+//! on each of its requests, counted in the layer's [`RateLimiter`]
+//! ([`MemoryLimiter`] unless
+//! [`KeyAuthLayer::rate_limiter`](crate::KeyAuthLayer::rate_limiter) says
+//! otherwise):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_keyauth::limit::{CountedPer, Credits, RateLimit, UsageLimits};
+//! use tower_keyauth::{KeyAuthLayer, KeyLifecycle, MemoryStore, NewKey};
+//!
+//! # tokio_test_block_on(async {
+//! let minute = Duration::from_secs(60);
+//! let limits = UsageLimits::new()
+//!     // 100 a minute for this key…
+//!     .rate_limit(RateLimit::per(100, minute).unwrap())
+//!     .unwrap()
+//!     // …within 5 000 a minute for all of its organization's keys…
+//!     .rate_limit(RateLimit::per(5_000, minute).unwrap().counted_per(CountedPer::Organization))
+//!     .unwrap()
+//!     // …and 10 000 requests in all.
+//!     .with_credits(Credits::new(10_000).unwrap());
+//! let store = MemoryStore::new();
+//! let issued = store.issue(NewKey::org("acme").name("partner").limits(limits)).await.unwrap();
+//! assert_eq!(issued.record.limits.unwrap().rate_limits().len(), 2);
+//! let layer = KeyAuthLayer::new(store); // enforces them
+//! # let _ = layer;
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+//!
+//! The limiter can also be driven by hand:
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower_keyauth::limit::{Charge, Counter, MemoryLimiter, RateLimit, RateLimiter};
@@ -498,9 +533,10 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// whose window has closed since is left alone (its units went with
     /// it), and so is one whose current window opened less than
     /// `charged_ago` plus [`REFUND_MARGIN`] ago: it may be a later window,
-    /// which must never be given units it did not count. In that rare case
-    /// the request stays counted, which can refuse a request early but
-    /// never admits one too many.
+    /// which must never be given units it did not count. That includes the
+    /// window the refused request opened itself (the first of its window):
+    /// such a request stays counted, which can refuse one request early in
+    /// that window but never admits one too many.
     ///
     /// The default gives nothing back: a limiter without refunds counts
     /// such requests as if they had been admitted.
