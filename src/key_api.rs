@@ -143,8 +143,8 @@ use crate::principal::Principal;
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
 use crate::store::{
-    IssuedKey, KeyLifecycle, KeyListing, KeySummary, LifecycleError, NewKey, PageCursor,
-    PageRequest, Rotation,
+    CreditSpend, IssuedKey, KeyLifecycle, KeyListing, KeySummary, LifecycleError, NewKey,
+    PageCursor, PageRequest, Rotation,
 };
 
 /// The most bytes a request body may hold.
@@ -430,9 +430,12 @@ async fn issue_key(
         Some(_) => return Err(invalid("`metadata` must be a JSON object.")),
     };
     let asked = AskedLimits::from_body(&mut body)?;
-    // Nothing asked is the issuer's; anything asked stays within it.
-    let limits = asked.or_inherit(principal.limits());
-    within_limits(&principal, limits.as_ref())?;
+    // Nothing asked is the issuer's; anything asked stays within it, its
+    // credits as the store holds them now (the principal's may be a
+    // cached read).
+    let issuer_limits = current_limits(&api, &principal).await?;
+    let limits = asked.or_inherit(issuer_limits.as_ref());
+    within_limits_of(&principal, issuer_limits.as_ref(), limits.as_ref())?;
     let mut new_key = NewKey::new(owner_for(&principal))
         .name(Label::from(name.as_str()))
         .scopes(scopes);
@@ -726,11 +729,54 @@ fn whole_number(object: &Map<String, Value>, field: &str) -> Option<u64> {
     object.get(field).and_then(Value::as_u64)
 }
 
+/// The caller's limits, with its credits as the store holds them now
+/// (spending none, a due refill applied): a principal's may have been read
+/// from a cache, and a key must not be issued more credits than its issuer
+/// has left.
+async fn current_limits(
+    api: &KeyApi,
+    principal: &Principal,
+) -> Result<Option<UsageLimits>, Response> {
+    let Some(limits) = principal.limits() else {
+        return Ok(None);
+    };
+    let Some(credits) = limits.credits() else {
+        return Ok(Some(limits.clone()));
+    };
+    let remaining = match api.store.spend_credits(principal.key_id(), 0).await {
+        Ok(CreditSpend::Spent { remaining }) => remaining,
+        Ok(CreditSpend::Exhausted { .. }) => 0,
+        Ok(CreditSpend::Unlimited | CreditSpend::NotFound) => credits.remaining(),
+        Err(failure) => {
+            tracing::error!(key_id = %principal.key_id(), error = %failure, "key API: reading the caller's credits failed");
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The key store is unavailable. Try again later.",
+            ));
+        }
+    };
+    Ok(Some(
+        limits
+            .clone()
+            .with_credits(credits.with_remaining(remaining)),
+    ))
+}
+
 /// 403 `forbidden` unless `limits` (of a key the caller issues, or of a
 /// key whose successor it mints) are within the caller's own, logged like
 /// the other refusals.
 fn within_limits(principal: &Principal, limits: Option<&UsageLimits>) -> Result<(), Response> {
-    match looser_than_issuer(principal.limits(), limits) {
+    within_limits_of(principal, principal.limits(), limits)
+}
+
+/// [`within_limits`], against `issuer` (the caller's limits as read now).
+fn within_limits_of(
+    principal: &Principal,
+    issuer: Option<&UsageLimits>,
+    limits: Option<&UsageLimits>,
+) -> Result<(), Response> {
+    match looser_than_issuer(issuer, limits) {
         None => Ok(()),
         Some(message) => {
             tracing::info!(

@@ -1183,3 +1183,32 @@ async fn a_limit_per_organization_binds_every_key_made_from_its_key() {
     assert_eq!(status, 201, "{issued}");
     assert_eq!(issued["key"]["rate_limits"], rate_limits);
 }
+
+#[tokio::test]
+async fn a_key_is_never_issued_more_credits_than_its_issuer_has_left_now() {
+    let server = serve().await;
+    let issuer = server
+        .token(
+            NewKey::org("acme").limits(UsageLimits::new().with_credits(Credits::new(3).unwrap())),
+        )
+        .await;
+    // This request spends one of the three: two are left when it is checked,
+    // though the key was read with three.
+    let body = json!({ "name": "child", "credits": { "remaining": 3 } });
+    let (status, answer) = server
+        .call("POST", "/v1/keys", &issuer, &body.to_string())
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("this one has 2 left"),
+        "{answer}"
+    );
+    let body = json!({ "name": "child", "credits": { "remaining": 1 } });
+    let (status, answer) = server
+        .call("POST", "/v1/keys", &issuer, &body.to_string())
+        .await;
+    assert_eq!(status, 201, "{answer}");
+}
