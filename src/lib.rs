@@ -83,9 +83,11 @@
 //! | `cache` | `CachedStore`: positive and negative TTLs, S3-FIFO eviction within a count and a memory budget, a separate bound for unknown ids, one store call per id under concurrent misses |
 //! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
 //! | `postgres` | `PostgresStore`: keys in PostgreSQL through sqlx, with embedded migrations |
-//! | `serde` | `Serialize` for [`Principal`], [`Scopes`] and [`store::KeySummary`] |
+//! | `serde` | `Serialize` for [`Principal`], [`Scopes`], [`store::KeySummary`] and the limits ([`limit::UsageLimits`]); with `axum`, the mountable key API `key_api::KeyApi` |
 //! | `metrics` | `keyauth_requests_total` (by `outcome`, `source`, `kind`) and `keyauth_store_lookup_seconds` through the `metrics` facade; see `metrics` |
 //! | `redis` | `limit::RedisLimiter`: rate limits exact across instances, one round trip per request through a Lua script |
+//! | `tracing-subscriber` | `scan::RedactingWriter`: a `tracing-subscriber` writer that masks every key's secret in what is logged (the scanner, [`KeyFormat::find_tokens`](format::KeyFormat::find_tokens) and `redact`, needs no feature) |
+//! | `secret-scanning` | `secret_scanning::SecretScanning`: an endpoint for GitHub's secret scanning partner program that verifies the alert's signature and revokes leaked keys |
 //! | `utoipa` | `openapi`: security schemes from an [`Extract`] policy and per-route scope requirements for a utoipa 5 OpenAPI document |
 //!
 //! [tower]: https://docs.rs/tower
