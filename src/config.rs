@@ -14,6 +14,7 @@ use crate::clock::SharedClock;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
 use crate::limit::{MemoryLimiter, RateLimiter};
+use crate::pepper::{Peppers, Rehasher};
 use crate::public::PublicPaths;
 use crate::response::{
     Answers, DEFAULT_REALM, DefaultResponder, Refusals, Responder, ResponseContext,
@@ -55,6 +56,10 @@ pub(crate) struct Config<S> {
     pub(crate) trusted_proxies: TrustedProxies,
     /// The failed-attempt throttle, when on.
     pub(crate) throttle: Option<Arc<Throttle>>,
+    /// What presented tokens are hashed with: the store's.
+    pub(crate) peppers: Peppers,
+    /// Re-hashes keys of earlier pepper versions after their use.
+    pub(crate) rehasher: Rehasher,
 }
 
 /// What a request costs, from its parts.
@@ -82,6 +87,8 @@ impl<S> Clone for Config<S> {
             limits_fail_open: self.limits_fail_open,
             trusted_proxies: self.trusted_proxies.clone(),
             throttle: self.throttle.clone(),
+            peppers: self.peppers.clone(),
+            rehasher: self.rehasher.clone(),
         }
     }
 }
@@ -115,6 +122,8 @@ impl<S> Config<S> {
             limits_fail_open: false,
             trusted_proxies: TrustedProxies::none(),
             throttle: None,
+            peppers: Peppers::none(),
+            rehasher: Rehasher::default(),
         }
     }
 
@@ -160,6 +169,7 @@ impl<S> fmt::Debug for Config<S> {
             .field("realm", &self.realm)
             .field("store_timeout", &self.store_timeout)
             .field("clock", &self.clock)
+            .field("peppers", &self.peppers)
             .finish()
     }
 }

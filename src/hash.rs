@@ -10,6 +10,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::pepper::HashVersion;
+
 /// A whole credential, such as `ak_Xb3kP9qLm2Ts.9fK2...`.
 ///
 /// `Debug` and `Display` never show the secret; call
@@ -61,8 +63,11 @@ impl fmt::Display for Token {
     }
 }
 
-/// The SHA-256 of a whole token: what a [`KeyStore`](crate::KeyStore) keeps.
+/// The SHA-256 of a whole token, or its HMAC-SHA256 under a pepper (see
+/// [`pepper`](crate::pepper)), with the version it was made under: what a
+/// [`KeyStore`](crate::KeyStore) keeps.
 ///
+/// Hashes of different versions never match, whatever their bytes.
 /// Equality through [`KeyHash::matches`] runs in constant time. The hash is not
 /// a secret (the token has too much entropy to be guessed from it), but it is
 /// still only shown abbreviated in `Debug`.
@@ -75,10 +80,15 @@ impl fmt::Display for Token {
 /// assert_eq!(KeyHash::from_hex(&stored.to_hex()), Some(stored));
 /// ```
 #[derive(Clone, Copy, Eq)]
-pub struct KeyHash([u8; 32]);
+pub struct KeyHash {
+    bytes: [u8; 32],
+    /// The [`HashVersion`] it was made under: 0 for plain SHA-256.
+    version: HashVersion,
+}
 
 impl KeyHash {
-    /// Hashes a token.
+    /// Hashes a token with plain SHA-256 (version 0); see
+    /// [`Peppers::hash`](crate::pepper::Peppers::hash) for a peppered hash.
     pub fn of(token: &str) -> Self {
         Self::of_bytes(token.as_bytes())
     }
@@ -86,12 +96,34 @@ impl KeyHash {
     /// Hashes a token's bytes.
     #[inline]
     pub(crate) fn of_bytes(token: &[u8]) -> Self {
-        Self(Sha256::digest(token).into())
+        Self::from_bytes(Sha256::digest(token).into())
     }
 
-    /// Wraps 32 bytes read back from storage.
+    /// Wraps 32 bytes read back from storage, of version 0 (plain SHA-256);
+    /// add the stored version with [`with_version`](Self::with_version).
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self { bytes, version: 0 }
+    }
+
+    /// The same bytes, made under `version` (0 is plain SHA-256; any other
+    /// the pepper of that version).
+    ///
+    /// ```
+    /// use tower_keyauth::hash::KeyHash;
+    /// let stored = KeyHash::from_bytes([7; 32]).with_version(2);
+    /// assert_eq!(stored.version(), 2);
+    /// assert!(!stored.matches(&KeyHash::from_bytes([7; 32])));
+    /// ```
+    pub const fn with_version(self, version: HashVersion) -> Self {
+        Self {
+            bytes: self.bytes,
+            version,
+        }
+    }
+
+    /// The version this hash was made under: 0 for plain SHA-256.
+    pub const fn version(&self) -> HashVersion {
+        self.version
     }
 
     /// Parses 64 hexadecimal digits (either case).
@@ -104,19 +136,19 @@ impl KeyHash {
         for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
             *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
         }
-        Some(Self(bytes))
+        Some(Self::from_bytes(bytes))
     }
 
-    /// The raw 32 bytes.
+    /// The raw 32 bytes (without the version).
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 
     /// 64 lowercase hexadecimal digits.
     pub fn to_hex(&self) -> String {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(64);
-        for byte in self.0 {
+        for byte in self.bytes {
             text.push(DIGITS[usize::from(byte >> 4)] as char);
             text.push(DIGITS[usize::from(byte & 0x0f)] as char);
         }
@@ -124,7 +156,8 @@ impl KeyHash {
     }
 
     /// Constant-time equality: the time taken does not depend on where the
-    /// two hashes first differ.
+    /// two hashes first differ. Hashes of different versions never match
+    /// (the version is not secret).
     pub fn matches(&self, other: &KeyHash) -> bool {
         // Four 64-bit words rather than 32 bytes: the same guarantee, an
         // eighth of the work.
@@ -137,7 +170,8 @@ impl KeyHash {
             }
             words
         }
-        words(&self.0).ct_eq(&words(&other.0)).into()
+        let same_bytes: bool = words(&self.bytes).ct_eq(&words(&other.bytes)).into();
+        same_bytes & (self.version == other.version)
     }
 }
 
@@ -150,13 +184,16 @@ impl PartialEq for KeyHash {
 
 impl std::hash::Hash for KeyHash {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        self.bytes.hash(state);
     }
 }
 
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyHash({}…)", &self.to_hex()[..8])
+        match self.version {
+            0 => write!(f, "KeyHash({}…)", &self.to_hex()[..8]),
+            version => write!(f, "KeyHash(v{version}:{}…)", &self.to_hex()[..8]),
+        }
     }
 }
 

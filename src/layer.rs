@@ -61,9 +61,15 @@ impl<S: KeyStore> KeyAuthLayer<S> {
     }
 
     /// A layer over a store already behind an `Arc`.
+    ///
+    /// The layer hashes presented tokens with the store's
+    /// [`peppers`](KeyStore::peppers), read here, once.
     pub fn from_shared_store(store: Arc<S>) -> Self {
+        let peppers = store.peppers();
+        let mut config = Config::new(store);
+        config.peppers = peppers;
         Self {
-            config: Arc::new(Config::new(store)),
+            config: Arc::new(config),
         }
     }
 }

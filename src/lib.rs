@@ -116,6 +116,7 @@ pub mod metrics;
 #[cfg(feature = "utoipa")]
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 pub mod openapi;
+pub mod pepper;
 pub mod principal;
 mod public;
 mod record;

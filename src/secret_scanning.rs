@@ -135,7 +135,7 @@ use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::KeyId;
 use crate::record::KeyRecord;
-use crate::store::{KeyLifecycle, KeyMatch, LifecycleError};
+use crate::store::{KeyLifecycle, KeyMatch, LifecycleError, StoreError};
 
 /// The most bytes a report's body may hold: 1 MiB, a few thousand tokens.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -682,13 +682,36 @@ impl SecretScanning {
                 reason: "not of the format",
             });
         };
-        let hash = KeyHash::of(token);
+        // Hashed as the layer hashes it: opaque tokens plain, any other
+        // under the store's current pepper, then again under the record's
+        // version when it is another.
+        let peppers = self.store.peppers();
+        let hash = if parsed.is_opaque() {
+            KeyHash::of(token)
+        } else {
+            peppers.hash(token)
+        };
         let id = parsed.lookup_id(&hash);
         let found = self
             .store
             .find_key_matching(&id, &hash)
             .await
             .map_err(|failure| store_failed(&failure.into()))?;
+        let found = match found {
+            KeyMatch::OtherVersion(record) => match peppers.verify(&record.hash, token) {
+                Some(true) => KeyMatch::Matches(record),
+                Some(false) => KeyMatch::Differs,
+                None => {
+                    let unknown = StoreError::backend(format!(
+                        "key {} is hashed under pepper version {}, which the store's peppers lack",
+                        record.id,
+                        record.hash.version()
+                    ));
+                    return Err(store_failed(&unknown.into()));
+                }
+            },
+            decided => decided,
+        };
         let reason = match found {
             KeyMatch::Matches(record) if !parsed.accepts(record.kind()) => {
                 "wrong kind for its prefix"
@@ -696,7 +719,7 @@ impl SecretScanning {
             KeyMatch::Matches(record) if record.is_revoked() => "revoked",
             KeyMatch::Matches(record) if record.is_expired_at(now) => "expired",
             KeyMatch::Matches(record) => return Ok(Verdict::Live(Box::new(record))),
-            KeyMatch::Differs => "wrong secret",
+            KeyMatch::Differs | KeyMatch::OtherVersion(_) => "wrong secret",
             KeyMatch::Unknown => "unknown key",
         };
         Ok(Verdict::NotLive {

@@ -27,12 +27,13 @@ use crate::ids::{KeyId, OrgId, UserId};
 use crate::limit::UsageLimits;
 use crate::limit::fields::LimitFields;
 use crate::metadata::KeyMetadata;
+use crate::pepper::HashVersion;
 use crate::principal::{CredentialSource, Principal, Tenant, Unauthenticated};
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::response::{Answers, ResponseContext};
 use crate::scope::Scopes;
 use crate::store::guard::{CatchUnwind, catching};
-use crate::store::{KeyMatch, KeyMatchRef, KeyStore, StoreError, note_use};
+use crate::store::{KeyMatchRef, KeyStore, StoreError, note_use};
 
 /// What the layer decided about a request's credential, once the store
 /// answered.
@@ -304,7 +305,14 @@ fn check_credential<S: KeyStore>(
             Err(refusal) => return Check::Refused(refusal),
         },
     };
-    let hash = KeyHash::of_bytes(&credential.token);
+    // Opaque tokens are looked up by their plain SHA-256 and stay there
+    // (see `pepper`); any other is hashed under the current pepper.
+    let opaque = parsed.is_opaque();
+    let hash = if opaque {
+        KeyHash::of_bytes(&credential.token)
+    } else {
+        config.peppers.hash_bytes(&credential.token)
+    };
     let (id, kinds, environment) = (
         parsed.lookup_id(&hash),
         parsed.kinds(),
@@ -323,6 +331,10 @@ fn check_credential<S: KeyStore>(
     let extensions = &mut request.extensions;
     let answer = catching(|| {
         config.store.with_key_matching_now(&id, &hash, &mut |lent| {
+            if let KeyMatchRef::OtherVersion(_) = lent {
+                examination = Some(Examination::OtherVersion);
+                return None;
+            }
             match decide(kinds, org_header.as_ref(), lent, config) {
                 // The common case builds the principal where it stays.
                 Decision::Admit {
@@ -374,6 +386,9 @@ fn check_credential<S: KeyStore>(
     let attempt = Attempt {
         id,
         hash,
+        token: token_again(config, request, &answer, &examination),
+        opaque,
+        rehash_from: None,
         kinds,
         environment,
         source,
@@ -467,6 +482,53 @@ fn contained(
     })
 }
 
+/// The token again, for a lookup that goes on without the request: the
+/// store waits, or lent a key hashed under another pepper version, which
+/// the lookup then settles by hashing the token again. Extracted a second
+/// time rather than copied on every request: the credential borrows the
+/// request, and only these rarer paths need it. Empty otherwise.
+#[cold]
+#[inline(never)]
+fn token_again<S>(
+    config: &Config<S>,
+    request: &mut Parts,
+    answer: &Option<Result<(), StoreError>>,
+    examination: &Option<Examination>,
+) -> Box<[u8]> {
+    let needed = answer.is_none() || matches!(examination, Some(Examination::OtherVersion));
+    if !needed {
+        return Box::default();
+    }
+    match config.extract.extract_marking(request, &mut false) {
+        Ok(Some(credential)) => credential.token.into(),
+        _ => Box::default(),
+    }
+}
+
+/// Decides a key hashed under another pepper version than the presented
+/// hash (see [`pepper`](crate::pepper)): one more hash, under the record's
+/// version, only for such a key. A match of a peppered token notes in
+/// `rehash_from` the hash to replace once the request is admitted; `Err`
+/// names a version the layer does not know (the request is refused, 503).
+fn settle<'a, S>(
+    lent: KeyMatchRef<'a>,
+    config: &Config<S>,
+    token: &[u8],
+    opaque: bool,
+    rehash_from: &mut Option<KeyHash>,
+) -> Result<KeyMatchRef<'a>, HashVersion> {
+    match lent.settle(&config.peppers, token) {
+        Ok(KeyMatchRef::Matches(record)) => {
+            if !opaque {
+                *rehash_from = Some(record.hash);
+            }
+            Ok(KeyMatchRef::Matches(record))
+        }
+        Ok(decided) => Ok(decided),
+        Err(version) => Err(version),
+    }
+}
+
 /// Everything after the lookup that needs no further I/O, read from the
 /// record the store lends: only what the principal needs is copied.
 /// Nothing of the record is looked at before its hash matched the
@@ -480,7 +542,8 @@ fn decide<S>(
 ) -> Decision {
     let record = match lent {
         KeyMatchRef::Matches(record) if kinds.contains(record.kind()) => record,
-        KeyMatchRef::Matches(_) | KeyMatchRef::Differs => {
+        // `OtherVersion` was settled before; never let it through.
+        KeyMatchRef::Matches(_) | KeyMatchRef::Differs | KeyMatchRef::OtherVersion(_) => {
             return Decision::Refuse(Refused::SecretOrPrefix);
         }
         KeyMatchRef::Unknown => return Decision::Refuse(Refused::UnknownId),
@@ -561,7 +624,13 @@ fn organization_header(request: &Parts, name: &HeaderName) -> Result<Option<OrgI
 /// A well-formed credential on its way through the store.
 struct Attempt {
     id: KeyId,
+    /// The token's hash under the current pepper (plain for opaque tokens).
     hash: KeyHash,
+    /// The token itself, to hash again under an earlier pepper version.
+    token: Box<[u8]>,
+    opaque: bool,
+    /// The stored hash to replace once the request is admitted.
+    rehash_from: Option<KeyHash>,
     kinds: KindSet,
     environment: Option<Environment>,
     source: CredentialSource,
@@ -592,6 +661,9 @@ enum Examination {
     Admitted,
     /// Anything else, to conclude once the store let go of the record.
     Decided(Decision),
+    /// The key is hashed under another pepper version: the lookup goes on
+    /// with the token (see [`settle`]).
+    OtherVersion,
 }
 
 impl Decision {
@@ -615,6 +687,8 @@ enum Refused {
     Expired(Owner, SystemTime),
     MissingOrganization,
     OtherOrganization,
+    /// The key's hash is of a pepper version the layer does not know.
+    UnknownHashVersion(HashVersion),
 }
 
 /// What a personal token's membership check needs of its record.
@@ -647,7 +721,7 @@ impl Attempt {
         request: &mut Parts,
     ) -> Check {
         let concluded = match (answer, examination) {
-            (None, _) => {
+            (None, _) | (Some(Ok(())), Some(Examination::OtherVersion)) => {
                 let id = self.id.clone();
                 let config = Arc::clone(config);
                 return Check::Pending(contained(id, config.store_timeout, async move {
@@ -693,7 +767,7 @@ impl Attempt {
         }
     }
 
-    async fn run<S: KeyStore>(self, config: &Arc<Config<S>>) -> Verdict {
+    async fn run<S: KeyStore>(mut self, config: &Arc<Config<S>>) -> Verdict {
         #[cfg(feature = "metrics")]
         let started = std::time::Instant::now();
         let found = config.store.find_key_matching(&self.id, &self.hash).await;
@@ -703,10 +777,23 @@ impl Attempt {
             Ok(matched) => matched,
             Err(error) => return Verdict::Refused(store_failed(&self.id, &error)),
         };
-        let decision = decide(self.kinds, self.org_header.as_ref(), matched.lend(), config);
-        if let (Some(at), KeyMatch::Matches(record)) = (decision.used_at(), &matched) {
-            note_use(&*config.store, record, at);
-        }
+        let settled = settle(
+            matched.lend(),
+            config,
+            &self.token,
+            self.opaque,
+            &mut self.rehash_from,
+        );
+        let decision = match settled {
+            Ok(lent) => {
+                let decision = decide(self.kinds, self.org_header.as_ref(), lent, config);
+                if let (Some(at), KeyMatchRef::Matches(record)) = (decision.used_at(), lent) {
+                    note_use(&*config.store, record, at);
+                }
+                decision
+            }
+            Err(version) => Decision::Refuse(Refused::UnknownHashVersion(version)),
+        };
         match self.conclude(decision, config) {
             Ok(Examined::Done(principal)) => Verdict::Authenticated(principal, None),
             Ok(Examined::NeedsMembership(pending)) => pending.resolve(config).await,
@@ -732,6 +819,7 @@ impl Attempt {
                 metadata,
                 limits,
             } => {
+                self.rehash(config);
                 let principal =
                     self.into_principal(kind, tenant, None, scopes, expires_at, metadata, limits);
                 tracing::debug!(key_id = %principal.key_id(), org = %principal.org(), source = %principal.source(), "credential accepted");
@@ -781,6 +869,10 @@ impl Attempt {
                 tracing::info!(key_id = %id, outcome = "missing_organization", "personal token without organization header");
                 Err(AuthError::missing_organization().with_org_header(config.org_header.as_str()))
             }
+            Decision::Refuse(Refused::UnknownHashVersion(version)) => {
+                tracing::error!(key_id = %id, outcome = "unavailable", hash_version = version, "the key's hash is of a pepper version this layer does not know (configure it as an earlier pepper); refusing the request");
+                Err(AuthError::unavailable())
+            }
             Decision::Refuse(Refused::OtherOrganization) => {
                 let named = self
                     .org_header
@@ -790,6 +882,15 @@ impl Attempt {
                 tracing::info!(key_id = %id, outcome = "forbidden", org = %named, "key used for another organization");
                 Err(AuthError::forbidden())
             }
+        }
+    }
+
+    /// Queues the re-hash of an admitted key stored under an earlier pepper.
+    fn rehash<S: KeyStore>(&self, config: &Config<S>) {
+        if let Some(from) = self.rehash_from {
+            config
+                .rehasher
+                .queue(&config.store, self.id.clone(), from, self.hash);
         }
     }
 
@@ -847,6 +948,7 @@ impl MembershipCheck {
             }
             Ok(Some(Membership { scopes, .. })) => {
                 note_use(&*config.store, &self.record, self.now);
+                self.attempt.rehash(config);
                 tracing::debug!(key_id = %id, org = %org, source = %self.attempt.source, "personal token accepted");
                 let scopes = self.record.scopes.intersection(&scopes);
                 let tenant = Tenant {

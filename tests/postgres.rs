@@ -418,7 +418,7 @@ async fn postgres_migrations_survive_instances_starting_at_once() {
         .fetch_all(stores[0].pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     let issued = stores[1].issue(NewKey::org("acme")).await.unwrap();
     assert!(
         stores[3]

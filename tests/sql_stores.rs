@@ -88,7 +88,7 @@ async fn sqlite_migrations_run_once_and_keep_to_their_own_table() {
         .fetch_all(second.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     // Migration 3 replaced the indexes of version 1 by the owner indexes.
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master

@@ -233,6 +233,14 @@ impl<S: KeyStore> KeyStore for Announcing<S> {
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         self.store.record_use(record, at);
     }
+
+    fn peppers(&self) -> tower_keyauth::pepper::Peppers {
+        self.store.peppers()
+    }
+
+    async fn rehash(&self, id: &KeyId, from: &KeyHash, to: &KeyHash) -> Result<bool, StoreError> {
+        self.store.rehash(id, from, to).await
+    }
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SharedClock};
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::pepper::Peppers;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::answer_cache::{AnswerCache, Limits};
 use crate::store::lifecycle::{
@@ -372,6 +373,19 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
 
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         self.shared.store.record_use(record, at);
+    }
+
+    fn peppers(&self) -> Peppers {
+        self.shared.store.peppers()
+    }
+
+    /// The store's re-hash, then the key forgotten whatever it answered:
+    /// either the hash changed here, or another instance changed it
+    /// already, and the cached copy is stale both ways.
+    async fn rehash(&self, id: &KeyId, from: &KeyHash, to: &KeyHash) -> Result<bool, StoreError> {
+        let replaced = self.shared.store.rehash(id, from, to).await;
+        self.shared.keys.invalidate(id);
+        replaced
     }
 }
 

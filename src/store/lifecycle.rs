@@ -11,6 +11,7 @@ use crate::ids::KeyKind;
 use crate::ids::{KeyId, Label, OrgId, UserId, WorkspaceId};
 use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
+use crate::pepper::Peppers;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::{InvalidScope, Scopes};
 use crate::store::{KeyStore, StoreError};
@@ -341,8 +342,15 @@ pub struct IssuedKey {
 
 impl IssuedKey {
     /// The record of a freshly minted key for `new_key`, created at `now`.
-    pub(crate) fn new(minted: MintedToken, new_key: NewKey, now: SystemTime) -> Self {
-        let mut record = KeyRecord::new(minted.id, minted.token.hash(), new_key.owner)
+    /// Its hash is made under the current version of `peppers`.
+    pub(crate) fn new(
+        minted: MintedToken,
+        new_key: NewKey,
+        now: SystemTime,
+        peppers: &Peppers,
+    ) -> Self {
+        let hash = peppers.hash(minted.token.expose_secret());
+        let mut record = KeyRecord::new(minted.id, hash, new_key.owner)
             .with_name(new_key.name)
             .with_scopes(new_key.scopes)
             .with_prefix(&*minted.prefix)
@@ -386,12 +394,13 @@ pub(crate) trait InsertMinted {
 pub(crate) async fn mint_and_insert<T: InsertMinted + ?Sized>(
     target: &mut T,
     format: &KeyFormat,
+    peppers: &Peppers,
     new_key: NewKey,
     now: SystemTime,
 ) -> Result<IssuedKey, LifecycleError> {
     for _ in 0..MINT_ATTEMPTS {
         let minted = format.mint(new_key.kind(), new_key.environment)?;
-        let issued = IssuedKey::new(minted, new_key.clone(), now);
+        let issued = IssuedKey::new(minted, new_key.clone(), now, peppers);
         if target.insert_minted(&issued.record).await? == Insert::Done {
             return Ok(issued);
         }
@@ -923,9 +932,15 @@ mod tests {
             taken: 2,
             tried: Vec::new(),
         };
-        let issued = mint_and_insert(&mut twice, &format, NewKey::org("acme"), now)
-            .await
-            .unwrap();
+        let issued = mint_and_insert(
+            &mut twice,
+            &format,
+            &Peppers::none(),
+            NewKey::org("acme"),
+            now,
+        )
+        .await
+        .unwrap();
         assert_eq!(twice.tried.len(), 3);
         assert_eq!(twice.tried[2], issued.record.id);
         assert_ne!(twice.tried[0], twice.tried[1]);
@@ -934,9 +949,15 @@ mod tests {
             taken: usize::MAX,
             tried: Vec::new(),
         };
-        let error = mint_and_insert(&mut always, &format, NewKey::org("acme"), now)
-            .await
-            .unwrap_err();
+        let error = mint_and_insert(
+            &mut always,
+            &format,
+            &Peppers::none(),
+            NewKey::org("acme"),
+            now,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, LifecycleError::Store(_)));
         assert_eq!(always.tried.len(), MINT_ATTEMPTS);
     }

@@ -14,6 +14,7 @@ use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::limit::{Credits, UsageLimits};
+use crate::pepper::Peppers;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::store::lifecycle::{
     Insert, InsertMinted, IssuePlan, IssuedKey, KeyLifecycle, KeyListing, KeyPage, KeySummary,
@@ -422,6 +423,22 @@ impl KeyStore for MemoryStore {
             self.write_last_used(&record.id, at);
         }
     }
+
+    fn peppers(&self) -> Peppers {
+        self.shared.options.peppers.clone()
+    }
+
+    /// Under the write lock: replaces the hash only while it is `from`.
+    async fn rehash(&self, id: &KeyId, from: &KeyHash, to: &KeyHash) -> Result<bool, StoreError> {
+        let mut state = self.write();
+        Ok(match state.keys.get_mut(id) {
+            Some(record) if record.hash == *from => {
+                record.hash = *to;
+                true
+            }
+            _ => false,
+        })
+    }
 }
 
 #[async_trait]
@@ -442,7 +459,13 @@ impl KeyLifecycle for MemoryStore {
         )?;
         // Nothing else changes until the new key is in, so a failure leaves
         // the store as it was.
-        let issued = at_once(mint_and_insert(&mut *state, &options.format, new_key, now))?;
+        let issued = at_once(mint_and_insert(
+            &mut *state,
+            &options.format,
+            &options.peppers,
+            new_key,
+            now,
+        ))?;
         if plan == IssuePlan::RevokeOthersThenInsert {
             for id in state.ids_of(&issued.record.owner) {
                 if let Some(record) = state.keys.get_mut(&id) {
@@ -534,6 +557,7 @@ impl KeyLifecycle for MemoryStore {
         let issued = at_once(mint_and_insert(
             &mut *state,
             &options.format,
+            &options.peppers,
             plan.successor,
             now,
         ))?;

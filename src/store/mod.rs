@@ -12,6 +12,7 @@ use crate::clock::{Clock, SharedClock};
 use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
+use crate::pepper::{HashVersion, Peppers};
 use guard::catching;
 
 #[cfg(feature = "cache")]
@@ -230,7 +231,10 @@ pub trait KeyStore: Send + Sync + 'static {
             Err(error) => return Some(Err(error)),
         };
         let used_at = examine(matched.lend());
-        if let (Some(at), KeyMatch::Matches(record)) = (used_at, &matched) {
+        // An admitted `OtherVersion` match was settled by the caller.
+        if let (Some(at), KeyMatch::Matches(record) | KeyMatch::OtherVersion(record)) =
+            (used_at, &matched)
+        {
             note_use(self, record, at);
         }
         Some(Ok(()))
@@ -244,6 +248,34 @@ pub trait KeyStore: Send + Sync + 'static {
     /// SQL stores from a background task, again after a failed attempt.)
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         let _ = (record, at);
+    }
+
+    /// The peppers this store's keys are hashed with (see
+    /// [`pepper`](crate::pepper)); the layer verifies with the same ones,
+    /// read once when it is built. The default is [`Peppers::none`]: plain
+    /// SHA-256.
+    ///
+    /// A store that hashes keys with peppers answers them here. A record
+    /// whose hash is of a version the peppers do not know fails closed
+    /// (503, logged with the version).
+    fn peppers(&self) -> Peppers {
+        Peppers::none()
+    }
+
+    /// Replaces the stored hash of key `id` with `to` (made under the
+    /// current pepper), but only while it is still `from`, bytes and
+    /// version: a rotation, revocation or other re-hash in between is never
+    /// undone. Answers whether the hash was replaced.
+    ///
+    /// The layer calls it after a key whose hash is of an earlier version
+    /// authenticated a request, from a background task (bounded; see
+    /// [`pepper`](crate::pepper)), never on the request path; a failure is
+    /// logged and the key is re-hashed after a later use. The default
+    /// replaces nothing, so keys stay under their version (and still
+    /// verify).
+    async fn rehash(&self, id: &KeyId, from: &KeyHash, to: &KeyHash) -> Result<bool, StoreError> {
+        let _ = (id, from, to);
+        Ok(false)
     }
 }
 
@@ -301,6 +333,19 @@ macro_rules! forward_key_store {
             fn record_use(&self, record: &KeyRecord, at: SystemTime) {
                 (**self).record_use(record, at);
             }
+
+            fn peppers(&self) -> Peppers {
+                (**self).peppers()
+            }
+
+            async fn rehash(
+                &self,
+                id: &KeyId,
+                from: &KeyHash,
+                to: &KeyHash,
+            ) -> Result<bool, StoreError> {
+                (**self).rehash(id, from, to).await
+            }
         }
     )*};
 }
@@ -346,6 +391,11 @@ pub enum KeyMatch {
     Differs,
     /// No key has this id.
     Unknown,
+    /// A key has this id, hashed under another [pepper](crate::pepper)
+    /// version than the presented hash: the caller, who holds the token,
+    /// decides by hashing it again under the record's version
+    /// ([`Peppers::verify`]). Nothing about the secret is known yet.
+    OtherVersion(KeyRecord),
 }
 
 /// A [`KeyMatch`] whose record the store lends instead of copying, as
@@ -359,6 +409,9 @@ pub enum KeyMatchRef<'a> {
     Differs,
     /// No key has this id.
     Unknown,
+    /// A key has this id, hashed under another pepper version than the
+    /// presented hash (see [`KeyMatch::OtherVersion`]).
+    OtherVersion(&'a KeyRecord),
 }
 
 impl<'a> KeyMatchRef<'a> {
@@ -377,8 +430,26 @@ impl<'a> KeyMatchRef<'a> {
         let matches = hash_matches(found.map(|record| &record.hash), presented);
         match found {
             Some(record) if matches => KeyMatchRef::Matches(record),
+            Some(record) if record.hash.version() != presented.version() => {
+                KeyMatchRef::OtherVersion(record)
+            }
             Some(_) => KeyMatchRef::Differs,
             None => KeyMatchRef::Unknown,
+        }
+    }
+
+    /// Decides an [`OtherVersion`](Self::OtherVersion) match by hashing
+    /// `token` under the record's version (one more hash, constant-time
+    /// comparison); any other match is already decided and stays as it is.
+    /// `Err` names a version `peppers` do not know: fail closed.
+    pub(crate) fn settle(self, peppers: &Peppers, token: &[u8]) -> Result<Self, HashVersion> {
+        match self {
+            KeyMatchRef::OtherVersion(record) => match peppers.verify_bytes(&record.hash, token) {
+                Some(true) => Ok(KeyMatchRef::Matches(record)),
+                Some(false) => Ok(KeyMatchRef::Differs),
+                None => Err(record.hash.version()),
+            },
+            decided => Ok(decided),
         }
     }
 
@@ -388,6 +459,7 @@ impl<'a> KeyMatchRef<'a> {
             KeyMatchRef::Matches(record) => KeyMatch::Matches(record.clone()),
             KeyMatchRef::Differs => KeyMatch::Differs,
             KeyMatchRef::Unknown => KeyMatch::Unknown,
+            KeyMatchRef::OtherVersion(record) => KeyMatch::OtherVersion(record.clone()),
         }
     }
 }
@@ -422,6 +494,9 @@ impl KeyMatch {
         let matches = hash_matches(stored, presented);
         match found {
             Some(record) if matches => KeyMatch::Matches(record),
+            Some(record) if record.hash.version() != presented.version() => {
+                KeyMatch::OtherVersion(record)
+            }
             Some(_) => KeyMatch::Differs,
             None => KeyMatch::Unknown,
         }
@@ -448,6 +523,7 @@ impl KeyMatch {
             KeyMatch::Matches(record) => KeyMatchRef::Matches(record),
             KeyMatch::Differs => KeyMatchRef::Differs,
             KeyMatch::Unknown => KeyMatchRef::Unknown,
+            KeyMatch::OtherVersion(record) => KeyMatchRef::OtherVersion(record),
         }
     }
 
@@ -474,6 +550,9 @@ impl KeyMatch {
         let matches = hash_matches(stored, presented);
         Ok(match stored {
             Some(_) if matches => KeyMatch::Matches(decode()?),
+            Some(stored) if stored.version() != presented.version() => {
+                KeyMatch::OtherVersion(decode()?)
+            }
             Some(_) => KeyMatch::Differs,
             None => KeyMatch::Unknown,
         })
@@ -572,6 +651,9 @@ pub struct StoreOptions {
     /// Where issuing, rotating and revoking read the time (set with
     /// [`clock`](Self::clock)).
     pub(crate) clock: SharedClock,
+    /// What issued and rotated keys are hashed with (set with
+    /// [`peppers`](Self::peppers)).
+    pub(crate) peppers: Peppers,
 }
 
 /// The default interval between two `last_used_at` writes of one key.
@@ -584,6 +666,7 @@ impl Default for StoreOptions {
             policy: KeyPolicy::default(),
             last_used_interval: Some(DEFAULT_LAST_USED_INTERVAL),
             clock: SharedClock::default(),
+            peppers: Peppers::none(),
         }
     }
 }
@@ -620,6 +703,26 @@ impl StoreOptions {
     /// is off.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = SharedClock::new(clock);
+        self
+    }
+
+    /// Hashes issued and rotated keys under the current version of
+    /// `peppers`, and verifies keys of every version they know (default
+    /// [`Peppers::none`]: plain SHA-256). The layer over this store takes
+    /// the same peppers from it. See [`pepper`](crate::pepper).
+    ///
+    /// ```
+    /// use tower_keyauth::MemoryStore;
+    /// use tower_keyauth::pepper::Peppers;
+    /// use tower_keyauth::store::StoreOptions;
+    ///
+    /// let options = StoreOptions::default().peppers(Peppers::new(1, [42u8; 32]).unwrap());
+    /// assert!(format!("{options:?}").contains("Peppers { current: 1, earlier: [] }"));
+    /// let store = MemoryStore::with_options(options);
+    /// # let _ = store;
+    /// ```
+    pub fn peppers(mut self, peppers: Peppers) -> Self {
+        self.peppers = peppers;
         self
     }
 

@@ -15,6 +15,7 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
+use crate::pepper::Peppers;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
@@ -95,7 +96,7 @@ macro_rules! credit_columns {
 macro_rules! select_key {
     ($scopes:expr) => {
         concat!(
-            "SELECT id, hash, prefix, owner_kind, org_id, workspace_id, user_id, ",
+            "SELECT id, hash, hash_version, prefix, owner_kind, org_id, workspace_id, user_id, ",
             $scopes,
             " AS scopes, name, created_at, expires_at, grace_ends_at, revoked_at, last_used_at, ",
             bounded_metadata!(),
@@ -189,7 +190,7 @@ const SELECT_KEY_BY_ID_FOR_UPDATE: &str =
 /// reveals anyway, never a secret).
 const SELECT_KEY_MATCHING: &str = concat!(
     select_key!(concat!(
-        "CASE WHEN hash = $2 THEN ",
+        "CASE WHEN hash = $2 OR hash_version <> $3 THEN ",
         bounded_scopes!(),
         " END"
     )),
@@ -661,9 +662,9 @@ impl InsertMinted for PgConnection {
                                        revoked_at, last_used_at, metadata, rate_limits,
                                        allowed_ips, credits_remaining, credits_refill_amount,
                                        credits_refill_interval_seconds, credits_refilled_at,
-                                       limits_lineage)
+                                       limits_lineage, hash_version)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $19, $20, $21, $22)",
+                     $17, $18, $19, $20, $21, $22, $23)",
         );
         let result = bind_key(insert, record).execute(&mut *self).await;
         let outcome = inserted(result)?;
@@ -740,7 +741,30 @@ impl KeyStore for PostgresStore {
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         self.inner.record_use(record, at);
     }
+
+    fn peppers(&self) -> Peppers {
+        self.inner.options.peppers.clone()
+    }
+
+    /// One conditional `UPDATE` of the hash and its version together.
+    async fn rehash(&self, id: &KeyId, from: &KeyHash, to: &KeyHash) -> Result<bool, StoreError> {
+        let result = sqlx::query(REHASH)
+            .bind(id.as_str())
+            .bind(from.as_bytes().as_slice())
+            .bind(i64::from(from.version()))
+            .bind(to.as_bytes().as_slice())
+            .bind(i64::from(to.version()))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(result.rows_affected() == 1)
+    }
 }
+
+/// Re-hashes the key of id `$1` (hash `$4`, version `$5`), only while
+/// its hash is still `$2` of version `$3`.
+const REHASH: &str = "UPDATE keyauth_keys SET hash = $4, hash_version = $5
+                      WHERE id = $1 AND hash = $2 AND hash_version = $3";
 
 #[async_trait]
 impl KeyLifecycle for PostgresStore {
@@ -1039,7 +1063,7 @@ mod tests {
             (
                 "find_key_matching",
                 SELECT_KEY_MATCHING,
-                vec!["'key42'", "'\\x00'"],
+                vec!["'key42'", "'\\x00'", "2"],
             ),
             ("revoke", REVOKE_BY_ID, vec!["'key42'", NOW]),
             (

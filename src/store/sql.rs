@@ -21,6 +21,7 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId, WorkspaceId};
 use crate::limit::{Credits, MAX_CREDITS, RateLimits, Refill, UsageLimits};
 use crate::metadata::KeyMetadata;
+use crate::pepper::HashVersion;
 use crate::record::{KeyRecord, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
@@ -107,6 +108,15 @@ macro_rules! dialect_migrations {
                     "/0007_key_limits_lineage.sql"
                 )),
             },
+            Migration {
+                version: 8,
+                description: "peppered hashes",
+                sql: include_str!(concat!(
+                    "../../migrations/",
+                    $dialect,
+                    "/0008_peppered_hashes.sql"
+                )),
+            },
         ]
     };
 }
@@ -128,7 +138,8 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
     /// Begins a transaction that reads and then writes.
     const BEGIN_WRITE: &'static str;
     /// Selects the key row of id `$1`/`?1`, its scopes read only when its
-    /// hash equals `$2`/`?2`.
+    /// hash equals `$2`/`?2` or its hash version differs from `$3`/`?3`
+    /// (then the layer hashes again under the row's version).
     const SELECT_KEY_MATCHING: &'static str;
     /// Spends `$3`/`?3` credits of the key of id `$1`/`?1` at the time
     /// `$2`/`?2`, in one conditional `UPDATE`: a refill due then is applied
@@ -314,13 +325,14 @@ impl<D: Dialect> SqlCore<D> {
         for<'t> &'t str: Encode<'t, D> + Type<D>,
         for<'t> &'t [u8]: Encode<'t, D> + Type<D> + Decode<'t, D>,
         String: Type<D> + for<'r> Decode<'r, D>,
-        i64: Type<D> + for<'r> Decode<'r, D>,
+        i64: Type<D> + for<'r> Decode<'r, D> + for<'t> Encode<'t, D>,
         &'static str: ColumnIndex<D::Row>,
     {
         let mut connection = self.acquire().await?;
         let row = sqlx::query(D::SELECT_KEY_MATCHING)
             .bind(id.as_str())
             .bind(presented.as_bytes().as_slice())
+            .bind(i64::from(presented.version()))
             .fetch_optional(&mut *connection)
             .await
             .map_err(StoreError::backend)?;
@@ -407,7 +419,14 @@ impl<D: Dialect> SqlCore<D> {
         now: SystemTime,
     ) -> Result<IssuedKey, LifecycleError> {
         new_key.expires_at = new_key.expires_at.map(to_micros_precision);
-        lifecycle::mint_and_insert(connection, &self.options.format, new_key, now).await
+        lifecycle::mint_and_insert(
+            connection,
+            &self.options.format,
+            &self.options.peppers,
+            new_key,
+            now,
+        )
+        .await
     }
 
     /// Notes a use for the background writer: no lock, no allocation;
@@ -823,13 +842,17 @@ fn hash_of_row<R>(row: &R) -> Result<KeyHash, StoreError>
 where
     R: sqlx::Row,
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     &'static str: sqlx::ColumnIndex<R>,
 {
     let hash: &[u8] = row.try_get("hash").map_err(column_error)?;
     let hash: [u8; 32] = hash
         .try_into()
         .map_err(|_| corrupt("a key hash is not 32 bytes".to_owned()))?;
-    Ok(KeyHash::from_bytes(hash))
+    let version: i64 = row.try_get("hash_version").map_err(column_error)?;
+    let version = HashVersion::try_from(version)
+        .map_err(|_| corrupt(format!("a key's hash version is {version}")))?;
+    Ok(KeyHash::from_bytes(hash).with_version(version))
 }
 
 /// A key row as a record: the columns [`bind_key`] writes, read back.
@@ -883,7 +906,7 @@ where
 /// (created, expires, grace ends, revoked, last used), the metadata, the
 /// rate limits, the allowlist, the credits (remaining, refill amount,
 /// refill interval in seconds, last refilled: at the key's creation), and
-/// the limits' lineage. Check the record with [`lineage_to_store`] first.
+/// the limits' lineage, and the hash's version. Check the record with [`lineage_to_store`] first.
 pub(crate) fn bind_key<'q, D: Dialect>(
     query: Query<'q, D, D::Arguments>,
     record: &KeyRecord,
@@ -894,7 +917,7 @@ where
     for<'t> Option<String>: Encode<'t, D>,
     String: Type<D>,
     for<'t> Option<i64>: Encode<'t, D>,
-    i64: Type<D>,
+    i64: Type<D> + for<'t> Encode<'t, D>,
     for<'t> &'t [u8]: Encode<'t, D> + Type<D>,
 {
     let limits = record.limits.as_deref();
@@ -931,6 +954,7 @@ where
     .bind(refill.map(|refill| column_count(refill.interval().as_secs())));
     D::bind_time(query, credits.map(|_| record.created_at))
         .bind(limits.and_then(UsageLimits::lineage).map(KeyId::as_str))
+        .bind(i64::from(record.hash.version()))
 }
 
 /// The longest key id a token carries (the id bound of

@@ -17,6 +17,7 @@ use crate::hash::KeyHash;
 use crate::ids::{KeyId, OrgId, UserId};
 use crate::limit::UsageLimits;
 use crate::metadata::KeyMetadata;
+use crate::pepper::Peppers;
 use crate::record::{KeyRecord, Membership, Owner};
 use crate::scope::Scopes;
 use crate::store::lifecycle::{
@@ -96,7 +97,7 @@ macro_rules! credit_columns {
 macro_rules! key_columns {
     ($scopes:expr) => {
         concat!(
-            "id, hash, prefix, owner_kind, org_id, workspace_id, user_id, name, created_at,
+            "id, hash, hash_version, prefix, owner_kind, org_id, workspace_id, user_id, name, created_at,
              expires_at, grace_ends_at, revoked_at, last_used_at, ",
             metadata_read!(),
             " AS metadata, ",
@@ -196,7 +197,11 @@ const SELECT_KEY_BY_ID: &str = concat!(
 /// copy reveals anyway, never a secret).
 const SELECT_KEY_MATCHING: &str = concat!(
     "SELECT ",
-    key_columns!(concat!("CASE WHEN hash = ?2 THEN ", scopes_read!(), " END")),
+    key_columns!(concat!(
+        "CASE WHEN hash = ?2 OR hash_version <> ?3 THEN ",
+        scopes_read!(),
+        " END"
+    )),
     " FROM keyauth_keys WHERE id = ?1"
 );
 
@@ -548,9 +553,9 @@ impl InsertMinted for SqliteConnection {
                                        revoked_at, last_used_at, metadata, rate_limits,
                                        allowed_ips, credits_remaining, credits_refill_amount,
                                        credits_refill_interval_seconds, credits_refilled_at,
-                                       limits_lineage)
+                                       limits_lineage, hash_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19, ?20, ?21, ?22)",
+                     ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
         );
         let result = bind_key(insert, record).execute(self).await;
         inserted(result)
@@ -602,7 +607,30 @@ impl KeyStore for SqliteStore {
     fn record_use(&self, record: &KeyRecord, at: SystemTime) {
         self.inner.record_use(record, at);
     }
+
+    fn peppers(&self) -> Peppers {
+        self.inner.options.peppers.clone()
+    }
+
+    /// One conditional `UPDATE` of the hash and its version together.
+    async fn rehash(&self, id: &KeyId, from: &KeyHash, to: &KeyHash) -> Result<bool, StoreError> {
+        let result = sqlx::query(REHASH)
+            .bind(id.as_str())
+            .bind(from.as_bytes().as_slice())
+            .bind(i64::from(from.version()))
+            .bind(to.as_bytes().as_slice())
+            .bind(i64::from(to.version()))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(result.rows_affected() == 1)
+    }
 }
+
+/// Re-hashes the key of id `?1` (hash `?4`, version `?5`), only while
+/// its hash is still `?2` of version `?3`.
+const REHASH: &str = "UPDATE keyauth_keys SET hash = ?4, hash_version = ?5
+                      WHERE id = ?1 AND hash = ?2 AND hash_version = ?3";
 
 #[async_trait]
 impl KeyLifecycle for SqliteStore {
@@ -893,7 +921,7 @@ mod tests {
             (
                 "find_key_matching",
                 SELECT_KEY_MATCHING,
-                vec![Arg::Text("key00042"), Arg::Text("hash")],
+                vec![Arg::Text("key00042"), Arg::Text("hash"), Arg::Micros(2)],
             ),
             (
                 "revoke: does the key exist",
@@ -1022,7 +1050,9 @@ mod tests {
         assert_eq!(MAX_SCOPE_TEXT_READ, crate::scope::MAX_TEXT_LEN + 1);
         let read = format!("substr(CAST(scopes AS BLOB), 1, {MAX_SCOPE_TEXT_READ})");
         assert!(KEY_COLUMNS.contains(&read));
-        assert!(SELECT_KEY_MATCHING.contains(&format!("CASE WHEN hash = ?2 THEN {read} END")));
+        assert!(SELECT_KEY_MATCHING.contains(&format!(
+            "CASE WHEN hash = ?2 OR hash_version <> ?3 THEN {read} END"
+        )));
     }
 
     #[test]

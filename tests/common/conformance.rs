@@ -17,9 +17,11 @@ use libtest_mimic::Trial;
 use tower_keyauth::client_addr::IpAllowlist;
 use tower_keyauth::clock::Clock;
 use tower_keyauth::format::Environment;
+use tower_keyauth::hash::KeyHash;
 use tower_keyauth::ids::{KeyId, KeyKind, OrgId, UserId};
 use tower_keyauth::limit::{Credits, MemoryLimiter, RateLimit, Refill, UsageLimits};
 use tower_keyauth::metadata::KeyMetadata;
+use tower_keyauth::pepper::Peppers;
 use tower_keyauth::store::{
     CreditSpend, KeyListing, KeyMatch, KeyPolicy, KeySummary, LifecycleError, Membership, Owner,
     PageRequest, StoreOptions,
@@ -100,6 +102,8 @@ conformance_cases!(
     a_refill_sets_credits_back_each_interval,
     spends_tell_unknown_keys_unlimited_keys_and_too_few_credits_apart,
     pages_list_newest_first_without_gaps,
+    a_rehash_replaces_only_the_hash_it_was_given,
+    keys_of_earlier_peppers_verify_and_move_to_the_current_one,
 );
 
 fn token(issued: &tower_keyauth::store::IssuedKey) -> &str {
@@ -1700,4 +1704,122 @@ async fn pages_list_newest_first_without_gaps<H: Harness>(h: H) {
             );
         }
     }
+}
+
+/// Version 2 current, version 1 earlier.
+fn two_peppers() -> Peppers {
+    Peppers::new(2, [2u8; 32])
+        .unwrap()
+        .earlier(1, [1u8; 32])
+        .unwrap()
+}
+
+/// The stored hash of key `id`, read past any cache (a cache forgets a key
+/// it re-hashed, so `find_key` reads it again).
+async fn stored_hash<S: KeyStore>(store: &S, id: &KeyId) -> KeyHash {
+    store.find_key(id).await.unwrap().unwrap().hash
+}
+
+async fn a_rehash_replaces_only_the_hash_it_was_given<H: Harness>(h: H) {
+    let store = h.open(StoreOptions::default().peppers(two_peppers())).await;
+    let issued = store.issue(NewKey::org("acme")).await.unwrap();
+    let id = &issued.record.id;
+    let current = issued.record.hash;
+    assert_eq!(current.version(), 2, "issued under the current pepper");
+    assert_eq!(stored_hash(&store, id).await, current);
+    let earlier = two_peppers().hash_with(1, token(&issued)).unwrap();
+    let plain = KeyHash::of(token(&issued));
+
+    // Not the stored hash (same bytes under another version, or another
+    // hash): nothing changes.
+    let lookalike = KeyHash::from_bytes(*current.as_bytes()).with_version(1);
+    assert!(!store.rehash(id, &lookalike, &earlier).await.unwrap());
+    assert!(!store.rehash(id, &plain, &earlier).await.unwrap());
+    assert_eq!(stored_hash(&store, id).await, current);
+    // The stored hash: replaced, bytes and version, once.
+    assert!(store.rehash(id, &current, &earlier).await.unwrap());
+    assert_eq!(stored_hash(&store, id).await.version(), 1);
+    assert_eq!(stored_hash(&store, id).await, earlier);
+    assert!(!store.rehash(id, &current, &plain).await.unwrap());
+    assert_eq!(stored_hash(&store, id).await, earlier);
+    // Unknown ids change nothing; a revocation is never undone.
+    assert!(
+        !store
+            .rehash(&"missing".into(), &earlier, &current)
+            .await
+            .unwrap()
+    );
+    store.revoke(id).await.unwrap();
+    assert!(store.rehash(id, &earlier, &current).await.unwrap());
+    let record = store.find_key(id).await.unwrap().unwrap();
+    assert!(record.is_revoked());
+    assert_eq!(record.hash, current);
+    assert_eq!(
+        status_of(&store, token(&issued)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Waits for the layer's background re-hash of key `id` to version 2.
+async fn rehashed<S: KeyStore>(store: &S, id: &KeyId) -> KeyHash {
+    for _ in 0..500 {
+        let hash = stored_hash(store, id).await;
+        if hash.version() == 2 {
+            return hash;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("key {id} was not re-hashed under the current pepper");
+}
+
+async fn keys_of_earlier_peppers_verify_and_move_to_the_current_one<H: Harness>(h: H) {
+    let peppers = two_peppers();
+    let store = h
+        .open(StoreOptions::default().peppers(peppers.clone()))
+        .await;
+    let issued = store.issue(NewKey::org("acme")).await.unwrap();
+    let other = store.issue(NewKey::org("acme")).await.unwrap();
+    let id = &issued.record.id;
+    let secret = token(&issued);
+    let forged = format!("{}.{}", secret.split_once('.').unwrap().0, "A".repeat(28));
+    assert_eq!(status_of(&store, secret).await, StatusCode::OK);
+    assert_eq!(status_of(&store, &forged).await, StatusCode::UNAUTHORIZED);
+
+    // As stored before peppers (plain SHA-256), then under the earlier
+    // pepper: each verifies, a wrong secret never does, and one use moves
+    // the key to the current version, where it goes on verifying.
+    for version in [0, 1] {
+        let old = peppers.hash_with(version, secret).unwrap();
+        let now = stored_hash(&store, id).await;
+        assert!(store.rehash(id, &now, &old).await.unwrap());
+        assert_eq!(stored_hash(&store, id).await.version(), version);
+        assert_eq!(
+            status_of(&store, &forged).await,
+            StatusCode::UNAUTHORIZED,
+            "v{version}"
+        );
+        assert_eq!(
+            stored_hash(&store, id).await,
+            old,
+            "a refused token re-hashes nothing"
+        );
+        assert_eq!(
+            status_of(&store, secret).await,
+            StatusCode::OK,
+            "v{version}"
+        );
+        assert_eq!(rehashed(&store, id).await, peppers.hash(secret));
+        assert_eq!(status_of(&store, secret).await, StatusCode::OK);
+        assert_eq!(status_of(&store, &forged).await, StatusCode::UNAUTHORIZED);
+    }
+
+    // A version the peppers do not know fails closed, for that key only.
+    let unknown = KeyHash::from_bytes([9; 32]).with_version(7);
+    let now = stored_hash(&store, id).await;
+    assert!(store.rehash(id, &now, &unknown).await.unwrap());
+    assert_eq!(
+        status_of(&store, secret).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(status_of(&store, token(&other)).await, StatusCode::OK);
 }
