@@ -8,6 +8,12 @@
 //! * the constant-time hash comparison itself, for hashes that are equal,
 //!   differ in their first byte, or differ in their last byte.
 //!
+//! * with peppers (version 2 current, 1 earlier), for keys stored under
+//!   each version (0: plain SHA-256, 1, 2): the layer accepting the key,
+//!   and refusing a wrong secret for it, next to an unknown id. A key of
+//!   another version than the current one costs a second hash (and a
+//!   second lookup), only when its id exists (see `tower_keyauth::pepper`).
+//!
 //! `scripts/timing-ratios.py` turns the results into the ratios of
 //! BENCHMARKS.md.
 
@@ -17,12 +23,16 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tower_keyauth::hash::KeyHash;
-use tower_keyauth::{KeyAuthLayer, KeyFormat};
+use tower_keyauth::ids::KeyId;
+use tower_keyauth::pepper::Peppers;
+use tower_keyauth::store::{KeyMatchRef, KeyRecord, StoreError, StoreOptions};
+use tower_keyauth::{KeyAuthLayer, KeyFormat, KeyLifecycle, KeyStore, MemoryStore, NewKey};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -109,5 +119,86 @@ fn timing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, timing);
+/// A `MemoryStore` that never re-hashes, so that a key of an earlier
+/// version stays there for every iteration.
+#[derive(Clone)]
+struct NoRehash(MemoryStore);
+
+#[async_trait]
+impl KeyStore for NoRehash {
+    async fn find_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.0.find_key(id).await
+    }
+
+    fn find_key_now(&self, id: &KeyId) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        self.0.find_key_now(id)
+    }
+
+    fn with_key_matching_now(
+        &self,
+        id: &KeyId,
+        presented: &KeyHash,
+        examine: &mut dyn FnMut(KeyMatchRef<'_>) -> Option<std::time::SystemTime>,
+    ) -> Option<Result<(), StoreError>> {
+        self.0.with_key_matching_now(id, presented, examine)
+    }
+
+    fn peppers(&self) -> Peppers {
+        self.0.peppers()
+    }
+}
+
+/// Drives a future that never waits (a `MemoryStore` call) to its end.
+fn at_once<T>(future: impl Future<Output = T>) -> T {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("a memory store answers at once"),
+    }
+}
+
+fn peppered(c: &mut Criterion) {
+    let peppers = Peppers::new(2, [2u8; 32])
+        .unwrap()
+        .earlier(1, [1u8; 32])
+        .unwrap();
+    let memory = MemoryStore::with_options(
+        StoreOptions::default()
+            .peppers(peppers.clone())
+            .without_last_used(),
+    );
+    let format = KeyFormat::default();
+    let mut keys = Vec::new();
+    for version in [0, 1, 2] {
+        let issued = at_once(memory.issue(NewKey::org("acme"))).unwrap();
+        let token = issued.token.expose_secret().to_owned();
+        let old = peppers.hash_with(version, &token).unwrap();
+        assert!(at_once(memory.rehash(&issued.record.id, &issued.record.hash, &old)).unwrap());
+        let wrong = with_secret_changed(&token, 0);
+        assert!(format.parse(&wrong).is_ok());
+        keys.push((version, bearer(&token), bearer(&wrong)));
+    }
+    let unknown = bearer(&with_secret_changed(
+        &seal(&format!("ak_{}.{}", "Z".repeat(12), "A".repeat(28))),
+        0,
+    ));
+    let mut service = KeyAuthLayer::new(NoRehash(memory)).layer(Trivial);
+    assert_eq!(refuse(&mut service, &unknown), 401);
+    let mut group = c.benchmark_group("timing_peppered");
+    group.bench_function("refuse_unknown_id", |b| {
+        b.iter(|| refuse(&mut service, &unknown))
+    });
+    for (version, right, wrong) in &keys {
+        assert_eq!(refuse(&mut service, right), 200, "v{version}");
+        assert_eq!(refuse(&mut service, wrong), 401, "v{version}");
+        group.bench_function(format!("accept_v{version}"), |b| {
+            b.iter(|| refuse(&mut service, right))
+        });
+        group.bench_function(format!("refuse_wrong_secret_v{version}"), |b| {
+            b.iter(|| refuse(&mut service, wrong))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, timing, peppered);
 criterion_main!(benches);
