@@ -14,11 +14,12 @@ use crate::clock::SharedClock;
 use crate::extract::Extract;
 use crate::format::KeyFormat;
 use crate::limit::{MemoryLimiter, RateLimiter};
-use crate::pepper::{Peppers, Rehasher};
+use crate::pepper::Peppers;
 use crate::public::PublicPaths;
 use crate::response::{
     Answers, DEFAULT_REALM, DefaultResponder, Refusals, Responder, ResponseContext,
 };
+use crate::store::rehash::Rehasher;
 use crate::throttle::Throttle;
 
 /// The organization header personal tokens name their organization in.

@@ -10,7 +10,10 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::pepper::HashVersion;
+/// The version of the hash a key's [`KeyHash`] was made under: 0 is plain
+/// SHA-256, any other is HMAC-SHA256 under the pepper of that version (see
+/// [`pepper`](crate::pepper)).
+pub type HashVersion = u16;
 
 /// A whole credential, such as `ak_Xb3kP9qLm2Ts.9fK2...`.
 ///

@@ -24,6 +24,7 @@ mod lifecycle;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub(crate) mod rehash;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
