@@ -517,6 +517,11 @@ fn settle<'a, S>(
     opaque: bool,
     rehash_from: &mut Option<KeyHash>,
 ) -> Result<KeyMatchRef<'a>, HashVersion> {
+    // Anything else is decided already: a key of the current version is
+    // never re-hashed (a cache would forget it for nothing).
+    if !matches!(lent, KeyMatchRef::OtherVersion(_)) {
+        return Ok(lent);
+    }
     match lent.settle(&config.peppers, token) {
         Ok(KeyMatchRef::Matches(record)) => {
             if !opaque {
