@@ -37,7 +37,7 @@
 //! | public paths | `public.rs` | [`KeyAuthLayer::public`] |
 //! | find the credential | `extract.rs` | [`Extract`] |
 //! | recognise `<prefix>_<id>.<secret><checksum>` | `format.rs` | [`KeyFormat`] |
-//! | hash and compare | `hash.rs` | [`hash::KeyHash`], [`hash::Token`] |
+//! | hash (SHA-256, or HMAC-SHA256 under a versioned pepper) and compare | `hash.rs`, `pepper.rs` | [`hash::KeyHash`], [`hash::Token`], [`pepper::Peppers`] |
 //! | look the key up, compare its hash before anything else (an in-memory store lends the record) | `store/mod.rs` | [`KeyStore::with_key_matching_now`], [`KeyStore::find_key_matching`], [`store::KeyMatch`] |
 //! | the stored key: revoked? (no clock asked) expired? (the clock, coarse by default) | `record.rs`, `clock.rs` | [`store::KeyRecord::is_revoked`], [`store::KeyRecord::is_expired_at`], [`clock::CoarseClock`] |
 //! | a client address with too many refused keys: 429 before parsing | `throttle.rs` | `KeyAuthLayer::failed_attempts` |
@@ -50,10 +50,12 @@
 //! | scopes per route or service | `require_scopes.rs` | [`RequireScopes`] |
 //! | issue, list, rotate, revoke | `store/lifecycle.rs` | [`KeyLifecycle`], [`NewKey`] |
 //! | the bundled stores | `store/` | [`MemoryStore`], `store::SqliteStore`, `store::PostgresStore`, `store::CachedStore` |
+//! | when a key leaks: find, mask and revoke it | `scan/`, `secret_scanning.rs`, `audit.rs` | [`KeyFormat::find_tokens`], [`KeyFormat::redact`], `secret_scanning::SecretScanning`, [`audit::AuditSink`] |
 //!
 //! The crate root holds what ordinary code names; everything else lives in
 //! the module of its step: [`store`] (the stores, records, lifecycle types
 //! and errors), [`limit`] (usage limits and rate limiters), [`client_addr`],
+//! [`pepper`], [`scan`], [`audit`],
 //! [`response`], [`extract`], [`format`](mod@format), [`hash`], [`ids`],
 //! [`principal`], [`scope`], [`clock`], [`future`], [`body`].
 //!
