@@ -80,7 +80,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `axum` | [`Principal`] and `Option<Principal>` extractors (rejecting with `axum::PrincipalRejection`), `IntoResponse` for [`AuthError`] |
-//! | `tonic` | `NamedService` for [`KeyAuth`] and [`RequireScopesService`], `Status` from [`AuthError`], [`tonic::RequestPrincipal`] |
+//! | `tonic` | `NamedService` for [`KeyAuth`] and [`RequireScopesService`], `Status` from [`AuthError`], `tonic::RequestPrincipal` |
 //! | `tokio` | `KeyAuthLayer::store_timeout`, on tokio's timer |
 //! | `cache` | `CachedStore`: positive and negative TTLs, S3-FIFO eviction within a count and a memory budget, a separate bound for unknown ids, one store call per id under concurrent misses |
 //! | `sqlite` | `SqliteStore`: keys in SQLite through sqlx, with embedded migrations |
