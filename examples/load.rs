@@ -294,7 +294,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             };
             let cached = setting("LOAD_CACHE", "on") != "off";
             let connected = if cached {
-                quickstart::connect(&url).await?
+                quickstart::connect(&url, quickstart::peppers()?).await?
             } else {
                 // The quickstart's app on the bare store: every request with
                 // a key is a query.

@@ -44,6 +44,14 @@
 //! live key among them is revoked and answered `true_positive`. A file that
 //! cannot be read or holds no such keys stops the start with one line.
 //!
+//! With `KEYAUTH_PEPPER` set (a random secret of at least 32 bytes, as
+//! version `KEYAUTH_PEPPER_VERSION`, default 1), keys are hashed with
+//! HMAC-SHA256 under it, so a copy of the database alone cannot test
+//! guessed tokens. Keys stored before still verify and are re-hashed on
+//! their next use; to rotate the pepper, move the old one to
+//! `KEYAUTH_EARLIER_PEPPER` (with `KEYAUTH_EARLIER_PEPPER_VERSION`) and set
+//! a new one with a higher version.
+//!
 //! The store sits behind a `CachedStore` (the set-up the README recommends
 //! for both SQL stores), so an authenticated request reads its key from
 //! memory, not from the database. A key revoked through this server is
@@ -70,10 +78,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_keyauth::ids::{OrgId, UserId};
 use tower_keyauth::key_api::KeyApi;
+use tower_keyauth::pepper::Peppers;
 use tower_keyauth::secret_scanning::{PublicKeys, SecretScanning};
 use tower_keyauth::store::{
     CacheOptions, CachedStore, InvalidationListener, Membership, Owner, PostgresStore, SqliteStore,
-    StoreError,
+    StoreError, StoreOptions,
 };
 use tower_keyauth::{
     Extract, KeyAuthLayer, KeyLifecycle, NewKey, Principal, RequireScopes, Scopes,
@@ -133,6 +142,7 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), String> {
     // A bad setting is reported before anything starts.
     failed_attempts_per_minute()?;
+    let peppers = peppers()?;
     let secret_scanning = secret_scanning_keys()?;
     // The address first: a busy port is reported before any database wait.
     let listener = listen().await?;
@@ -144,7 +154,7 @@ async fn run() -> Result<(), String> {
     let Connected {
         store,
         listener: _listening,
-    } = connect(&database).await?;
+    } = connect(&database, peppers.clone()).await?;
     let demo = match store.list(&Owner::org("acme")).await {
         Ok(keys) if keys.is_empty() => Some(
             mint_demo_credentials(&store)
@@ -163,6 +173,10 @@ async fn run() -> Result<(), String> {
     match &demo {
         Some(demo) => print_demo(demo, addr),
         None => print_existing(&database),
+    }
+    let version = peppers.current_version();
+    if version > 0 {
+        println!("peppered hashes: keys are hashed under KEYAUTH_PEPPER, version {version}");
     }
     if let Some((path, _)) = &secret_scanning {
         println!(
@@ -231,6 +245,47 @@ pub(crate) fn failed_attempts_per_minute() -> Result<u32, String> {
             )
         }),
     }
+}
+
+/// `KEYAUTH_PEPPER`: a server secret (at least 32 bytes) under which keys
+/// are hashed with HMAC-SHA256, as version `KEYAUTH_PEPPER_VERSION`
+/// (default 1); unset, plain SHA-256. Keys hashed before (plain, or under
+/// an earlier version named by `KEYAUTH_EARLIER_PEPPER` and
+/// `KEYAUTH_EARLIER_PEPPER_VERSION`) still verify and move to this one on
+/// their next use. Never printed.
+pub(crate) fn peppers() -> Result<Peppers, String> {
+    let Ok(secret) = std::env::var("KEYAUTH_PEPPER") else {
+        return Ok(Peppers::none());
+    };
+    let version = |name: &str, default: u16| match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(text) => text
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| {
+                format!(
+                    "{name}={text:?} is not a version; set it to a whole number from 1 to 65535"
+                )
+            }),
+    };
+    let current = version("KEYAUTH_PEPPER_VERSION", 1)?;
+    let mut peppers = Peppers::new(current, secret.as_bytes()).map_err(|e| {
+        format!(
+            "KEYAUTH_PEPPER cannot be used: {e}; set it to a random secret of at least 32 bytes"
+        )
+    })?;
+    if let Ok(earlier) = std::env::var("KEYAUTH_EARLIER_PEPPER") {
+        let earlier_version = version(
+            "KEYAUTH_EARLIER_PEPPER_VERSION",
+            current.saturating_sub(1).max(1),
+        )?;
+        peppers = peppers
+            .earlier(earlier_version, earlier.as_bytes())
+            .map_err(|e| format!("KEYAUTH_EARLIER_PEPPER cannot be used: {e}; set it to the previous KEYAUTH_PEPPER with KEYAUTH_EARLIER_PEPPER_VERSION its version"))?;
+    }
+    Ok(peppers)
 }
 
 /// `SECRET_SCANNING_KEYS`: the file of GitHub's public keys and the keys
@@ -306,12 +361,13 @@ pub(crate) fn app_with(store: Store, secret_scanning: Option<PublicKeys>) -> Rou
 /// long a key revoked by another process sharing a SQLite file is still
 /// accepted here; on PostgreSQL the listener makes the cache forget it at
 /// once.
-pub(crate) async fn connect(database: &str) -> Result<Connected, String> {
+pub(crate) async fn connect(database: &str, peppers: Peppers) -> Result<Connected, String> {
     let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
     let options = CacheOptions::default();
+    let store_options = StoreOptions::default().peppers(peppers);
     let connecting = async {
         Ok::<Connected, StoreError>(if postgres {
-            let store = PostgresStore::connect(database).await?;
+            let store = PostgresStore::connect_with(database, store_options).await?;
             let cached = CachedStore::with_options(store.clone(), options);
             let listener = store.listen_for_invalidations(cached.invalidator()).await?;
             Connected {
@@ -319,7 +375,7 @@ pub(crate) async fn connect(database: &str) -> Result<Connected, String> {
                 listener: Some(listener),
             }
         } else {
-            let store = SqliteStore::connect(database).await?;
+            let store = SqliteStore::connect_with(database, store_options).await?;
             Connected {
                 store: Arc::new(CachedStore::with_options(store, options)),
                 listener: None,

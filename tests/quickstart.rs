@@ -1027,3 +1027,103 @@ async fn unreadable_or_malformed_secret_scanning_keys_are_one_line_naming_the_va
         assert!(line.contains(path.to_str().unwrap()), "{line}");
     }
 }
+
+#[tokio::test]
+async fn keys_work_under_a_pepper_and_move_to_a_new_one() {
+    let dir = TempDir::new("quickstart-pepper");
+    let url = format!("sqlite://{}", dir.join("quickstart.db").display());
+    let first_pepper = "a first pepper of at least thirty-two bytes";
+    let example = start_example(
+        "quickstart",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("KEYAUTH_PEPPER", first_pepper),
+        ],
+    )
+    .await;
+    assert!(
+        example
+            .printed
+            .iter()
+            .any(|line| line.contains("peppered hashes") && line.contains("version 1")),
+        "the start names the pepper's version"
+    );
+    assert!(
+        !example.printed.join("\n").contains(first_pepper),
+        "the pepper is never printed"
+    );
+    let org_key = example.exports()["ORG_KEY"].clone();
+    assert_eq!(
+        call(example.addr, "GET", "/v1/whoami", &org_key, "")
+            .await
+            .status,
+        200
+    );
+    example.stop().await;
+
+    // A new pepper, the first kept as an earlier version: the key still works.
+    let example = start_example(
+        "quickstart",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            (
+                "KEYAUTH_PEPPER",
+                "a second pepper, also thirty-two bytes or more",
+            ),
+            ("KEYAUTH_PEPPER_VERSION", "2"),
+            ("KEYAUTH_EARLIER_PEPPER", first_pepper),
+            ("KEYAUTH_EARLIER_PEPPER_VERSION", "1"),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            call(example.addr, "GET", "/v1/whoami", &org_key, "")
+                .await
+                .status,
+            200
+        );
+    }
+    // The re-hash is written off the request path: give it its moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    example.stop().await;
+
+    // Without the first pepper, a key not yet moved would fail; this one
+    // was re-hashed on use, so the second pepper alone verifies it.
+    let example = start_example(
+        "quickstart",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            (
+                "KEYAUTH_PEPPER",
+                "a second pepper, also thirty-two bytes or more",
+            ),
+            ("KEYAUTH_PEPPER_VERSION", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        call(example.addr, "GET", "/v1/whoami", &org_key, "")
+            .await
+            .status,
+        200
+    );
+    example.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_pepper_is_one_line_naming_the_variable() {
+    let dir = TempDir::new("quickstart-short-pepper");
+    let exited = run_until_exit(
+        "quickstart",
+        &dir.0,
+        &[("KEYAUTH_PEPPER", "too short")],
+        Duration::from_secs(20),
+    )
+    .await;
+    let line = assert_one_line_failure(&exited, "KEYAUTH_PEPPER");
+    assert!(
+        !line.contains("too short"),
+        "the secret is not echoed: {line}"
+    );
+}
