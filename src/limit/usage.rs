@@ -735,7 +735,8 @@ mod tests {
                     .as_slice()
                     .iter()
                     .try_fold(RateLimits::new(), |built, limit| {
-                        let again = RateLimit::per(limit.limit(), limit.window())?;
+                        let again = RateLimit::per(limit.limit(), limit.window())?
+                            .counted_per(limit.counted_for());
                         let again = match limit.name() {
                             Some(name) => again.named(name)?,
                             None => again,
