@@ -135,7 +135,7 @@ use crate::format::KeyFormat;
 use crate::hash::KeyHash;
 use crate::ids::KeyId;
 use crate::record::KeyRecord;
-use crate::store::{KeyLifecycle, KeyMatch, LifecycleError, StoreError};
+use crate::store::{KeyLifecycle, KeyMatch, LifecycleError};
 
 /// The most bytes a report's body may hold: 1 MiB, a few thousand tokens.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -701,13 +701,23 @@ impl SecretScanning {
             KeyMatch::OtherVersion(record) => match peppers.verify(&record.hash, token) {
                 Some(true) => KeyMatch::Matches(record),
                 Some(false) => KeyMatch::Differs,
+                // A key under a pepper version the store no longer has
+                // cannot be verified, so it is not revoked on an unproven
+                // token (anyone can publish a look-alike with a real id);
+                // it cannot be used either. That token alone is answered,
+                // the rest of the report goes on.
                 None => {
-                    let unknown = StoreError::backend(format!(
-                        "key {} is hashed under pepper version {}, which the store's peppers lack",
-                        record.id,
-                        record.hash.version()
-                    ));
-                    return Err(store_failed(&unknown.into()));
+                    if !record.is_revoked() && !record.is_expired_at(now) {
+                        tracing::warn!(
+                            key_id = %record.id,
+                            hash_version = record.hash.version(),
+                            "secret scanning: a reported key is hashed under a pepper version the store lacks; it cannot be verified, so it is not revoked (configure that version as an earlier pepper)"
+                        );
+                    }
+                    return Ok(Verdict::NotLive {
+                        key_id: Some(id),
+                        reason: "hashed under an unknown pepper version",
+                    });
                 }
             },
             decided => decided,

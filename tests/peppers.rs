@@ -120,3 +120,27 @@ fn debug_never_shows_a_pepper() {
     assert!(!shown.contains("thirty-two"), "{shown}");
     assert!(!shown.contains("[1, 1, 1"), "{shown}");
 }
+
+#[tokio::test]
+async fn after_a_pepper_is_dropped_its_revoked_keys_are_refused_like_wrong_secrets() {
+    let first = Peppers::new(1, [1u8; 32]).unwrap();
+    let before = MemoryStore::with_options(StoreOptions::default().peppers(first));
+    let revoked = before.issue(NewKey::org("acme")).await.unwrap();
+    let live = before.issue(NewKey::org("acme")).await.unwrap();
+    before.revoke(&revoked.record.id).await.unwrap();
+    // The same records, read by a store that has only the next pepper.
+    let only_second = Peppers::new(2, SECRET).unwrap();
+    let after = MemoryStore::with_options(StoreOptions::default().peppers(only_second));
+    for issued in [&revoked, &live] {
+        let record = before.find_key(&issued.record.id).await.unwrap().unwrap();
+        assert_eq!(record.hash.version(), 1);
+        after.insert(record);
+    }
+    let app = app(KeyAuthLayer::new(after));
+    // A revoked key can never be used: 401, not a 503 anyone could cause.
+    let reply = get_bearer(&app, "/v1/whoami", revoked.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    // A live key under the dropped version still fails closed.
+    let reply = get_bearer(&app, "/v1/whoami", live.token.expose_secret()).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text);
+}

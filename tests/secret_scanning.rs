@@ -741,3 +741,26 @@ fn public_keys_come_from_githubs_json_and_an_older_key_still_verifies() {
         Err(SignatureError::Mismatch)
     );
 }
+
+#[tokio::test]
+async fn a_key_under_an_unknown_pepper_version_fails_only_its_own_token() {
+    let Setup {
+        github, store, app, ..
+    } = setup();
+    let live = issue(&store).await;
+    let live_token = live.token.expose_secret().to_owned();
+    // A key stored under pepper version 5, which this store does not have.
+    let format = KeyFormat::default();
+    let stranded = format.mint(KeyKind::Organization, None).unwrap();
+    store.insert(KeyRecord::new(
+        stranded.id.clone(),
+        KeyHash::of(stranded.token.expose_secret()).with_version(5),
+        Owner::org("acme"),
+    ));
+    let tokens = [stranded.token.expose_secret(), live_token.as_str()];
+    let reply = send(&app, github.report(&tokens)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    // Not proven ours, so not revoked; the live key in the same report is.
+    assert_eq!(labels(&reply), ["false_positive", "true_positive"]);
+    assert_eq!(whoami(&app, &live_token).await, StatusCode::UNAUTHORIZED);
+}

@@ -442,12 +442,16 @@ impl<'a> KeyMatchRef<'a> {
     /// Decides an [`OtherVersion`](Self::OtherVersion) match by hashing
     /// `token` under the record's version (one more hash, constant-time
     /// comparison); any other match is already decided and stays as it is.
-    /// `Err` names a version `peppers` do not know: fail closed.
+    /// `Err` names a version `peppers` do not know: fail closed. A revoked
+    /// key under such a version is refused like a wrong secret instead: it
+    /// can never be used again, so it is never re-hashed, and dropping an
+    /// old pepper must not turn every request naming it into a 503.
     pub(crate) fn settle(self, peppers: &Peppers, token: &[u8]) -> Result<Self, HashVersion> {
         match self {
             KeyMatchRef::OtherVersion(record) => match peppers.verify_bytes(&record.hash, token) {
                 Some(true) => Ok(KeyMatchRef::Matches(record)),
                 Some(false) => Ok(KeyMatchRef::Differs),
+                None if record.is_revoked() => Ok(KeyMatchRef::Differs),
                 None => Err(record.hash.version()),
             },
             decided => Ok(decided),
