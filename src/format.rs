@@ -210,6 +210,12 @@ impl KeyFormat {
         self
     }
 
+    /// Characters of secret (and then of checksum) that minted tokens
+    /// have: what the scanner tries when more letters follow a token.
+    pub(crate) fn minted_secret_and_checksum_len(&self) -> usize {
+        self.secret_len + CHECKSUM_LEN
+    }
+
     fn add_rule(self, prefix: &str, kind: KeyKind, environment: Option<Environment>) -> Self {
         assert!(
             is_valid_prefix(prefix),

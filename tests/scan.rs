@@ -314,10 +314,13 @@ fn the_scan_example_passes_text_without_keys_through() {
     let format = KeyFormat::default();
     let minted = format.mint(KeyKind::Organization, None).unwrap();
     let token = minted.token.expose_secret();
+    // The token with its last character changed: its checksum fails.
+    let last = if token.ends_with('x') { "y" } else { "x" };
+    let look_alike = format!("{}{last}", &token[..token.len() - 1]);
     let input = format!(
-        "nothing here\nak_abc.{} and {}x and sk_live_123\n日本語 ✓",
+        "nothing here\nak_abc.{} and {} and sk_live_123\n日本語 ✓",
         "a".repeat(30),
-        token
+        look_alike
     );
     let (code, stdout, stderr) = run_scan(input.as_bytes(), &[]);
     assert_eq!(code, Some(0), "{stderr}");

@@ -31,12 +31,14 @@
 //!
 //! Exactly what [`KeyFormat::parse`] accepts, found anywhere in the text:
 //!
-//! * **after** a token comes the end of the text or a byte that is not an
-//!   ASCII letter or digit, as GitHub's secret scanning requires (the
-//!   default "after secret" of its custom patterns): `ak_…,`, `ak_…"`,
-//!   `ak_…&page=2`, `ak_….` and `ak_…\n` end where the letters and digits
-//!   end; in `ak_…x` the `x` is read as part of the secret, so the checksum
-//!   fails and nothing is reported;
+//! * **after** a token anything may come. A token ends where its letters
+//!   and digits end (`ak_…,`, `ak_…"`, `ak_…&page=2`, `ak_….`, `ak_…\n`);
+//!   when more letters or digits are glued to it (`ak_…xyz`, two tokens
+//!   with nothing between) and the whole run fails the checksum, the
+//!   length this format mints ([`KeyFormat::secret_length`] plus the six
+//!   checksum characters) is tried too, so a redactor never lets a minted
+//!   token through because of what follows it. GitHub's secret scanning
+//!   wants a boundary there; a redactor that missed a leak would fail open;
 //! * **before** a token anything may come. GitHub's default also wants a
 //!   byte that is not a letter or digit there, but escape sequences end in
 //!   letters and digits: `"\nak_…"` in a JSON log line, `%20ak_…` in a
@@ -96,16 +98,17 @@ impl KeyFormat {
     /// let text = format!(
     ///     r#"{{"key":"{}","backup":"{}x"}} token={}"#,
     ///     org.token.expose_secret(),
-    ///     org.token.expose_secret(), // a letter after it: not a token
+    ///     org.token.expose_secret(), // a letter glued after it: found all the same
     ///     pat.token.expose_secret(),
     /// );
     ///
     /// let found: Vec<_> = format.find_tokens(&text).collect();
-    /// assert_eq!(found.len(), 2);
+    /// assert_eq!(found.len(), 3);
     /// assert_eq!((found[0].prefix, &found[0].key_id), ("ak", &org.id));
-    /// assert_eq!((found[1].prefix, &found[1].key_id), ("pat", &pat.id));
-    /// assert!(found[1].accepts(KeyKind::Personal));
-    /// assert_eq!(found[1].range.end, text.len());
+    /// assert_eq!(found[1].key_id, org.id);
+    /// assert_eq!((found[2].prefix, &found[2].key_id), ("pat", &pat.id));
+    /// assert!(found[2].accepts(KeyKind::Personal));
+    /// assert_eq!(found[2].range.end, text.len());
     ///
     /// // One character more, and the checksums refuse them all.
     /// assert_eq!(format.find_tokens(&text.replace(".", ".x")).count(), 0);
@@ -278,9 +281,21 @@ impl<'f, 'b> Scan<'f, 'b> {
             .take(MAX_PREFIX_LEN)
             .take_while(|&&byte| byte.is_ascii_alphanumeric() || byte == b'_')
             .count();
-        (underscore - prefix_room..underscore)
-            .filter(|&start| bytes[start] != b'_' && end - start <= MAX_TOKEN_LEN)
+        let starts = || {
+            (underscore - prefix_room..underscore)
+                .filter(move |&start| bytes[start] != b'_' && end - start <= MAX_TOKEN_LEN)
+        };
+        starts()
             .find_map(|start| self.parse_at(start..end))
+            .or_else(|| {
+                // Letters or digits glued to a token make the run longer
+                // than it: try the length this format mints, so a redactor
+                // does not let `<token>xyz` through.
+                let minted_end = dot + 1 + self.format.minted_secret_and_checksum_len();
+                (minted_end < end)
+                    .then(|| starts().find_map(|start| self.parse_at(start..minted_end)))
+                    .flatten()
+            })
     }
 
     fn parse_at(&self, range: Range<usize>) -> Option<Finding<'b>> {
