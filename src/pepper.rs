@@ -1,7 +1,7 @@
 //! Peppered hashes: stored key hashes keyed with a server secret.
 //!
 //! Without a pepper, a store keeps the SHA-256 of each token. Tokens carry
-//! at least 128 random bits, so nobody guesses one from its hash; but a
+//! at least 130 random bits, so nobody guesses one from its hash; but a
 //! stolen copy of the key table still lets an attacker test any token they
 //! come across (a leaked log line, a pasted `curl` command) offline, and a
 //! weak legacy (opaque) key could be brute-forced. With [`Peppers`], the
