@@ -44,7 +44,8 @@
 //! live key among them is revoked and answered `true_positive`. A file that
 //! cannot be read or holds no such keys stops the start with one line.
 //!
-//! With `KEYAUTH_PEPPER` set (a random secret of at least 32 bytes, as
+//! With `KEYAUTH_PEPPER` set (a random secret of at least 32 bytes, taken
+//! as the text stands, not decoded; as
 //! version `KEYAUTH_PEPPER_VERSION`, default 1), keys are hashed with
 //! HMAC-SHA256 under it, so a copy of the database alone cannot test
 //! guessed tokens. Keys stored before still verify and are re-hashed on
@@ -252,9 +253,13 @@ pub(crate) fn failed_attempts_per_minute() -> Result<u32, String> {
 /// (default 1); unset, plain SHA-256. Keys hashed before (plain, or under
 /// an earlier version named by `KEYAUTH_EARLIER_PEPPER` and
 /// `KEYAUTH_EARLIER_PEPPER_VERSION`) still verify and move to this one on
-/// their next use. Never printed.
+/// their next use. The variables' bytes are the secret as they stand (a
+/// base64 or hex text is not decoded). Never printed.
 pub(crate) fn peppers() -> Result<Peppers, String> {
     let Ok(secret) = std::env::var("KEYAUTH_PEPPER") else {
+        if std::env::var_os("KEYAUTH_EARLIER_PEPPER").is_some() {
+            return Err("KEYAUTH_EARLIER_PEPPER is set without KEYAUTH_PEPPER; set KEYAUTH_PEPPER to the current pepper (the earlier one only verifies keys not yet moved)".to_owned());
+        }
         return Ok(Peppers::none());
     };
     let version = |name: &str, default: u16| match std::env::var(name) {

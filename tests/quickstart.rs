@@ -1127,3 +1127,23 @@ async fn a_short_pepper_is_one_line_naming_the_variable() {
         "the secret is not echoed: {line}"
     );
 }
+
+#[tokio::test]
+async fn an_earlier_pepper_without_a_current_one_is_one_line_naming_the_variable() {
+    let dir = TempDir::new("quickstart-earlier-pepper-alone");
+    let exited = run_until_exit(
+        "quickstart",
+        &dir.0,
+        &[(
+            "KEYAUTH_EARLIER_PEPPER",
+            "an earlier pepper of thirty-two bytes or more",
+        )],
+        Duration::from_secs(20),
+    )
+    .await;
+    let line = assert_one_line_failure(&exited, "KEYAUTH_PEPPER");
+    assert!(
+        !line.contains("thirty-two"),
+        "the secret is not echoed: {line}"
+    );
+}
