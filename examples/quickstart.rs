@@ -177,7 +177,13 @@ async fn run() -> Result<(), String> {
     }
     let version = peppers.current_version();
     if version > 0 {
-        println!("peppered hashes: keys are hashed under KEYAUTH_PEPPER, version {version}");
+        let earlier = std::env::var_os("KEYAUTH_EARLIER_PEPPER").is_some();
+        let also = if earlier {
+            ", keys under KEYAUTH_EARLIER_PEPPER still verify"
+        } else {
+            ""
+        };
+        println!("peppered hashes: keys are hashed under KEYAUTH_PEPPER, version {version}{also}");
     }
     if let Some((path, _)) = &secret_scanning {
         println!(

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --example scan < app.log > app.redacted.log
-//! git diff --cached | cargo run -q --example scan > /dev/null   # a pre-commit hook
+//! git diff --cached -U0 | grep '^+' | cargo run -q --example scan > /dev/null   # a pre-commit hook: added lines only
 //! SCAN_PREFIXES=andi_live,andi_test cargo run --example scan < app.log
 //! ```
 //!
