@@ -142,5 +142,10 @@ async fn after_a_pepper_is_dropped_its_revoked_keys_are_refused_like_wrong_secre
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     // A live key under the dropped version still fails closed.
     let reply = get_bearer(&app, "/v1/whoami", live.token.expose_secret()).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{}", reply.text);
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
 }
