@@ -35,8 +35,11 @@ pub(crate) enum Enforced {
 }
 
 /// The units a request costs: 1 unless the layer's cost function says
-/// otherwise.
-pub(crate) fn cost_of<S>(config: &Config<S>, request: &Parts) -> u32 {
+/// otherwise, and nothing on a public path (which only identifies its key).
+pub(crate) fn cost_of<S>(config: &Config<S>, request: &Parts, public: bool) -> u32 {
+    if public {
+        return 0;
+    }
     config.request_cost.as_ref().map_or(1, |cost| cost(request))
 }
 

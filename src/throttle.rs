@@ -78,6 +78,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::clock::SharedClock;
 use crate::error::{AuthError, AuthErrorKind};
 
 const SHARDS: usize = 16;
@@ -198,6 +199,24 @@ impl Throttle {
             _ => self.blocks(&shard.overflow, now),
         };
         own.max(wider)
+    }
+
+    /// Counts `refusal` against its client's address, when it is one the
+    /// throttle counts (see [`counts`]); without an address, warns once
+    /// that the throttle cannot work.
+    pub(crate) fn count_refusal(
+        &self,
+        refusal: &AuthError,
+        client: impl FnOnce() -> Option<IpAddr>,
+        clock: &SharedClock,
+    ) {
+        if !counts(refusal) {
+            return;
+        }
+        match client() {
+            Some(client) => self.refused(client, clock.now()),
+            None => warn_no_client_address(),
+        }
     }
 
     /// Counts a refused credential from `client`.
@@ -398,7 +417,7 @@ pub(crate) fn counts(error: &AuthError) -> bool {
 /// the layer the peer's address (axum: serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()`), so the throttle
 /// does nothing.
-pub(crate) fn warn_no_client_address() {
+fn warn_no_client_address() {
     static WARNED: std::sync::Once = std::sync::Once::new();
     WARNED.call_once(|| {
         tracing::warn!(

@@ -175,12 +175,7 @@ fn throttled<S>(config: &Config<S>, request: &Parts) -> Option<AuthError> {
 /// failed-attempt throttle.
 fn count_failed_attempt<S>(config: &Config<S>, request: &Parts, refusal: &AuthError) {
     if let Some(throttle) = &config.throttle {
-        if crate::throttle::counts(refusal) {
-            match client_of(config, request) {
-                Some(client) => throttle.refused(client, config.clock.now()),
-                None => crate::throttle::warn_no_client_address(),
-            }
-        }
+        throttle.count_refusal(refusal, || client_of(config, request), &config.clock);
     }
 }
 
@@ -195,7 +190,7 @@ fn after_lookup<S: KeyStore>(
     verdict: PendingVerdict,
 ) -> Check {
     // Read now: the request's parts stay behind when the verdict waits.
-    let cost = if public { 0 } else { cost_of(config, request) };
+    let cost = cost_of(config, request, public);
     let client = client_of(config, request);
     // A public path answers without refusing: nothing for the throttle.
     let throttle = config.throttle.as_ref().filter(|_| !public).map(Arc::clone);
@@ -216,12 +211,7 @@ fn after_lookup<S: KeyStore>(
             refused => refused,
         };
         if let (Some(throttle), Verdict::Refused(refusal)) = (&throttle, &verdict) {
-            if crate::throttle::counts(refusal) {
-                match client {
-                    Some(client) => throttle.refused(client, config.clock.now()),
-                    None => crate::throttle::warn_no_client_address(),
-                }
-            }
+            throttle.count_refusal(refusal, || client, &config.clock);
         }
         verdict
     }))
@@ -236,7 +226,7 @@ fn enforce_policy<S: KeyStore>(
     request: &mut Parts,
     public: bool,
 ) -> Check {
-    let cost = if public { 0 } else { cost_of(config, request) };
+    let cost = cost_of(config, request, public);
     let Some(principal) = request.extensions.get::<Principal>() else {
         return Check::Admitted(None);
     };
