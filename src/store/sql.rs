@@ -1102,8 +1102,41 @@ pub(crate) fn corrupt(detail: String) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Asserts that a corrupt record of `issued` (an organization key of
+    /// `acme`) fails closed on every read but `find_key`, which each test
+    /// checks with its own expectations: the match, both listings and a
+    /// page. `what` names the corruption.
+    pub(crate) async fn assert_unreadable(
+        store: &impl crate::store::KeyLifecycle,
+        issued: &crate::store::IssuedKey,
+        what: &str,
+    ) {
+        use crate::ids::OrgId;
+        use crate::store::{KeyListing, PageRequest};
+        let id = &issued.record.id;
+        assert!(
+            store
+                .find_key_matching(id, &issued.record.hash)
+                .await
+                .is_err(),
+            "{what:.40}: matched"
+        );
+        assert!(
+            store.list(&Owner::org("acme")).await.is_err(),
+            "{what:.40}: listed"
+        );
+        assert!(
+            store.list_in_org(&OrgId::from("acme")).await.is_err(),
+            "{what:.40}: listed in its organization"
+        );
+        let page = store
+            .list_page(&KeyListing::org("acme"), &PageRequest::default())
+            .await;
+        assert!(page.is_err(), "{what:.40}: paged");
+    }
 
     #[test]
     fn owners_round_trip_through_columns() {

@@ -1153,26 +1153,7 @@ mod tests {
             let what: String = corruption.chars().take(20).collect();
             let error = store.find_key(&issued.record.id).await.unwrap_err();
             assert!(!format!("{error:?}").contains(secret), "{what}");
-            assert!(
-                store
-                    .find_key_matching(&issued.record.id, &issued.record.hash)
-                    .await
-                    .is_err(),
-                "{what}"
-            );
-            assert!(store.list(&Owner::org("acme")).await.is_err(), "{what}");
-            assert!(
-                store.list_in_org(&OrgId::from("acme")).await.is_err(),
-                "{what}"
-            );
-            let listing = KeyListing::org("acme");
-            assert!(
-                store
-                    .list_page(&listing, &PageRequest::default())
-                    .await
-                    .is_err(),
-                "{what}"
-            );
+            crate::store::sql::tests::assert_unreadable(&store, &issued, &what).await;
             assert!(
                 store
                     .rotate(&issued.record.id, Duration::ZERO)
@@ -1275,22 +1256,7 @@ mod tests {
             .unwrap();
             let what: String = corruption.chars().take(40).collect();
             assert!(store.find_key(&issued.record.id).await.is_err(), "{what}");
-            assert!(
-                store
-                    .find_key_matching(&issued.record.id, &issued.record.hash)
-                    .await
-                    .is_err(),
-                "{what}"
-            );
-            assert!(store.list(&Owner::org("acme")).await.is_err(), "{what}");
-            let listing = KeyListing::org("acme");
-            assert!(
-                store
-                    .list_page(&listing, &PageRequest::default())
-                    .await
-                    .is_err(),
-                "{what}"
-            );
+            crate::store::sql::tests::assert_unreadable(&store, &issued, &what).await;
             assert!(
                 store
                     .rotate(&issued.record.id, Duration::ZERO)
@@ -1393,21 +1359,7 @@ mod tests {
                 store.find_key(&issued.record.id).await.is_err(),
                 "{stored:.20}"
             );
-            assert!(
-                store
-                    .find_key_matching(&issued.record.id, &issued.record.hash)
-                    .await
-                    .is_err()
-            );
-            assert!(store.list(&Owner::org("acme")).await.is_err());
-            assert!(store.list_in_org(&OrgId::from("acme")).await.is_err());
-            let listing = KeyListing::org("acme");
-            assert!(
-                store
-                    .list_page(&listing, &PageRequest::default())
-                    .await
-                    .is_err()
-            );
+            crate::store::sql::tests::assert_unreadable(&store, &issued, stored).await;
         }
         sqlx::query("UPDATE keyauth_keys SET metadata = X'7B22FF223A317D' WHERE id = ?1")
             .bind(issued.record.id.as_str())
@@ -1460,21 +1412,7 @@ mod tests {
                 store.find_key(&issued.record.id).await.is_err(),
                 "{stored:.20}"
             );
-            assert!(
-                store
-                    .find_key_matching(&issued.record.id, &issued.record.hash)
-                    .await
-                    .is_err()
-            );
-            assert!(store.list(&Owner::org("acme")).await.is_err());
-            assert!(store.list_in_org(&OrgId::from("acme")).await.is_err());
-            let listing = KeyListing::org("acme");
-            assert!(
-                store
-                    .list_page(&listing, &PageRequest::default())
-                    .await
-                    .is_err()
-            );
+            crate::store::sql::tests::assert_unreadable(&store, &issued, stored).await;
             assert!(
                 store
                     .rotate(&issued.record.id, Duration::ZERO)
